@@ -1,0 +1,168 @@
+//! Types shared by the kernel-side programs and user space.
+//!
+//! Everything here is `#[repr(C)]` and plain data: the kernel writes it, user space
+//! reads the same bytes. Sizes are pinned by compile-time checks below, so a change
+//! on one side that the other does not see fails the build instead of corrupting
+//! events.
+#![no_std]
+
+/// Bytes of the path buffer in a copy-up event.
+///
+/// Components are stored leaf first, each followed by a NUL. A component is only
+/// started while fewer than [`PATH_SOFT_LIMIT`] bytes are used, and a component is at
+/// most [`NAME_READ_MAX`] bytes, so the buffer cannot overflow (and the verifier can
+/// see that from a mask).
+pub const PATH_BUF: usize = PATH_SOFT_LIMIT + NAME_READ_MAX;
+/// Offset below which another path component may be started.
+pub const PATH_SOFT_LIMIT: usize = 512;
+/// Largest component read: NAME_MAX (255) plus its NUL.
+pub const NAME_READ_MAX: usize = 256;
+/// Deepest path walked before the path is flagged as truncated.
+pub const MAX_COMPONENTS: u32 = 32;
+/// Log2 latency slots of the in-kernel lookup histogram (slot i counts
+/// latencies in [2^i, 2^(i+1)) ns; slot 0 also counts 0 ns).
+pub const HIST_SLOTS: usize = 40;
+pub const COMM_LEN: usize = 16;
+
+/// Event kinds carried by the ring buffer (first field of every event).
+pub const EVENT_COPY_UP: u32 = 1;
+
+/// `CopyUpEvent::flags` bits.
+pub const FLAG_PATH_TRUNCATED: u32 = 1 << 0;
+/// The data-copy function ran during this copy-up (`data_ns`/`data_len` valid).
+pub const FLAG_DATA_COPY: u32 = 1 << 1;
+/// A component name could not be read; the path holds what was read before it.
+pub const FLAG_PATH_FAULT: u32 = 1 << 2;
+
+/// Counters in the `STATS` per-CPU array. User space sums them over CPUs.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    CopyUpEnter = 0,
+    CopyUpExit = 1,
+    /// Ring buffer full: the event was lost (counted as a drop).
+    RingbufFull = 2,
+    /// The per-thread in-flight table was full at entry: the copy-up is not timed.
+    InflightFull = 3,
+    /// A return was seen without its entry (entry missed or table evicted).
+    CopyUpUnmatched = 4,
+    LookupEnter = 5,
+    LookupExit = 6,
+    LookupUnmatched = 7,
+    DataCopyEnter = 8,
+    /// Events skipped because the device is not in the filter set.
+    Filtered = 9,
+}
+pub const STAT_COUNT: u32 = 10;
+
+/// Kernel struct field offsets, read from the running kernel's BTF by user space
+/// and written into the read-only global `OFFSETS` before load (Rust eBPF has no
+/// CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub dentry_d_parent: u32,
+    pub dentry_d_name: u32,
+    pub dentry_d_inode: u32,
+    pub dentry_d_sb: u32,
+    /// `struct qstr::name` (inside the dentry's `d_name`).
+    pub qstr_name: u32,
+    pub sb_s_dev: u32,
+    pub inode_i_mode: u32,
+    pub inode_i_size: u32,
+}
+
+/// Run-time configuration, a read-only global set by user space before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Process id (tgid) of the tracer itself: its own activity is not traced.
+    pub tracer_tgid: u32,
+    /// 1: only devices present in the `DEVS` map are traced.
+    pub filter_devs: u32,
+    /// Index (0-based) of the `len` argument of the data-copy function.
+    pub data_len_arg: u32,
+    pub _pad: u32,
+}
+
+/// Common first field of every ring-buffer event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Size of the whole event in bytes, as the kernel side knew it.
+    pub size: u32,
+}
+
+/// One copied-up dentry: sent on return from `ovl_copy_up_one`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CopyUpEvent {
+    pub header: EventHeader,
+    /// `bpf_ktime_get_ns()` at entry.
+    pub start_ns: u64,
+    pub latency_ns: u64,
+    /// Time spent inside the data-copy function (see `FLAG_DATA_COPY`).
+    pub data_ns: u64,
+    /// `len` passed to the data-copy function.
+    pub data_len: u64,
+    /// `i_size` of the overlay inode at entry (mirrors the lower inode, 5.19+).
+    pub size: u64,
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    /// Overlay superblock `s_dev` in the kernel's encoding (major << 20 | minor).
+    pub dev: u32,
+    pub ret: i32,
+    /// `i_mode` of the overlay inode (S_IFMT bits give the kind).
+    pub mode: u32,
+    pub flags: u32,
+    /// Bytes of `path` in use.
+    pub path_len: u32,
+    /// Number of components stored in `path`.
+    pub components: u32,
+    pub comm: [u8; COMM_LEN],
+    /// Leaf-first, NUL-terminated components, relative to the overlay root.
+    pub path: [u8; PATH_BUF],
+}
+
+/// Per-device lookup aggregate (value of the per-CPU `LOOKUPS` hash map, keyed by
+/// the overlay `s_dev` in kernel encoding).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LookupStats {
+    pub found: u64,
+    pub not_found: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    pub hist: [u64; HIST_SLOTS],
+}
+
+impl LookupStats {
+    pub const ZERO: LookupStats = LookupStats {
+        found: 0,
+        not_found: 0,
+        errors: 0,
+        total_ns: 0,
+        hist: [0; HIST_SLOTS],
+    };
+}
+
+// Size checks: both sides compile these, so a layout change breaks the build.
+const _: () = assert!(core::mem::size_of::<Offsets>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
+const _: () =
+    assert!(core::mem::size_of::<CopyUpEvent>() == 8 + 6 * 8 + 8 * 4 + COMM_LEN + PATH_BUF);
+const _: () = assert!(core::mem::size_of::<LookupStats>() == 4 * 8 + HIST_SLOTS * 8);
+const _: () = assert!(PATH_BUF.is_power_of_two() || PATH_SOFT_LIMIT.is_power_of_two());
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are repr(C) plain data without padding holes that
+    // matter to the kernel; any bit pattern is a valid value.
+    unsafe impl aya::Pod for Offsets {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for LookupStats {}
+}

@@ -1,0 +1,12 @@
+//! ovltrace: why are writes inside containers slow?
+//!
+//! Module map (one concept each):
+//! - `cli`: command-line definitions.
+//! - `btf`: struct offsets from the running kernel's BTF.
+//! - `probe`: which attach strategy (fentry or kprobe) works here, and attaching.
+//! - `event`: decoding ring-buffer bytes into events.
+//! - `mounts`: overlay mounts from /proc/self/mountinfo.
+//! - `resolve`: mount -> container/image/layer, one resolver per runtime.
+//! - `aggregate`: histograms and hot spots.
+//! - `report`: output formats.
+//! - `run`, `doctor`: the subcommands.
