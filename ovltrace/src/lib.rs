@@ -10,3 +10,8 @@
 //! - `aggregate`: histograms and hot spots.
 //! - `report`: output formats.
 //! - `run`, `doctor`: the subcommands.
+
+pub mod cli;
+pub mod doctor;
+pub mod layers;
+pub mod run;

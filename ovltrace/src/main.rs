@@ -1,1 +1,27 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use ovltrace::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => ovltrace::run::main(args),
+        Command::Doctor(args) => ovltrace::doctor::main(args),
+        Command::Layers(args) => ovltrace::layers::main(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line per cause, no backtrace: this is what users see.
+            eprintln!("ovltrace: error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
