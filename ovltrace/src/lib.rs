@@ -14,4 +14,6 @@
 pub mod cli;
 pub mod doctor;
 pub mod layers;
+pub mod mounts;
+pub mod resolve;
 pub mod run;

@@ -1,0 +1,1 @@
+//! Mount -> container/image/layer resolution, one resolver per runtime.
