@@ -42,18 +42,18 @@ pub enum Stat {
     CopyUpExit = 1,
     /// Ring buffer full: the event was lost (counted as a drop).
     RingbufFull = 2,
-    /// The per-thread in-flight table was full at entry: the copy-up is not timed.
+    /// An in-flight table was full at entry: that operation is not timed.
     InflightFull = 3,
-    /// A return was seen without its entry (entry missed or table evicted).
-    CopyUpUnmatched = 4,
+    /// A copy-up's return was never seen (kretprobe instances exhausted):
+    /// noticed when the same thread starts its next copy-up.
+    LostReturn = 4,
     LookupEnter = 5,
     LookupExit = 6,
-    LookupUnmatched = 7,
-    DataCopyEnter = 8,
-    /// Events skipped because the device is not in the filter set.
-    Filtered = 9,
+    DataCopyEnter = 7,
+    /// Operations skipped because their device is not in the filter set.
+    Filtered = 8,
 }
-pub const STAT_COUNT: u32 = 10;
+pub const STAT_COUNT: u32 = 9;
 
 /// Kernel struct field offsets, read from the running kernel's BTF by user space
 /// and written into the read-only global `OFFSETS` before load (Rust eBPF has no

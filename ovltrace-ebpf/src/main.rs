@@ -1,5 +1,534 @@
+//! Kernel-side programs: overlayfs copy-up and lookup, as kprobes or fentry.
+//!
+//! Each hook is a thin wrapper around a shared helper, so the kprobe and the
+//! fentry flavours of one hook cannot drift apart:
+//! - `ovl_copy_up_one` entry/exit: one `CopyUpEvent` per copied-up dentry;
+//! - the data-copy function (`ovl_copy_up_file`, or `ovl_copy_up_data` on
+//!   kernels without it) entry/exit: time and length of the data copy, folded
+//!   into the copy-up in flight on the same thread;
+//! - `ovl_lookup` entry/exit: aggregated in-kernel per overlay device.
 #![no_std]
 #![no_main]
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel_str},
+    },
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use ovltrace_ebpf::{
+    Config, CopyUpEvent, EventHeader, LookupStats, Offsets, Stat, COMM_LEN, EVENT_COPY_UP,
+    FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED, HIST_SLOTS, MAX_COMPONENTS,
+    NAME_READ_MAX, PATH_SOFT_LIMIT, STAT_COUNT,
+};
+
+/// Struct offsets for the running kernel, written by user space before load.
+#[no_mangle]
+static OFFSETS: Offsets = Offsets {
+    dentry_d_parent: 0,
+    dentry_d_name: 0,
+    dentry_d_inode: 0,
+    dentry_d_sb: 0,
+    qstr_name: 0,
+    sb_s_dev: 0,
+    inode_i_mode: 0,
+    inode_i_size: 0,
+};
+
+#[no_mangle]
+static CONFIG: Config = Config {
+    tracer_tgid: 0,
+    filter_devs: 0,
+    data_len_arg: 3,
+    _pad: 0,
+};
+
+/// Copy-up events; user space resizes it (`--ring-buffer-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Copy-up in flight, per thread id.
+#[map]
+static INFLIGHT: LruHashMap<u32, Inflight> = LruHashMap::with_max_entries(16384, 0);
+
+/// Lookup in flight, per thread id.
+#[map]
+static LOOKUP_START: LruHashMap<u32, LookupStart> = LruHashMap::with_max_entries(16384, 0);
+
+/// Lookup aggregates per overlay device.
+#[map]
+static LOOKUPS: PerCpuHashMap<u32, LookupStats> = PerCpuHashMap::with_max_entries(4096, 0);
+
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Devices to trace when `CONFIG.filter_devs` is set (`--container`).
+#[map]
+static DEVS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Inflight {
+    start_ns: u64,
+    dentry: u64,
+    data_start_ns: u64,
+    data_ns: u64,
+    data_len: u64,
+    size: u64,
+    dev: u32,
+    mode: u32,
+    flags: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LookupStart {
+    start_ns: u64,
+    dentry: u64,
+    dev: u32,
+    _pad: u32,
+}
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: plain read of a global; volatile keeps the loader's value from
+    // being constant-folded to the compile-time default.
+    unsafe { read_volatile(&CONFIG) }
+}
+
+#[inline(always)]
+fn offsets() -> Offsets {
+    // SAFETY: as above.
+    unsafe { read_volatile(&OFFSETS) }
+}
+
+#[inline(always)]
+fn count(stat: Stat) {
+    if let Some(p) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Reads a kernel pointer-sized field at `base + off`.
+#[inline(always)]
+fn read_u64(base: u64, off: u32) -> Option<u64> {
+    // SAFETY: bpf_probe_read_kernel checks the address; bad reads return Err.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u64).ok() }
+}
+
+#[inline(always)]
+fn read_u32(base: u64, off: u32) -> Option<u32> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u32).ok() }
+}
+
+#[inline(always)]
+fn read_u16(base: u64, off: u32) -> Option<u16> {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u16).ok() }
+}
+
+/// Overlay superblock device of `dentry`, or None if it cannot be read.
+#[inline(always)]
+fn dentry_dev(o: &Offsets, dentry: u64) -> Option<u32> {
+    let sb = read_u64(dentry, o.dentry_d_sb)?;
+    read_u32(sb, o.sb_s_dev)
+}
+
+/// The tracer's own threads and (with `--container`) other devices are skipped.
+#[inline(always)]
+fn wanted(cfg: &Config, dev: u32) -> bool {
+    if cfg.filter_devs != 0 {
+        // SAFETY: read-only lookup.
+        if unsafe { DEVS.get(&dev) }.is_none() {
+            count(Stat::Filtered);
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn current_ids(cfg: &Config) -> Option<(u32, u32)> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == cfg.tracer_tgid {
+        return None;
+    }
+    Some((tgid, pid_tgid as u32))
+}
+
+// ---------------------------------------------------------------- copy-up --
+
+fn copy_up_enter(dentry: u64) {
+    let cfg = config();
+    let Some((_, tid)) = current_ids(&cfg) else {
+        return;
+    };
+    let o = offsets();
+    let dev = dentry_dev(&o, dentry).unwrap_or(0);
+    if !wanted(&cfg, dev) {
+        return;
+    }
+    count(Stat::CopyUpEnter);
+    let inode = read_u64(dentry, o.dentry_d_inode).unwrap_or(0);
+    let (mode, size) = if inode != 0 {
+        (
+            read_u16(inode, o.inode_i_mode).unwrap_or(0) as u32,
+            read_u64(inode, o.inode_i_size).unwrap_or(0),
+        )
+    } else {
+        (0, 0)
+    };
+    // SAFETY: map lookup by value.
+    if unsafe { INFLIGHT.get(&tid) }.is_some() {
+        // The previous copy-up on this thread never reported its return
+        // (kretprobe maxactive exhausted): that event is lost.
+        count(Stat::LostReturn);
+    }
+    let entry = Inflight {
+        start_ns: now(),
+        dentry,
+        data_start_ns: 0,
+        data_ns: 0,
+        data_len: 0,
+        size,
+        dev,
+        mode,
+        flags: 0,
+        _pad: 0,
+    };
+    if INFLIGHT.insert(&tid, &entry, 0).is_err() {
+        count(Stat::InflightFull);
+    }
+}
+
+fn copy_up_exit(ret: i64) {
+    let cfg = config();
+    let Some((tgid, tid)) = current_ids(&cfg) else {
+        return;
+    };
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(inflight) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
+        return;
+    };
+    let _ = INFLIGHT.remove(&tid);
+    count(Stat::CopyUpExit);
+    let end = now();
+
+    let Some(mut slot) = EVENTS.reserve::<CopyUpEvent>(0) else {
+        count(Stat::RingbufFull);
+        return;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points to reserved ring-buffer memory of the right size;
+    // every field is written through raw pointers before submit.
+    unsafe {
+        (*ev).header = EventHeader {
+            kind: EVENT_COPY_UP,
+            size: core::mem::size_of::<CopyUpEvent>() as u32,
+        };
+        (*ev).start_ns = inflight.start_ns;
+        (*ev).latency_ns = end.saturating_sub(inflight.start_ns);
+        (*ev).data_ns = inflight.data_ns;
+        (*ev).data_len = inflight.data_len;
+        (*ev).size = inflight.size;
+        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).tgid = tgid;
+        (*ev).tid = tid;
+        (*ev).dev = inflight.dev;
+        (*ev).ret = ret as i32;
+        (*ev).mode = inflight.mode;
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+        let (path_len, components, path_flags) = write_path(&offsets(), inflight.dentry, ev);
+        (*ev).path_len = path_len;
+        (*ev).components = components;
+        (*ev).flags = inflight.flags | path_flags;
+    }
+    slot.submit(0);
+}
+
+/// Writes the path of `dentry` relative to its overlay root into `ev.path`,
+/// leaf first, each component NUL-terminated.
+///
+/// # Safety
+/// `ev` must point to writable memory for a whole `CopyUpEvent`.
+#[inline(always)]
+unsafe fn write_path(o: &Offsets, dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u32) {
+    // SAFETY: caller guarantees `ev`; offsets stay below PATH_BUF (see lib.rs).
+    let base = unsafe { (*ev).path.as_mut_ptr() };
+    let mut off: usize = 0;
+    let mut components: u32 = 0;
+    let mut flags = FLAG_PATH_TRUNCATED;
+    let mut d = dentry;
+    for _ in 0..MAX_COMPONENTS {
+        let Some(parent) = read_u64(d, o.dentry_d_parent) else {
+            flags = FLAG_PATH_FAULT;
+            break;
+        };
+        if parent == d || parent == 0 {
+            flags = 0;
+            break;
+        }
+        if off >= PATH_SOFT_LIMIT {
+            break;
+        }
+        let Some(name) = read_u64(d, o.dentry_d_name + o.qstr_name) else {
+            flags = FLAG_PATH_FAULT;
+            break;
+        };
+        // The mask is a no-op given the check above; it lets the verifier
+        // bound the destination.
+        let dst = unsafe { base.add(off & (PATH_SOFT_LIMIT - 1)) };
+        // SAFETY: dst..dst+NAME_READ_MAX lies inside `path` (PATH_BUF bytes).
+        let n = unsafe {
+            bpf_probe_read_kernel_str(dst.cast(), NAME_READ_MAX as u32, name as *const _)
+        };
+        if n <= 0 {
+            flags = FLAG_PATH_FAULT;
+            break;
+        }
+        off += n as usize;
+        components += 1;
+        d = parent;
+    }
+    (off as u32, components, flags)
+}
+
+fn data_copy_enter(len: u64) {
+    let cfg = config();
+    let Some((_, tid)) = current_ids(&cfg) else {
+        return;
+    };
+    if let Some(p) = INFLIGHT.get_ptr_mut(&tid) {
+        count(Stat::DataCopyEnter);
+        // SAFETY: entries are only touched by their own thread.
+        unsafe {
+            (*p).data_start_ns = now();
+            (*p).data_len = len;
+        }
+    }
+}
+
+fn data_copy_exit() {
+    let cfg = config();
+    let Some((_, tid)) = current_ids(&cfg) else {
+        return;
+    };
+    if let Some(p) = INFLIGHT.get_ptr_mut(&tid) {
+        // SAFETY: as above.
+        unsafe {
+            if (*p).data_start_ns != 0 {
+                (*p).data_ns += now().saturating_sub((*p).data_start_ns);
+                (*p).data_start_ns = 0;
+                (*p).flags |= FLAG_DATA_COPY;
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------- lookup --
+
+fn lookup_enter(dentry: u64) {
+    let cfg = config();
+    let Some((_, tid)) = current_ids(&cfg) else {
+        return;
+    };
+    let o = offsets();
+    let dev = dentry_dev(&o, dentry).unwrap_or(0);
+    if !wanted(&cfg, dev) {
+        return;
+    }
+    count(Stat::LookupEnter);
+    let start = LookupStart {
+        start_ns: now(),
+        dentry,
+        dev,
+        _pad: 0,
+    };
+    if LOOKUP_START.insert(&tid, &start, 0).is_err() {
+        count(Stat::InflightFull);
+    }
+}
+
+fn lookup_exit(ret: u64) {
+    let cfg = config();
+    let Some((_, tid)) = current_ids(&cfg) else {
+        return;
+    };
+    // SAFETY: copied out before removal.
+    let Some(start) = (unsafe { LOOKUP_START.get(&tid) }).copied() else {
+        return;
+    };
+    let _ = LOOKUP_START.remove(&tid);
+    count(Stat::LookupExit);
+    let lat = now().saturating_sub(start.start_ns);
+
+    // ovl_lookup returns NULL (dentry instantiated or left negative), an alias
+    // dentry, or an ERR_PTR.
+    let err = ret >= (-4095i64) as u64;
+    let found =
+        !err && (ret != 0 || read_u64(start.dentry, offsets().dentry_d_inode).unwrap_or(0) != 0);
+
+    let stats = match LOOKUPS.get_ptr_mut(&start.dev) {
+        Some(p) => p,
+        None => {
+            let _ = LOOKUPS.insert(&start.dev, &LookupStats::ZERO, 0);
+            match LOOKUPS.get_ptr_mut(&start.dev) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    let slot = log2(lat) as usize;
+    // SAFETY: per-CPU value, only this CPU writes it.
+    unsafe {
+        if err {
+            (*stats).errors += 1;
+        } else if found {
+            (*stats).found += 1;
+        } else {
+            (*stats).not_found += 1;
+        }
+        (*stats).total_ns += lat;
+        if slot < HIST_SLOTS {
+            (*stats).hist[slot] += 1;
+        } else {
+            (*stats).hist[HIST_SLOTS - 1] += 1;
+        }
+    }
+}
+
+/// Floor of log2(v), 0 for 0 (BPF has no count-leading-zeros instruction).
+#[inline(always)]
+fn log2(mut v: u64) -> u32 {
+    let mut r = 0;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    r
+}
+
+// ------------------------------------------------------ kprobe flavour ----
+// ovl_copy_up_one(struct dentry *parent, struct dentry *dentry, int flags)
+// ovl_lookup(struct inode *dir, struct dentry *dentry, unsigned int flags)
+
+#[kprobe]
+pub fn kp_copy_up_one(ctx: ProbeContext) -> u32 {
+    copy_up_enter(ctx.arg::<u64>(1).unwrap_or(0));
+    0
+}
+
+#[kretprobe]
+pub fn krp_copy_up_one(ctx: RetProbeContext) -> u32 {
+    copy_up_exit(ctx.ret::<i64>());
+    0
+}
+
+#[kprobe]
+pub fn kp_data_copy(ctx: ProbeContext) -> u32 {
+    let len = match config().data_len_arg {
+        2 => ctx.arg::<u64>(2),
+        _ => ctx.arg::<u64>(3),
+    };
+    data_copy_enter(len.unwrap_or(0));
+    0
+}
+
+#[kretprobe]
+pub fn krp_data_copy(_ctx: RetProbeContext) -> u32 {
+    data_copy_exit();
+    0
+}
+
+#[kprobe]
+pub fn kp_lookup(ctx: ProbeContext) -> u32 {
+    lookup_enter(ctx.arg::<u64>(1).unwrap_or(0));
+    0
+}
+
+#[kretprobe]
+pub fn krp_lookup(ctx: RetProbeContext) -> u32 {
+    lookup_exit(ctx.ret::<u64>());
+    0
+}
+
+// ------------------------------------------------------ fentry flavour ----
+// Attached only when the functions are in vmlinux BTF (overlay built in).
+// fexit sees the arguments followed by the return value.
+
+#[fentry(function = "ovl_copy_up_one")]
+pub fn fe_copy_up_one(ctx: FEntryContext) -> i32 {
+    copy_up_enter(ctx.arg::<u64>(1));
+    0
+}
+
+#[fexit(function = "ovl_copy_up_one")]
+pub fn fx_copy_up_one(ctx: FExitContext) -> i32 {
+    copy_up_exit(ctx.arg::<i64>(3));
+    0
+}
+
+#[fentry(function = "ovl_copy_up_file")]
+pub fn fe_data_copy(ctx: FEntryContext) -> i32 {
+    let len = match config().data_len_arg {
+        2 => ctx.arg::<u64>(2),
+        _ => ctx.arg::<u64>(3),
+    };
+    data_copy_enter(len);
+    0
+}
+
+#[fexit(function = "ovl_copy_up_file")]
+pub fn fx_data_copy(_ctx: FExitContext) -> i32 {
+    data_copy_exit();
+    0
+}
+
+#[fentry(function = "ovl_lookup")]
+pub fn fe_lookup(ctx: FEntryContext) -> i32 {
+    lookup_enter(ctx.arg::<u64>(1));
+    0
+}
+
+#[fexit(function = "ovl_lookup")]
+pub fn fx_lookup(ctx: FExitContext) -> i32 {
+    lookup_exit(ctx.arg::<u64>(3));
+    0
+}
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -11,9 +11,14 @@
 //! - `report`: output formats.
 //! - `run`, `doctor`: the subcommands.
 
+pub mod aggregate;
+pub mod btf;
 pub mod cli;
 pub mod doctor;
+pub mod event;
 pub mod layers;
 pub mod mounts;
+pub mod probe;
+pub mod report;
 pub mod resolve;
 pub mod run;

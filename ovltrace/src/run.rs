@@ -1,5 +1,328 @@
-use std::process::ExitCode;
+//! `ovltrace run`: load and attach the programs, stream events until a signal
+//! or the deadline, then detach and report.
 
-pub fn main(_args: crate::cli::RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use std::{
+    collections::HashMap,
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    Ebpf, EbpfLoader,
+};
+use ovltrace_ebpf::{Config, LookupStats, Stat};
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    aggregate::Aggregator,
+    btf::KernelBtf,
+    cli::RunArgs,
+    event,
+    probe::{self, Plan},
+    report::{self, Counters, Drops, MountMeta, ProbeInfo},
+};
+
+/// The programs, built for bpfel by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ovltrace"));
+
+/// Most files kept in the hot-spot table before the cheapest are evicted.
+const MAX_FILES: usize = 100_000;
+
+pub fn main(args: RunArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(args))
+}
+
+/// Kernel release string (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("ovltrace needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) to load eBPF programs; run it with sudo");
+    }
+    Ok(())
+}
+
+/// Everything needed to load the programs on this kernel.
+pub struct Prepared {
+    pub ebpf: Ebpf,
+    pub plan: Plan,
+}
+
+/// Reads BTF and kallsyms, and loads the object with this kernel's offsets.
+pub fn prepare(
+    mode: crate::cli::ProbeMode,
+    ring_buffer_size: u32,
+    filter_devs: bool,
+) -> Result<Prepared> {
+    if EBPF_OBJECT.is_empty() {
+        bail!("this ovltrace was built with AYA_BUILD_SKIP=1 and carries no eBPF programs");
+    }
+    let btf = KernelBtf::load().context("reading kernel BTF")?;
+    let offsets = btf
+        .offsets()
+        .context("finding struct offsets in kernel BTF")?;
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    let plan = probe::plan(mode, Some(&btf), &kallsyms);
+    let config = Config {
+        tracer_tgid: std::process::id(),
+        filter_devs: filter_devs as u32,
+        data_len_arg: plan.symbols.data_copy.as_ref().map_or(3, |(_, i)| *i),
+        _pad: 0,
+    };
+    raise_memlock();
+    let ebpf = EbpfLoader::new()
+        .override_global("OFFSETS", &offsets, true)
+        .override_global("CONFIG", &config, true)
+        .map_max_entries("EVENTS", ring_buffer_size)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object (maps)")?;
+    Ok(Prepared { ebpf, plan })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to a local rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode> {
+    require_root()?;
+    if !args.containers.is_empty() {
+        bail!("--container needs layer attribution, which is not available yet");
+    }
+    let Prepared { mut ebpf, plan } = prepare(args.probe, args.ring_buffer_size, false)?;
+    let attached = probe::attach(&mut ebpf, &plan).map_err(|e| anyhow!("{e}"))?;
+    let mut warnings = attached.warnings.clone();
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+
+    let mut mounts = MountTable::load();
+    let ring = RingBuf::try_from(
+        ebpf.take_map("EVENTS")
+            .ok_or_else(|| anyhow!("EVENTS map missing from the object"))?,
+    )
+    .context("opening the ring buffer")?;
+    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged for
+    // as long as the AsyncFd owns the RingBuf.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
+
+    let started = Instant::now();
+    let started_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut agg = Aggregator::new(MAX_FILES);
+    let mut decode_errors = 0u64;
+
+    let mut sigterm =
+        tokio::signal::unix::signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint =
+        tokio::signal::unix::signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep);
+
+    eprintln!(
+        "Tracing overlayfs copy-ups and lookups ({} probes{})... Hit Ctrl-C to end.",
+        attached.strategy,
+        args.duration
+            .map(|d| format!(", for {}", humantime(d)))
+            .unwrap_or_default()
+    );
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting for events")?;
+                drain(guard.get_inner_mut(), &mut agg, &mut mounts, &mut decode_errors);
+                guard.clear_ready();
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut sleep => break,
+        }
+    }
+    // Whatever is already in the ring buffer belongs to the trace.
+    drain(ring.get_mut(), &mut agg, &mut mounts, &mut decode_errors);
+    let duration = started.elapsed();
+
+    let stats = read_stats(&ebpf).unwrap_or_else(|e| {
+        warnings.push(format!("kernel counters unreadable: {e:#}"));
+        [0; ovltrace_ebpf::STAT_COUNT as usize]
+    });
+    let lookups = read_lookups(&ebpf).unwrap_or_else(|e| {
+        warnings.push(format!("lookup statistics unreadable: {e:#}"));
+        Vec::new()
+    });
+    // Detach before reporting: the report can take a while to write.
+    drop(ebpf);
+
+    let s = |st: Stat| stats[st as usize];
+    let known_devs = mounts.devs();
+    let report = report::build(report::Inputs {
+        agg: &agg,
+        lookups: &lookups,
+        mount_meta: &|dev| mounts.meta(dev),
+        known_devs: &known_devs,
+        probe: ProbeInfo {
+            strategy: attached.strategy.to_string(),
+            data_copy: attached.data_copy.clone(),
+        },
+        kernel: kernel_release(),
+        started_unix_ms,
+        duration_ms: duration.as_millis() as u64,
+        drops: Drops {
+            ringbuf_full: s(Stat::RingbufFull),
+            lost_returns: s(Stat::LostReturn),
+            inflight_full: s(Stat::InflightFull),
+            decode_errors,
+            ..Default::default()
+        },
+        counters: Counters {
+            copy_up_entries: s(Stat::CopyUpEnter),
+            copy_up_exits: s(Stat::CopyUpExit),
+            data_copies: s(Stat::DataCopyEnter),
+            lookup_entries: s(Stat::LookupEnter),
+            lookup_exits: s(Stat::LookupExit),
+            filtered: s(Stat::Filtered),
+            ..Default::default()
+        },
+        warnings,
+        top: args.top,
+    });
+
+    print!("{}", report::terminal::render(&report));
+    if let Some(path) = &args.json {
+        let text = report::json::to_string(&report)?;
+        report::json::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+        eprintln!("JSON report written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    agg: &mut Aggregator,
+    mounts: &mut MountTable,
+    decode_errors: &mut u64,
+) {
+    while let Some(item) = ring.next() {
+        match event::decode(&item) {
+            Ok(ev) => {
+                mounts.ensure(ev.dev);
+                agg.add(&ev);
+            }
+            Err(e) => {
+                *decode_errors += 1;
+                log::warn!("undecodable event: {e}");
+            }
+        }
+    }
+}
+
+fn read_stats(ebpf: &Ebpf) -> Result<[u64; ovltrace_ebpf::STAT_COUNT as usize]> {
+    let map = ebpf
+        .map("STATS")
+        .ok_or_else(|| anyhow!("STATS map missing"))?;
+    let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+    let mut out = [0u64; ovltrace_ebpf::STAT_COUNT as usize];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = arr.get(&(i as u32), 0)?.iter().sum();
+    }
+    Ok(out)
+}
+
+fn read_lookups(ebpf: &Ebpf) -> Result<Vec<(u32, LookupStats)>> {
+    let map = ebpf
+        .map("LOOKUPS")
+        .ok_or_else(|| anyhow!("LOOKUPS map missing"))?;
+    let m: PerCpuHashMap<&MapData, u32, LookupStats> = PerCpuHashMap::try_from(map)?;
+    let mut out = Vec::new();
+    for item in m.iter() {
+        let (dev, per_cpu) = item?;
+        let mut sum = LookupStats::ZERO;
+        for v in per_cpu.iter() {
+            sum.found += v.found;
+            sum.not_found += v.not_found;
+            sum.errors += v.errors;
+            sum.total_ns += v.total_ns;
+            for (a, b) in sum.hist.iter_mut().zip(v.hist.iter()) {
+                *a += b;
+            }
+        }
+        out.push((dev, sum));
+    }
+    out.sort_by_key(|(d, _)| *d);
+    Ok(out)
+}
+
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 || s == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Overlay mounts by device, remembered after they go away so that late
+/// events keep their mount point.
+struct MountTable {
+    by_dev: HashMap<u32, MountMeta>,
+    last_scan: Instant,
+}
+
+impl MountTable {
+    fn load() -> Self {
+        let mut t = Self {
+            by_dev: HashMap::new(),
+            last_scan: Instant::now(),
+        };
+        t.scan();
+        t
+    }
+
+    fn scan(&mut self) {
+        self.last_scan = Instant::now();
+        let _ = &mut self.by_dev; // filled from mountinfo (mounts module)
+    }
+
+    /// An unknown device triggers a rescan, at most once a second.
+    fn ensure(&mut self, dev: u32) {
+        if !self.by_dev.contains_key(&dev) && self.last_scan.elapsed() >= Duration::from_secs(1) {
+            self.scan();
+        }
+    }
+
+    fn meta(&self, dev: u32) -> MountMeta {
+        self.by_dev.get(&dev).cloned().unwrap_or_default()
+    }
+
+    fn devs(&self) -> Vec<u32> {
+        self.by_dev.keys().copied().collect()
+    }
 }

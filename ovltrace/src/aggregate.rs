@@ -1,0 +1,288 @@
+//! Aggregation of decoded events: per overlay mount totals with HDR latency
+//! histograms, and a bounded table of the files that cost copy-ups.
+
+use std::collections::{BTreeSet, HashMap};
+
+use hdrhistogram::Histogram;
+
+use crate::event::{CopyUp, FileKind};
+
+/// Significant digits of every HDR histogram.
+pub const SIGFIG: u8 = 3;
+/// Latency samples kept per file for exact percentiles (a reservoir beyond).
+const FILE_SAMPLES: usize = 256;
+const MAX_PIDS: usize = 16;
+const MAX_COMMS: usize = 8;
+
+pub fn new_histogram() -> Histogram<u64> {
+    // Auto-resizing, so memory follows the largest value seen rather than
+    // a preset range; 3 significant digits.
+    Histogram::new(SIGFIG).unwrap_or_else(|_| unreachable_histogram())
+}
+
+#[cold]
+fn unreachable_histogram() -> Histogram<u64> {
+    // SIGFIG is a valid constant (0..=5); this cannot fail.
+    Histogram::new_with_bounds(1, u64::MAX / 2, 2).unwrap_or_else(|_| std::process::abort())
+}
+
+/// Copy-up totals for one group (a mount, a container or a layer).
+#[derive(Debug, Clone)]
+pub struct GroupAgg {
+    pub count: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub latency: Histogram<u64>,
+    pub data_time: Histogram<u64>,
+    pub size: Histogram<u64>,
+}
+
+impl Default for GroupAgg {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            bytes: 0,
+            errors: 0,
+            latency: new_histogram(),
+            data_time: new_histogram(),
+            size: new_histogram(),
+        }
+    }
+}
+
+impl GroupAgg {
+    fn add(&mut self, ev: &CopyUp) {
+        self.count += 1;
+        self.bytes += ev.bytes();
+        if ev.ret != 0 {
+            self.errors += 1;
+        }
+        self.latency.saturating_record(ev.latency_ns.max(1));
+        if let Some(d) = ev.data_ns {
+            self.data_time.saturating_record(d.max(1));
+        }
+        self.size.saturating_record(ev.bytes());
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub dev: u32,
+    pub path: Vec<u8>,
+}
+
+/// One file (path within one mount) that was copied up.
+#[derive(Debug, Clone)]
+pub struct FileAgg {
+    pub kind: FileKind,
+    pub count: u64,
+    pub bytes: u64,
+    pub total_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub errors: u64,
+    pub truncated: bool,
+    samples: Vec<u64>,
+    pub pids: BTreeSet<u32>,
+    pub comms: BTreeSet<String>,
+}
+
+impl FileAgg {
+    fn new(kind: FileKind) -> Self {
+        Self {
+            kind,
+            count: 0,
+            bytes: 0,
+            total_ns: 0,
+            min_ns: u64::MAX,
+            max_ns: 0,
+            errors: 0,
+            truncated: false,
+            samples: Vec::new(),
+            pids: BTreeSet::new(),
+            comms: BTreeSet::new(),
+        }
+    }
+
+    fn add(&mut self, ev: &CopyUp) {
+        self.count += 1;
+        self.bytes += ev.bytes();
+        self.total_ns += ev.latency_ns;
+        self.min_ns = self.min_ns.min(ev.latency_ns);
+        self.max_ns = self.max_ns.max(ev.latency_ns);
+        self.truncated |= ev.path_truncated;
+        if ev.ret != 0 {
+            self.errors += 1;
+        }
+        if self.samples.len() < FILE_SAMPLES {
+            self.samples.push(ev.latency_ns);
+        } else {
+            // Deterministic reservoir: replace a slot chosen from the count.
+            let slot =
+                (self.count.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % FILE_SAMPLES;
+            self.samples[slot] = ev.latency_ns;
+        }
+        if self.pids.len() < MAX_PIDS {
+            self.pids.insert(ev.tgid);
+        }
+        if self.comms.len() < MAX_COMMS {
+            self.comms.insert(ev.comm.clone());
+        }
+    }
+
+    /// Latency percentile (0..=100) over the kept samples, nearest-rank.
+    pub fn percentile(&self, p: f64) -> u64 {
+        percentile(&self.samples, p)
+    }
+}
+
+pub fn percentile(samples: &[u64], p: f64) -> u64 {
+    if samples.is_empty() {
+        return 0;
+    }
+    let mut v = samples.to_vec();
+    v.sort_unstable();
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// All copy-up aggregates of a trace.
+#[derive(Debug)]
+pub struct Aggregator {
+    pub per_dev: HashMap<u32, GroupAgg>,
+    pub files: HashMap<FileKey, FileAgg>,
+    max_files: usize,
+    /// Files dropped from the table to keep it bounded (their copy-ups still
+    /// count in the mount totals).
+    pub evicted_files: u64,
+    pub events: u64,
+}
+
+impl Aggregator {
+    pub fn new(max_files: usize) -> Self {
+        Self {
+            per_dev: HashMap::new(),
+            files: HashMap::new(),
+            max_files: max_files.max(16),
+            evicted_files: 0,
+            events: 0,
+        }
+    }
+
+    pub fn add(&mut self, ev: &CopyUp) {
+        self.events += 1;
+        self.per_dev.entry(ev.dev).or_default().add(ev);
+        let key = FileKey {
+            dev: ev.dev,
+            path: ev.path.clone(),
+        };
+        self.files
+            .entry(key)
+            .or_insert_with(|| FileAgg::new(ev.kind))
+            .add(ev);
+        if self.files.len() > self.max_files {
+            self.prune();
+        }
+    }
+
+    /// Keeps the most expensive half of the file table (amortised O(1) per event).
+    fn prune(&mut self) {
+        let keep = self.max_files / 2;
+        let mut costs: Vec<(u64, FileKey)> = self
+            .files
+            .iter()
+            .map(|(k, f)| (f.total_ns, k.clone()))
+            .collect();
+        costs.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, key) in costs.into_iter().skip(keep) {
+            self.files.remove(&key);
+            self.evicted_files += 1;
+        }
+    }
+
+    /// The `n` files with the largest total copy-up time (ties: more bytes, then path).
+    pub fn top_files(&self, n: usize) -> Vec<(&FileKey, &FileAgg)> {
+        let mut v: Vec<_> = self.files.iter().collect();
+        v.sort_by(|a, b| {
+            b.1.total_ns
+                .cmp(&a.1.total_ns)
+                .then(b.1.bytes.cmp(&a.1.bytes))
+                .then_with(|| a.0.cmp(b.0))
+        });
+        v.truncate(n);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(dev: u32, path: &str, lat: u64, bytes: u64) -> CopyUp {
+        CopyUp {
+            start_ns: 0,
+            latency_ns: lat,
+            data_ns: Some(lat / 2),
+            data_len: Some(bytes),
+            size: bytes,
+            cgroup_id: 1,
+            tgid: 100,
+            tid: 100,
+            dev,
+            ret: 0,
+            kind: FileKind::Regular,
+            path: path.as_bytes().to_vec(),
+            path_truncated: false,
+            comm: "sh".into(),
+        }
+    }
+
+    #[test]
+    fn totals_per_mount_and_file() {
+        let mut a = Aggregator::new(1000);
+        a.add(&ev(1, "a", 1000, 10));
+        a.add(&ev(1, "a", 3000, 10));
+        a.add(&ev(1, "b", 2000, 5));
+        a.add(&ev(2, "a", 500, 1));
+        let m = &a.per_dev[&1];
+        assert_eq!((m.count, m.bytes), (3, 25));
+        assert_eq!(m.latency.min(), 1000);
+        assert_eq!(m.latency.max(), 3000);
+        let top = a.top_files(10);
+        assert_eq!(top[0].0.path, b"a");
+        assert_eq!(top[0].0.dev, 1);
+        assert_eq!(
+            (top[0].1.count, top[0].1.total_ns, top[0].1.max_ns),
+            (2, 4000, 3000)
+        );
+        assert_eq!(top[0].1.percentile(50.0), 1000);
+        assert_eq!(top[0].1.percentile(99.0), 3000);
+        assert_eq!(top.len(), 4);
+        assert_eq!(a.top_files(1).len(), 1);
+    }
+
+    #[test]
+    fn file_table_is_bounded_and_keeps_the_costly() {
+        let mut a = Aggregator::new(100);
+        a.add(&ev(1, "expensive", 1_000_000_000, 1));
+        for i in 0..10_000 {
+            a.add(&ev(1, &format!("f{i}"), 10 + i % 7, 1));
+        }
+        assert!(a.files.len() <= 100);
+        assert!(a.evicted_files >= 9_900);
+        assert_eq!(a.files.len() as u64 + a.evicted_files, 10_001);
+        assert_eq!(a.top_files(1)[0].0.path, b"expensive");
+        // Mount totals are unaffected by eviction.
+        assert_eq!(a.per_dev[&1].count, 10_001);
+    }
+
+    #[test]
+    fn percentile_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&v, 100.0), 100);
+        assert_eq!(percentile(&[], 50.0), 0);
+        assert_eq!(percentile(&[7], 0.0), 7);
+    }
+}

@@ -1,0 +1,103 @@
+//! JSON output, written atomically and never through a symlink.
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::Report;
+
+pub fn to_string(report: &Report) -> Result<String> {
+    serde_json::to_string_pretty(report).context("serialising the report")
+}
+
+/// Writes `data` to `target` via a new temporary file in the same directory
+/// and a rename, so readers never see a partial file. An existing symlink at
+/// `target` is refused rather than replaced or followed.
+pub fn write_atomic(target: &Path, data: &[u8]) -> Result<()> {
+    if let Ok(meta) = fs::symlink_metadata(target) {
+        if meta.file_type().is_symlink() {
+            bail!(
+                "refusing to write {}: it is a symbolic link",
+                target.display()
+            );
+        }
+        if meta.is_dir() {
+            bail!("cannot write {}: it is a directory", target.display());
+        }
+    }
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .with_context(|| format!("{} has no file name", target.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| -> Result<()> {
+        // O_EXCL|O_NOFOLLOW: never reuse or follow whatever is at the temp name.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(data)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("flushing {}", tmp.display()))?;
+        fs::rename(&tmp, target)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_replaces_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.json");
+        write_atomic(&target, b"{\"a\":1}").unwrap();
+        write_atomic(&target, b"{\"a\":2}").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"{\"a\":2}");
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn refuses_symlink_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let link = dir.path().join("out.json");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = write_atomic(&link, b"x").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn reports_missing_directory() {
+        let err = write_atomic(Path::new("/nonexistent-dir/x.json"), b"x").unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent-dir"), "{err:#}");
+    }
+}

@@ -1,0 +1,414 @@
+//! The report model: what a trace found, independent of how it is shown.
+//! `json` serialises it as is (schema in README.md), `terminal` renders it.
+
+pub mod json;
+pub mod terminal;
+
+use base64::Engine as _;
+use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{Aggregator, GroupAgg};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub schema_version: u32,
+    pub tool: Tool,
+    pub kernel: String,
+    /// Wall-clock start of the trace, Unix milliseconds.
+    pub started_unix_ms: u64,
+    pub duration_ms: u64,
+    pub probe: ProbeInfo,
+    pub mounts: Vec<Mount>,
+    pub copy_ups: Vec<CopyUpFile>,
+    pub lookups: Vec<Lookups>,
+    pub drops: Drops,
+    pub counters: Counters,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProbeInfo {
+    /// "kprobe" or "fentry".
+    pub strategy: String,
+    /// Data-copy function timed, if any.
+    pub data_copy: Option<String>,
+}
+
+/// An overlay mount seen during the trace, with its copy-up totals.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Mount {
+    /// Null when the mount was gone before it could be looked up.
+    pub mountpoint: Option<String>,
+    /// Overlay superblock device, "major:minor" as in mountinfo.
+    pub dev: String,
+    pub upperdir: Option<String>,
+    pub lowerdirs: Vec<String>,
+    pub copy_up: CopyUpTotals,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct CopyUpTotals {
+    pub count: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub latency_ns: Latency,
+    /// Time in the data-copy function (zero when not measured).
+    pub data_copy_ns: Latency,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct Latency {
+    pub min: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// One copied-up path (aggregated over the trace).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CopyUpFile {
+    pub mountpoint: Option<String>,
+    pub dev: String,
+    /// Relative to the overlay root, no leading slash. Invalid UTF-8 is
+    /// replaced by U+FFFD here; the exact bytes are then in `path_b64`.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_b64: Option<String>,
+    /// The kernel stopped walking the path (too deep or too long).
+    pub path_truncated: bool,
+    pub kind: String,
+    pub bytes: u64,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    pub latency_ns: Latency,
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+}
+
+/// Lookups of one overlay mount, from the in-kernel log2 histogram.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lookups {
+    pub mountpoint: Option<String>,
+    pub dev: String,
+    pub count: u64,
+    pub found: u64,
+    pub not_found: u64,
+    pub errors: u64,
+    /// `mean` is exact; the percentiles and `max` are the upper bounds of
+    /// the log2 buckets that hold them.
+    pub latency_ns: LookupLatency,
+    /// Non-empty buckets: `count` lookups took less than `le_ns` (and at
+    /// least half of it).
+    pub histogram: Vec<Bucket>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct LookupLatency {
+    pub mean: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Bucket {
+    pub le_ns: u64,
+    pub count: u64,
+}
+
+/// Events that were lost, by cause. `total` is their sum.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct Drops {
+    pub total: u64,
+    /// Copy-up events lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Copy-ups whose return the kernel did not report (kretprobe instances
+    /// exhausted).
+    pub lost_returns: u64,
+    /// Operations not timed because the in-flight table was full.
+    pub inflight_full: u64,
+    /// Records user space could not decode.
+    pub decode_errors: u64,
+}
+
+impl Drops {
+    pub fn with_total(mut self) -> Self {
+        self.total =
+            self.ringbuf_full + self.lost_returns + self.inflight_full + self.decode_errors;
+        self
+    }
+}
+
+/// Raw kernel counters, for cross-checking.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+pub struct Counters {
+    pub copy_up_entries: u64,
+    pub copy_up_exits: u64,
+    pub data_copies: u64,
+    pub lookup_entries: u64,
+    pub lookup_exits: u64,
+    pub filtered: u64,
+    pub events_received: u64,
+    /// Files dropped from the hot-spot table to keep memory bounded.
+    pub evicted_files: u64,
+}
+
+/// What the report builder needs to know about a mount.
+#[derive(Debug, Clone, Default)]
+pub struct MountMeta {
+    pub mountpoint: Option<String>,
+    pub upperdir: Option<String>,
+    pub lowerdirs: Vec<String>,
+}
+
+/// Kernel dev_t encoding (major << 20 | minor) to "major:minor".
+pub fn dev_string(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xf_ffff)
+}
+
+fn latency(h: &hdrhistogram::Histogram<u64>) -> Latency {
+    if h.is_empty() {
+        return Latency::default();
+    }
+    Latency {
+        min: h.min(),
+        p50: h.value_at_quantile(0.5),
+        p99: h.value_at_quantile(0.99),
+        max: h.max(),
+    }
+}
+
+pub fn totals(g: &GroupAgg) -> CopyUpTotals {
+    CopyUpTotals {
+        count: g.count,
+        bytes: g.bytes,
+        errors: g.errors,
+        latency_ns: latency(&g.latency),
+        data_copy_ns: latency(&g.data_time),
+    }
+}
+
+/// Path bytes as JSON fields: lossy text plus the exact bytes when needed.
+pub fn path_fields(path: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(path) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (
+            String::from_utf8_lossy(path).into_owned(),
+            Some(base64::engine::general_purpose::STANDARD.encode(path)),
+        ),
+    }
+}
+
+pub fn lookups_from_stats(s: &LookupStats) -> (u64, LookupLatency, Vec<Bucket>) {
+    let count = s.found + s.not_found + s.errors;
+    let histogram: Vec<Bucket> = s
+        .hist
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(i, &c)| Bucket {
+            le_ns: if i + 1 >= HIST_SLOTS {
+                u64::MAX
+            } else {
+                1u64 << (i + 1)
+            },
+            count: c,
+        })
+        .collect();
+    let hist_total: u64 = histogram.iter().map(|b| b.count).sum();
+    let at = |q: f64| -> u64 {
+        let rank = ((q * hist_total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for b in &histogram {
+            seen += b.count;
+            if seen >= rank {
+                return b.le_ns;
+            }
+        }
+        0
+    };
+    let latency = LookupLatency {
+        mean: s.total_ns.checked_div(count).unwrap_or(0),
+        p50: at(0.5),
+        p99: at(0.99),
+        max: histogram.last().map_or(0, |b| b.le_ns),
+    };
+    (count, latency, histogram)
+}
+
+/// Everything `build` turns into a report.
+pub struct Inputs<'a> {
+    pub agg: &'a Aggregator,
+    pub lookups: &'a [(u32, LookupStats)],
+    pub mount_meta: &'a dyn Fn(u32) -> MountMeta,
+    pub known_devs: &'a [u32],
+    pub probe: ProbeInfo,
+    pub kernel: String,
+    pub started_unix_ms: u64,
+    pub duration_ms: u64,
+    pub drops: Drops,
+    pub counters: Counters,
+    pub warnings: Vec<String>,
+    pub top: usize,
+}
+
+pub fn build(inp: Inputs<'_>) -> Report {
+    let meta = inp.mount_meta;
+    // Every mount that was known at some point or had activity.
+    let mut devs: Vec<u32> = inp.known_devs.to_vec();
+    devs.extend(inp.agg.per_dev.keys());
+    devs.extend(inp.lookups.iter().map(|(d, _)| *d));
+    devs.sort_unstable();
+    devs.dedup();
+    let mounts = devs
+        .iter()
+        .map(|&dev| {
+            let m = meta(dev);
+            Mount {
+                mountpoint: m.mountpoint,
+                dev: dev_string(dev),
+                upperdir: m.upperdir,
+                lowerdirs: m.lowerdirs,
+                copy_up: inp.agg.per_dev.get(&dev).map(totals).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let copy_ups = inp
+        .agg
+        .top_files(inp.top)
+        .into_iter()
+        .map(|(k, f)| {
+            let (path, path_b64) = path_fields(&k.path);
+            CopyUpFile {
+                mountpoint: meta(k.dev).mountpoint,
+                dev: dev_string(k.dev),
+                path,
+                path_b64,
+                path_truncated: f.truncated,
+                kind: f.kind.as_str().to_string(),
+                bytes: f.bytes,
+                count: f.count,
+                errors: f.errors,
+                total_ns: f.total_ns,
+                latency_ns: Latency {
+                    min: f.min_ns,
+                    p50: f.percentile(50.0),
+                    p99: f.percentile(99.0),
+                    max: f.max_ns,
+                },
+                pids: f.pids.iter().copied().collect(),
+                comms: f.comms.iter().cloned().collect(),
+            }
+        })
+        .collect();
+    let lookups = inp
+        .lookups
+        .iter()
+        .map(|(dev, s)| {
+            let (count, latency_ns, histogram) = lookups_from_stats(s);
+            Lookups {
+                mountpoint: meta(*dev).mountpoint,
+                dev: dev_string(*dev),
+                count,
+                found: s.found,
+                not_found: s.not_found,
+                errors: s.errors,
+                latency_ns,
+                histogram,
+            }
+        })
+        .collect();
+    Report {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool {
+            name: "ovltrace".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        kernel: inp.kernel,
+        started_unix_ms: inp.started_unix_ms,
+        duration_ms: inp.duration_ms,
+        probe: inp.probe,
+        mounts,
+        copy_ups,
+        lookups,
+        drops: inp.drops.with_total(),
+        counters: Counters {
+            evicted_files: inp.agg.evicted_files,
+            events_received: inp.agg.events,
+            ..inp.counters
+        },
+        warnings: inp.warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_strings() {
+        assert_eq!(dev_string((8 << 20) | 1), "8:1");
+        assert_eq!(dev_string(42), "0:42");
+    }
+
+    #[test]
+    fn non_utf8_paths_round_trip() {
+        assert_eq!(path_fields(b"a/b"), ("a/b".to_string(), None));
+        let (text, b64) = path_fields(b"x\xff");
+        assert_eq!(text, "x\u{fffd}");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.unwrap())
+            .unwrap();
+        assert_eq!(bytes, b"x\xff");
+    }
+
+    #[test]
+    fn lookup_histogram_summary() {
+        let mut s = LookupStats::ZERO;
+        s.found = 90;
+        s.not_found = 10;
+        s.total_ns = 100 * 1500;
+        s.hist[10] = 60; // [1024, 2048)
+        s.hist[11] = 39; // [2048, 4096)
+        s.hist[20] = 1; // [1 Mi, 2 Mi)
+        let (count, lat, hist) = lookups_from_stats(&s);
+        assert_eq!(count, 100);
+        assert_eq!(lat.mean, 1500);
+        assert_eq!(lat.p50, 2048);
+        assert_eq!(lat.p99, 4096);
+        assert_eq!(lat.max, 2 << 20);
+        assert_eq!(hist.len(), 3);
+        assert_eq!(
+            hist[0],
+            Bucket {
+                le_ns: 2048,
+                count: 60
+            }
+        );
+        let (count, lat, hist) = lookups_from_stats(&LookupStats::ZERO);
+        assert_eq!((count, lat, hist.len()), (0, LookupLatency::default(), 0));
+    }
+
+    #[test]
+    fn drops_total_is_the_sum() {
+        let d = Drops {
+            ringbuf_full: 3,
+            lost_returns: 2,
+            inflight_full: 1,
+            decode_errors: 4,
+            ..Default::default()
+        }
+        .with_total();
+        assert_eq!(d.total, 10);
+    }
+}
