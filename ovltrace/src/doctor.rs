@@ -1,5 +1,237 @@
-use std::process::ExitCode;
+//! `ovltrace doctor`: what this kernel supports and what `run` would do.
+//! Every line is a check that was performed, not assumed.
 
-pub fn main(_args: crate::cli::DoctorArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use std::{fmt::Write as _, path::Path, process::ExitCode};
+
+use anyhow::Result;
+use aya::{programs::FEntry, Btf};
+
+use crate::{
+    btf::{KernelBtf, OVERLAY_BTF, VMLINUX_BTF},
+    cli::DoctorArgs,
+    probe::{self, COPY_UP_FN, LOOKUP_FN},
+    run,
+};
+
+struct Out(String);
+
+impl Out {
+    fn line(&mut self, ok: Option<bool>, what: &str, detail: impl AsRef<str>) {
+        let mark = match ok {
+            Some(true) => "ok  ",
+            Some(false) => "FAIL",
+            None => "info",
+        };
+        let _ = writeln!(self.0, "[{mark}] {what:<22} {}", detail.as_ref());
+    }
+}
+
+fn read_trim(p: &str) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+pub fn main(args: DoctorArgs) -> Result<ExitCode> {
+    let mut o = Out(String::new());
+    o.line(None, "kernel", run::kernel_release());
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    o.line(
+        Some(root),
+        "root",
+        if root {
+            "yes"
+        } else {
+            "no: loading programs needs root"
+        },
+    );
+
+    let lockdown = read_trim("/sys/kernel/security/lockdown")
+        .map(|s| {
+            // The active mode is the bracketed one: "none [integrity] confidentiality".
+            s.split_whitespace()
+                .find(|w| w.starts_with('['))
+                .map(|w| w.trim_matches(['[', ']']).to_string())
+                .unwrap_or(s)
+        })
+        .unwrap_or_else(|| "unknown (securityfs not mounted)".into());
+    o.line(None, "lockdown", &lockdown);
+    if let Some(jit) = read_trim("/proc/sys/net/core/bpf_jit_enable") {
+        o.line(
+            None,
+            "bpf jit",
+            if jit == "0" {
+                "off (programs run interpreted)"
+            } else {
+                "on"
+            },
+        );
+    }
+
+    let btf = KernelBtf::load();
+    match &btf {
+        Ok(b) => {
+            o.line(Some(true), "vmlinux BTF", VMLINUX_BTF);
+            match b.offsets() {
+                Ok(off) => o.line(
+                    Some(true),
+                    "struct offsets",
+                    format!(
+                        "dentry.d_parent={} d_name={} d_inode={} d_sb={} qstr.name={} \
+                         super_block.s_dev={} inode.i_mode={} i_size={}",
+                        off.dentry_d_parent,
+                        off.dentry_d_name,
+                        off.dentry_d_inode,
+                        off.dentry_d_sb,
+                        off.qstr_name,
+                        off.sb_s_dev,
+                        off.inode_i_mode,
+                        off.inode_i_size
+                    ),
+                ),
+                Err(e) => o.line(Some(false), "struct offsets", format!("{e:#}")),
+            }
+        }
+        Err(e) => o.line(Some(false), "vmlinux BTF", format!("{e:#}")),
+    }
+
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let builtin = btf.as_ref().is_ok_and(|b| b.vmlinux_has_func(LOOKUP_FN));
+    let module_loaded = Path::new("/sys/module/overlay/initstate").exists();
+    let overlay = if builtin {
+        "built in (functions in vmlinux BTF)".to_string()
+    } else if module_loaded {
+        let btf = if Path::new(OVERLAY_BTF).exists() {
+            format!("module BTF {OVERLAY_BTF}")
+        } else {
+            "no module BTF: data-copy time will not be measured".into()
+        };
+        format!("module, loaded; {btf}")
+    } else if kallsyms.contains("[overlay]") {
+        "module, loaded".into()
+    } else {
+        "not loaded (no overlay mounts yet?): `modprobe overlay`".into()
+    };
+    o.line(
+        Some(builtin || module_loaded || kallsyms.contains("[overlay]")),
+        "overlay",
+        overlay,
+    );
+    for f in [COPY_UP_FN, LOOKUP_FN]
+        .into_iter()
+        .chain(probe::DATA_COPY_FNS)
+    {
+        let sym = probe::find_symbol(&kallsyms, f);
+        let required = f == COPY_UP_FN || f == LOOKUP_FN;
+        o.line(
+            if required { Some(sym.is_some()) } else { None },
+            f,
+            sym.map_or("not in /proc/kallsyms".to_string(), |s| {
+                format!("kallsyms: {s}")
+            }),
+        );
+    }
+
+    let kp = probe::kprobes_supported();
+    o.line(
+        Some(kp),
+        "kprobes",
+        if kp {
+            "supported"
+        } else {
+            "not supported (CONFIG_KPROBES is not set)"
+        },
+    );
+    let (fentry_ok, fentry) = fentry_can_load(builtin);
+    o.line(Some(fentry_ok), "fentry", fentry);
+
+    let plan = probe::plan(args.probe, btf.as_ref().ok(), &kallsyms);
+    let order: Vec<String> = plan.order.iter().map(|s| s.to_string()).collect();
+    o.line(None, "attach plan", order.join(" then "));
+    for n in &plan.notes {
+        o.line(None, "", n);
+    }
+    if let Some((sym, idx)) = &plan.symbols.data_copy {
+        o.line(
+            None,
+            "data-copy timing",
+            format!("{sym} (len is argument {idx})"),
+        );
+    }
+
+    // The verdict comes from really attaching, then detaching at once.
+    let verdict = if !root {
+        o.line(Some(false), "attach test", "skipped: not root");
+        false
+    } else {
+        match run::prepare(args.probe, 1 << 16, false) {
+            Err(e) => {
+                o.line(Some(false), "attach test", format!("{e:#}"));
+                false
+            }
+            Ok(mut p) => match probe::attach(&mut p.ebpf, &p.plan) {
+                Ok(a) => {
+                    o.line(
+                        Some(true),
+                        "attach test",
+                        format!("{} probes attached and detached", a.strategy),
+                    );
+                    for w in &a.warnings {
+                        o.line(None, "", w);
+                    }
+                    true
+                }
+                Err(e) => {
+                    for (s, why) in &e.tried {
+                        o.line(Some(false), &format!("attach test {s}"), why);
+                    }
+                    false
+                }
+            },
+        }
+    };
+    print!("{}", o.0);
+    println!(
+        "{}",
+        if verdict {
+            "ovltrace run will work on this kernel."
+        } else {
+            "ovltrace run cannot trace overlayfs on this kernel (see FAIL lines)."
+        }
+    );
+    Ok(if verdict {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Tries to load (not attach) an fentry program: on ovl_lookup when overlay is
+/// built in, else on vfs_read, which every kernel has.
+fn fentry_can_load(builtin: bool) -> (bool, String) {
+    let target = if builtin { LOOKUP_FN } else { "vfs_read" };
+    let result = (|| -> Result<()> {
+        let mut p = run::prepare(crate::cli::ProbeMode::Fentry, 1 << 16, false)?;
+        let btf = Btf::from_sys_fs()?;
+        let prog: &mut FEntry = p
+            .ebpf
+            .program_mut("fe_lookup")
+            .ok_or_else(|| anyhow::anyhow!("fe_lookup missing"))?
+            .try_into()?;
+        prog.load(target, &btf)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => (true, format!("a program loads (tested on {target})")),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let why = if msg.contains("os error 1)") {
+                format!("refused with EPERM (tested on {target}): fentry/fexit unavailable")
+            } else {
+                format!("cannot load (tested on {target}): {msg}")
+            };
+            (false, why)
+        }
+    }
 }

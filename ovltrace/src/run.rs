@@ -19,7 +19,7 @@ use crate::{
     aggregate::Aggregator,
     btf::KernelBtf,
     cli::RunArgs,
-    event,
+    event, mounts,
     probe::{self, Plan},
     report::{self, Counters, Drops, MountMeta, ProbeInfo},
 };
@@ -308,7 +308,25 @@ impl MountTable {
 
     fn scan(&mut self) {
         self.last_scan = Instant::now();
-        let _ = &mut self.by_dev; // filled from mountinfo (mounts module)
+        let found = match mounts::read_overlay_mounts() {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("{e:#}");
+                return;
+            }
+        };
+        for m in found {
+            let meta = MountMeta {
+                mountpoint: Some(mounts::path_display(&m.mountpoint)),
+                upperdir: m.upperdir.as_deref().map(mounts::path_display),
+                lowerdirs: m
+                    .lowerdirs
+                    .iter()
+                    .map(|p| mounts::path_display(p))
+                    .collect(),
+            };
+            self.by_dev.insert(m.dev.to_kernel(), meta);
+        }
     }
 
     /// An unknown device triggers a rescan, at most once a second.
