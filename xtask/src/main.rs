@@ -1,1 +1,50 @@
-fn main() {}
+//! Build, test and VM tooling for ovltrace: `cargo xtask <subcommand>`.
+
+mod cpio;
+mod demo;
+mod initramfs;
+mod kernels;
+mod setup;
+mod test;
+mod util;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "ovltrace build, test and VM tooling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install everything the project needs on Debian 12 (as root); idempotent.
+    Setup,
+    /// Boot a Debian cloud kernel in qemu and run a command in it.
+    Vm(vm::VmArgs),
+    /// fmt check, clippy, build and all tests, VM tests included.
+    Test(test::TestArgs),
+    /// Boot a VM and show ovltrace tracing copy-ups of a small workload.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Cmd::Setup => setup::run(setup::Verbosity::Steps).map(|()| ExitCode::SUCCESS),
+        Cmd::Vm(args) => setup::run(setup::Verbosity::Summary).and_then(|()| vm::run(args)),
+        Cmd::Test(args) => test::run(args),
+        Cmd::Demo => setup::run(setup::Verbosity::Summary).and_then(|()| demo::run()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            say!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

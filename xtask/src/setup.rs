@@ -1,0 +1,184 @@
+//! `cargo xtask setup`: installs everything the project needs on a fresh
+//! Debian 12 machine (as root). Each step checks first and is skipped when
+//! already satisfied, so a rerun costs a fraction of a second.
+
+use std::{
+    env,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{say, util};
+
+/// Debian packages: the eBPF toolchain (Debian's rustc with its std source and
+/// LLVM 22 for bpf-linker), the VM harness (qemu, busybox, cpio, xz, zstd,
+/// e2fsprogs) and tools later tests use inside VMs (docker.io, bpftrace,
+/// prometheus for promtool).
+pub const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "e2fsprogs",
+    "xz-utils",
+    "zstd",
+    "docker.io",
+    "prometheus",
+    "bpftrace",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The rustup toolchain name ovltrace/build.rs builds the eBPF crate with.
+const BPF_TOOLCHAIN: &str = "ovltrace-bpf";
+
+/// How loudly to report.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// One line per step (`cargo xtask setup`).
+    Steps,
+    /// One line per step that did work, plus a one-line summary.
+    Summary,
+}
+
+pub fn run(verbosity: Verbosity) -> Result<()> {
+    let started = Instant::now();
+    let steps: [(&str, Step); 3] = [
+        ("apt packages", apt_packages),
+        ("bpf-linker", bpf_linker),
+        ("rustup toolchain ovltrace-bpf", rustup_link),
+    ];
+    let mut did_work = false;
+    for (name, step) in steps {
+        let t = Instant::now();
+        let outcome = step().with_context(|| format!("setup step `{name}`"))?;
+        let changed = matches!(outcome, Outcome::Done(_));
+        did_work |= changed;
+        if verbosity == Verbosity::Steps || changed {
+            say!("setup: {name}: {} ({})", outcome.text(), secs(t.elapsed()));
+        }
+    }
+    if verbosity == Verbosity::Summary && !did_work {
+        say!("setup: all satisfied ({})", secs(started.elapsed()));
+    }
+    Ok(())
+}
+
+type Step = fn() -> Result<Outcome>;
+
+enum Outcome {
+    Satisfied(String),
+    Done(String),
+}
+
+impl Outcome {
+    fn text(&self) -> String {
+        match self {
+            Outcome::Satisfied(s) => format!("ok, {s}"),
+            Outcome::Done(s) => format!("installed {s}"),
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Packages of `PACKAGES` that dpkg does not report as installed.
+pub fn missing_packages() -> Result<Vec<&'static str>> {
+    // dpkg-query exits non-zero when some package is unknown; parse anyway.
+    let out = util::raw_output(
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Package} ${db:Status-Status}\\n"])
+            .args(PACKAGES),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let installed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_suffix(" installed"))
+        .map(|p| p.split(':').next().unwrap_or(p))
+        .collect();
+    Ok(PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed.contains(p))
+        .collect())
+}
+
+fn apt_packages() -> Result<Outcome> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        return Ok(Outcome::Satisfied(format!(
+            "{} packages installed",
+            PACKAGES.len()
+        )));
+    }
+    say!("setup: installing {}", missing.join(" "));
+    util::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("NEEDRESTART_SUSPEND", "1"),
+    )?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("NEEDRESTART_SUSPEND", "1"),
+    )?;
+    let still = missing_packages()?;
+    if !still.is_empty() {
+        bail!("still not installed after apt-get: {}", still.join(" "));
+    }
+    Ok(Outcome::Done(missing.join(" ")))
+}
+
+fn cargo_bin_dir() -> Option<PathBuf> {
+    if let Some(home) = env::var_os("CARGO_HOME") {
+        return Some(PathBuf::from(home).join("bin"));
+    }
+    env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"))
+}
+
+fn bpf_linker() -> Result<Outcome> {
+    let found = util::on_path("bpf-linker").or_else(|| {
+        cargo_bin_dir()
+            .map(|d| d.join("bpf-linker"))
+            .filter(|p| p.is_file())
+    });
+    if let Some(path) = found {
+        return Ok(Outcome::Satisfied(path.display().to_string()));
+    }
+    // Without LLVM_PREFIX bpf-linker links against the wrong libLLVM.
+    util::run(
+        util::cargo()
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            // Don't let a caller's target dir or build settings leak in.
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS"),
+    )?;
+    Ok(Outcome::Done(format!("bpf-linker {BPF_LINKER_VERSION}")))
+}
+
+fn rustup_link() -> Result<Outcome> {
+    let list = util::output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if list
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(BPF_TOOLCHAIN))
+    {
+        return Ok(Outcome::Satisfied("linked".into()));
+    }
+    util::run(Command::new("rustup").args(["toolchain", "link", BPF_TOOLCHAIN, "/usr"]))?;
+    Ok(Outcome::Done(format!("{BPF_TOOLCHAIN} -> /usr")))
+}
