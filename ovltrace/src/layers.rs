@@ -1,6 +1,327 @@
 //! `ovltrace layers`: the layer stack of every running container.
-use std::process::ExitCode;
+use std::{fmt::Write as _, process::ExitCode};
 
-pub fn main(_args: crate::cli::LayersArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::{
+    cli::LayersArgs,
+    mounts::{self, path_display, OverlayMount},
+    resolve::{docker::DockerResolver, inventory, ContainerInfo, LayerInfo, Resolver},
+};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Output<'a> {
+    schema_version: u32,
+    runtime: &'static str,
+    docker_root: Option<String>,
+    containers: &'a [ContainerInfo],
+    mounts: &'a [OverlayMount],
+}
+
+pub fn main(args: LayersArgs) -> anyhow::Result<ExitCode> {
+    let all = mounts::read_overlay_mounts()?;
+    let mut docker = DockerResolver::new(&args.docker);
+    let mut inv = inventory([&mut docker as &mut dyn Resolver], &all);
+    inv.containers
+        .sort_by(|a, b| a.display_name().cmp(b.display_name()).then(a.id.cmp(&b.id)));
+    let runtime = docker.runtime();
+    let docker_root = docker.root().map(|(p, _)| path_display(p));
+    if args.json {
+        let out = Output {
+            schema_version: SCHEMA_VERSION,
+            runtime,
+            docker_root,
+            containers: &inv.containers,
+            mounts: &inv.mounts,
+        };
+        let mut s = serde_json::to_string_pretty(&out).context("encoding JSON")?;
+        s.push('\n');
+        print_out(&s)?;
+    } else {
+        print_out(&table(&inv.containers, &inv.mounts))?;
+    }
+    if inv.containers.is_empty() && unsafe { libc::geteuid() } != 0 {
+        eprintln!("ovltrace: note: Docker's metadata is only readable by root; try sudo");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_out(s: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+        // `ovltrace layers | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+/// The human-readable report.
+pub fn table(containers: &[ContainerInfo], plain: &[OverlayMount]) -> String {
+    let mut s = String::new();
+    if containers.is_empty() {
+        s.push_str("No running containers found.\n");
+    }
+    for c in containers {
+        let _ = writeln!(
+            s,
+            "CONTAINER {} ({})",
+            escape(c.display_name()),
+            c.short_id()
+        );
+        let image = match (&c.image.id, c.image.tags.is_empty()) {
+            (Some(id), false) => format!(
+                "{} ({})",
+                escape(&c.image.tags.join(", ")),
+                short_digest(id)
+            ),
+            (Some(id), true) => short_digest(id),
+            (None, _) => "unknown".into(),
+        };
+        let _ = writeln!(s, "  image:   {image}");
+        let _ = writeln!(
+            s,
+            "  overlay: dev {} at {}",
+            c.dev,
+            escape(&path_display(&c.mountpoint))
+        );
+        let total = c.layers.iter().filter(|l| !l.init).count();
+        let rows: Vec<[String; 5]> = std::iter::once([
+            "0".into(),
+            "".into(),
+            "".into(),
+            "-".into(),
+            "(container read-write layer)".into(),
+        ])
+        .chain(c.layers.iter().map(|l| layer_row(l, total)))
+        .collect();
+        let header = ["IDX", "LAYER", "DIFF-ID", "SIZE", "CREATED BY"];
+        let widths: Vec<usize> = (0..4)
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for r in std::iter::once(header.map(String::from)).chain(rows) {
+            let _ = writeln!(
+                s,
+                "  {:>w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3],
+            );
+        }
+        s.push('\n');
+    }
+    if !plain.is_empty() {
+        s.push_str("OTHER OVERLAY MOUNTS (no container)\n");
+        for m in plain {
+            let _ = writeln!(
+                s,
+                "  dev {} at {}: {} lower layer{}",
+                m.dev,
+                escape(&path_display(&m.mountpoint)),
+                m.lowerdirs.len(),
+                if m.lowerdirs.len() == 1 { "" } else { "s" }
+            );
+            for (i, d) in m.lowerdirs.iter().enumerate() {
+                let _ = writeln!(s, "    {:>3}  {}", i + 1, escape(&path_display(d)));
+            }
+        }
+    }
+    s
+}
+
+fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
+    let pos = match l.position {
+        Some(p) => format!("{p}/{total}"),
+        None if l.init => "init".into(),
+        None => "?".into(),
+    };
+    let diff = l
+        .diff_id
+        .as_deref()
+        .map(short_digest)
+        .unwrap_or_else(|| "-".into());
+    let size = l.size.map(human_size).unwrap_or_else(|| "-".into());
+    let what = if l.init {
+        "(Docker init layer: /etc/hosts, /etc/resolv.conf, ...)".to_string()
+    } else {
+        match (&l.created_by, &l.comment) {
+            (Some(c), _) if !c.trim().is_empty() => instruction(c),
+            (Some(_), Some(comment)) if !comment.is_empty() => {
+                format!(
+                    "(no instruction; comment: {})",
+                    truncate(&escape(comment), 80)
+                )
+            }
+            (Some(_), _) => "(no instruction)".into(),
+            (None, _) => "(unknown)".into(),
+        }
+    };
+    [l.index.to_string(), pos, diff, size, what]
+}
+
+/// `sha256:0123456789abcdef...` -> `0123456789ab`.
+pub fn short_digest(d: &str) -> String {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    escape(hex.get(..12).unwrap_or(hex))
+}
+
+/// A history instruction as a Dockerfile line: the legacy builder's `/bin/sh -c
+/// #(nop) ` prefix dropped, `/bin/sh -c cmd` shown as `RUN cmd`, one line, at most
+/// 100 characters.
+pub fn instruction(created_by: &str) -> String {
+    let c = created_by.trim();
+    let c = if let Some(rest) = c.strip_prefix("/bin/sh -c #(nop)") {
+        rest.trim().to_string()
+    } else if let Some(rest) = c.strip_prefix("/bin/sh -c ") {
+        format!("RUN {}", rest.trim())
+    } else {
+        c.to_string()
+    };
+    let one_line: String = c.split_whitespace().collect::<Vec<_>>().join(" ");
+    truncate(&escape(&one_line), 100)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max - 1).collect();
+    t.push('…');
+    t
+}
+
+/// Control characters (terminal escapes, newlines) written as Rust escapes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if ch.is_control() {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{mounts::Dev, resolve::ImageInfo};
+
+    #[test]
+    fn instructions_read_like_a_dockerfile() {
+        assert_eq!(
+            instruction("/bin/sh -c #(nop) COPY file:abc in /data/x "),
+            "COPY file:abc in /data/x"
+        );
+        assert_eq!(instruction("/bin/sh -c #(nop)  ENV A=1"), "ENV A=1");
+        assert_eq!(
+            instruction("/bin/sh -c apt-get update &&\n\tapt-get install x"),
+            "RUN apt-get update && apt-get install x"
+        );
+        assert_eq!(
+            instruction("RUN /bin/sh -c true # buildkit"),
+            "RUN /bin/sh -c true # buildkit"
+        );
+        assert_eq!(instruction(&"x".repeat(300)).chars().count(), 100);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("a\x1b[31mred\x07"), "a\\u{1b}[31mred\\u{7}");
+        assert_eq!(
+            instruction("/bin/sh -c echo \x1b]0;pwned\x07"),
+            "RUN echo \\u{1b}]0;pwned\\u{7}"
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(11), "11 B");
+        assert_eq!(human_size(1048699), "1.0 MiB");
+        assert_eq!(human_size(1984177), "1.9 MiB");
+    }
+
+    #[test]
+    fn table_shows_the_stack() {
+        let c = ContainerInfo {
+            id: "c80a5fd00c1b48972e13472e224d6158744edf581227782ff6ccaf1db5934d61".into(),
+            name: Some("web\n1".into()),
+            image: ImageInfo {
+                id: Some(format!("sha256:{}", "ab".repeat(32))),
+                tags: vec!["shop/api:2.3".into()],
+            },
+            mountpoint: "/var/lib/docker/overlay2/x/merged".into(),
+            dev: Dev::new(0, 39),
+            runtime: "docker",
+            upperdir: None,
+            layers: vec![
+                LayerInfo {
+                    index: 1,
+                    init: true,
+                    ..Default::default()
+                },
+                LayerInfo {
+                    index: 2,
+                    position: Some(2),
+                    diff_id: Some(format!("sha256:{}", "cd".repeat(32))),
+                    size: Some(11),
+                    created_by: Some("/bin/sh -c #(nop) COPY file:1 in /etc/app.conf".into()),
+                    ..Default::default()
+                },
+                LayerInfo {
+                    index: 3,
+                    position: Some(1),
+                    size: Some(2 << 20),
+                    created_by: Some(String::new()),
+                    comment: Some("imported".into()),
+                    ..Default::default()
+                },
+            ],
+            mount_id: 1,
+        };
+        let t = table(&[c], &[]);
+        assert!(t.contains("CONTAINER web\\n1 (c80a5fd00c1b)"), "{t}");
+        assert!(t.contains("shop/api:2.3 (abababababab)"), "{t}");
+        assert!(t.contains("dev 0:39"), "{t}");
+        let squeezed: Vec<String> = t
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        assert!(
+            squeezed.contains(&"2 2/2 cdcdcdcdcdcd 11 B COPY file:1 in /etc/app.conf".to_string()),
+            "{t}"
+        );
+        assert!(t.contains("(no instruction; comment: imported)"), "{t}");
+        assert!(t.contains("init"), "{t}");
+    }
 }

@@ -1,0 +1,843 @@
+//! Docker with the overlay2 graph driver: containers, images and layers from
+//! Docker's on-disk metadata.
+//!
+//! Layout under the Docker root (see shared/RESEARCH.md):
+//! - `overlay2/<cache-id>/{diff,link,lower}`, `overlay2/l/<short> -> ../<cache-id>/diff`;
+//! - `image/overlay2/layerdb/sha256/<chain>/{cache-id,diff,size}`;
+//! - `image/overlay2/layerdb/mounts/<container>/{mount-id,init-id}`;
+//! - `image/overlay2/imagedb/content/sha256/<image>` (image config), `repositories.json`;
+//! - `containers/<id>/config.v2.json`.
+//!
+//! Everything below the root is read through [`SafeRoot`]: no symlink is followed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt::Write as _,
+    path::{Component, Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{
+    safe_fs::{is_hex64, is_safe_name, is_safe_name_bytes, SafeRoot, MAX_JSON},
+    ContainerInfo, ImageInfo, LayerInfo, Resolver,
+};
+use crate::{
+    cli::DockerArgs,
+    mounts::{bytes_display, path_display, OverlayMount},
+};
+
+pub const DEFAULT_ROOT: &str = "/var/lib/docker";
+pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
+const LAYERDB: &str = "image/overlay2/layerdb";
+const IMAGEDB: &str = "image/overlay2/imagedb/content/sha256";
+const REPOSITORIES: &str = "image/overlay2/repositories.json";
+
+/// Where the Docker root came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootSource {
+    Flag,
+    DaemonJson,
+    Mountinfo,
+    Default,
+}
+
+#[derive(Debug)]
+pub struct DockerResolver {
+    explicit_root: Option<PathBuf>,
+    daemon_json: PathBuf,
+    default_root: PathBuf,
+    /// Image configs are content-addressed, so never change: parsed once.
+    images: HashMap<String, Arc<ImageMeta>>,
+    /// Warnings already printed (rescans must not repeat them).
+    warned: HashSet<String>,
+    last_root: Option<(PathBuf, RootSource)>,
+}
+
+#[derive(Debug)]
+struct ImageMeta {
+    diff_ids: Vec<String>,
+    /// Chain ids computed from `diff_ids`, same positions.
+    chain_ids: Vec<String>,
+    /// Non-empty-layer history entries, base first: `(created_by, comment)`.
+    history: Vec<(String, Option<String>)>,
+}
+
+#[derive(Deserialize)]
+struct ContainerConfig {
+    #[serde(rename = "ID")]
+    id: Option<String>,
+    #[serde(rename = "Name")]
+    name: Option<String>,
+    #[serde(rename = "Image")]
+    image: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ImageConfig {
+    rootfs: RootFs,
+    #[serde(default)]
+    history: Vec<HistoryEntry>,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct HistoryEntry {
+    #[serde(default)]
+    created_by: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    empty_layer: bool,
+}
+
+#[derive(Deserialize)]
+struct Repositories {
+    #[serde(rename = "Repositories", default)]
+    repositories: HashMap<String, HashMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+struct DaemonJson {
+    #[serde(rename = "data-root")]
+    data_root: Option<String>,
+    /// Pre-17.05 name of data-root.
+    graph: Option<String>,
+}
+
+/// A container's layer mounts (layerdb/mounts/<id>).
+struct RwLayer {
+    container_id: String,
+    init_id: Option<String>,
+}
+
+/// Per-scan state: the opened root and the tables read once per scan.
+struct Scan<'a> {
+    root: SafeRoot,
+    overlay2: PathBuf,
+    warnings: &'a mut Vec<String>,
+    cache_to_chain: Option<HashMap<String, String>>,
+}
+
+impl DockerResolver {
+    pub fn new(args: &DockerArgs) -> Self {
+        Self::with_paths(
+            args.docker_root.clone(),
+            PathBuf::from(DAEMON_JSON),
+            PathBuf::from(DEFAULT_ROOT),
+        )
+    }
+
+    /// For tests and unusual hosts: every path discovery looks at.
+    pub fn with_paths(
+        explicit_root: Option<PathBuf>,
+        daemon_json: PathBuf,
+        default_root: PathBuf,
+    ) -> Self {
+        Self {
+            explicit_root,
+            daemon_json,
+            default_root,
+            images: HashMap::new(),
+            warned: HashSet::new(),
+            last_root: None,
+        }
+    }
+
+    /// The root used by the latest scan (canonical), and where it came from.
+    pub fn root(&self) -> Option<(&Path, RootSource)> {
+        self.last_root.as_ref().map(|(p, s)| (p.as_path(), *s))
+    }
+
+    /// Finds the Docker root: `--docker-root`, then `data-root` in daemon.json, then
+    /// the root the overlay mounts show, then /var/lib/docker.
+    pub fn discover_root(
+        &self,
+        mounts: &[OverlayMount],
+        warnings: &mut Vec<String>,
+    ) -> (PathBuf, RootSource) {
+        if let Some(p) = &self.explicit_root {
+            return (p.clone(), RootSource::Flag);
+        }
+        if let Some(p) = self.daemon_json_root(warnings) {
+            return (p, RootSource::DaemonJson);
+        }
+        if let Some(p) = root_from_mounts(mounts) {
+            return (p, RootSource::Mountinfo);
+        }
+        (self.default_root.clone(), RootSource::Default)
+    }
+
+    fn daemon_json_root(&self, warnings: &mut Vec<String>) -> Option<PathBuf> {
+        let path = &self.daemon_json;
+        let data = match read_capped(path, 1 << 20) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                warnings.push(format!("{}: {e}; ignoring it", path.display()));
+                return None;
+            }
+        };
+        match serde_json::from_slice::<DaemonJson>(&data) {
+            Ok(d) => d
+                .data_root
+                .or(d.graph)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .filter(|p| {
+                    let abs = p.is_absolute();
+                    if !abs {
+                        warnings.push(format!(
+                            "{}: data-root {:?} is not absolute; ignoring it",
+                            path.display(),
+                            p
+                        ));
+                    }
+                    abs
+                }),
+            Err(e) => {
+                warnings.push(format!(
+                    "{}: invalid JSON ({e}); ignoring it",
+                    path.display()
+                ));
+                None
+            }
+        }
+    }
+
+    fn emit(&mut self, warnings: Vec<String>) {
+        for w in warnings {
+            if self.warned.len() < 10_000 && self.warned.insert(w.clone()) {
+                log::warn!("docker: {w}");
+            }
+        }
+    }
+
+    fn scan_inner(
+        &mut self,
+        mounts: &[OverlayMount],
+        warnings: &mut Vec<String>,
+    ) -> Vec<ContainerInfo> {
+        let (root, source) = self.discover_root(mounts, warnings);
+        let root = match std::fs::canonicalize(&root) {
+            Ok(r) => r,
+            Err(e) => {
+                // No Docker on this host is normal; a root someone named is not.
+                if source == RootSource::Default && e.kind() == std::io::ErrorKind::NotFound {
+                    log::debug!("docker: {}: {e}", root.display());
+                } else {
+                    warnings.push(format!("Docker root {}: {e}", root.display()));
+                }
+                return Vec::new();
+            }
+        };
+        self.last_root = Some((root.clone(), source));
+        let safe = match SafeRoot::open(&root) {
+            Ok(s) => s,
+            Err(e) => {
+                warnings.push(format!("opening the Docker root: {e}"));
+                return Vec::new();
+            }
+        };
+        let mut scan = Scan {
+            root: safe,
+            overlay2: root.join("overlay2"),
+            warnings,
+            cache_to_chain: None,
+        };
+        let rw_layers = scan.rw_layers();
+        if rw_layers.is_empty() {
+            return Vec::new();
+        }
+        let mut tags: Option<HashMap<String, Vec<String>>> = None;
+        let mut out: Vec<ContainerInfo> = Vec::new();
+        for m in mounts {
+            let Some(rw_id) = rw_layer_id(&scan.overlay2, m) else {
+                continue;
+            };
+            let Some(rw) = rw_layers.get(&rw_id) else {
+                continue;
+            };
+            if out.iter().any(|c| c.id == rw.container_id) {
+                continue;
+            }
+            let tags = tags.get_or_insert_with(|| scan.repositories());
+            let c = self.container(&mut scan, m, &rw_id, rw, tags);
+            out.push(c);
+        }
+        out
+    }
+
+    fn container(
+        &mut self,
+        scan: &mut Scan,
+        m: &OverlayMount,
+        rw_id: &str,
+        rw: &RwLayer,
+        tags: &HashMap<String, Vec<String>>,
+    ) -> ContainerInfo {
+        let cid = &rw.container_id;
+        let cfg_path = PathBuf::from(format!("containers/{cid}/config.v2.json"));
+        let cfg = scan.json::<ContainerConfig>(&cfg_path);
+        if let Some(cfg) = &cfg {
+            if cfg.id.as_deref().is_some_and(|id| id != cid) {
+                scan.warn(format!(
+                    "{}: ID {:?} does not match its directory",
+                    path_display(&cfg_path),
+                    cfg.id.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+        let name = cfg
+            .as_ref()
+            .and_then(|c| c.name.as_deref())
+            .map(|n| n.trim_start_matches('/').to_string());
+        let image_id = cfg.as_ref().and_then(|c| c.image.clone()).filter(|id| {
+            let ok = id.strip_prefix("sha256:").is_some_and(is_hex64);
+            if !ok {
+                scan.warn(format!(
+                    "container {cid}: image id {id:?} is not sha256:<hex>"
+                ));
+            }
+            ok
+        });
+        let image = image_id.as_deref().and_then(|id| self.image(scan, id));
+        let upperdir = Some(scan.overlay2.join(rw_id).join("diff"));
+        let layers = self.layers(scan, m, cid, rw, image.as_deref());
+        ContainerInfo {
+            id: cid.clone(),
+            name,
+            image: ImageInfo {
+                tags: image_id
+                    .as_ref()
+                    .and_then(|id| tags.get(id).cloned())
+                    .unwrap_or_default(),
+                id: image_id,
+            },
+            mountpoint: m.mountpoint.clone(),
+            dev: m.dev,
+            runtime: "docker",
+            upperdir,
+            layers,
+            mount_id: m.mount_id,
+        }
+    }
+
+    fn image(&mut self, scan: &mut Scan, id: &str) -> Option<Arc<ImageMeta>> {
+        if let Some(m) = self.images.get(id) {
+            return Some(m.clone());
+        }
+        let hex = id.strip_prefix("sha256:")?;
+        let rel = PathBuf::from(format!("{IMAGEDB}/{hex}"));
+        let data = scan.read(&rel, MAX_JSON)?;
+        if sha256_hex(&data) != hex {
+            scan.warn(format!(
+                "{}: content does not match its digest; image metadata ignored",
+                path_display(&scan.root.path().join(&rel))
+            ));
+            return None;
+        }
+        let cfg: ImageConfig = match serde_json::from_slice(&data) {
+            Ok(c) => c,
+            Err(e) => {
+                scan.warn(format!("{}: invalid image config: {e}", path_display(&rel)));
+                return None;
+            }
+        };
+        if let Some(bad) = cfg.rootfs.diff_ids.iter().find(|d| !is_digest(d)) {
+            scan.warn(format!("image {id}: invalid diff-id {bad:?}"));
+            return None;
+        }
+        let history: Vec<(String, Option<String>)> = cfg
+            .history
+            .into_iter()
+            .filter(|h| !h.empty_layer)
+            .map(|h| (h.created_by.unwrap_or_default(), h.comment))
+            .collect();
+        if history.len() != cfg.rootfs.diff_ids.len() {
+            scan.warn(format!(
+                "image {id}: {} non-empty history entries for {} layers; instructions matched from the base up",
+                history.len(),
+                cfg.rootfs.diff_ids.len()
+            ));
+        }
+        let meta = Arc::new(ImageMeta {
+            chain_ids: chain_ids(&cfg.rootfs.diff_ids),
+            diff_ids: cfg.rootfs.diff_ids,
+            history,
+        });
+        self.images.insert(id.to_string(), meta.clone());
+        Some(meta)
+    }
+
+    fn layers(
+        &mut self,
+        scan: &mut Scan,
+        m: &OverlayMount,
+        cid: &str,
+        rw: &RwLayer,
+        image: Option<&ImageMeta>,
+    ) -> Vec<LayerInfo> {
+        let n = m.lowerdirs.len();
+        let mut layers: Vec<LayerInfo> = Vec::with_capacity(n);
+        for (i, lower) in m.lowerdirs.iter().enumerate() {
+            let mut l = LayerInfo {
+                index: i + 1,
+                ..Default::default()
+            };
+            let (cache_id, short_id) = scan.lowerdir(lower);
+            l.dir = cache_id.as_ref().and_then(|c| scan.layer_dir(c));
+            l.init = match (&cache_id, &rw.init_id) {
+                (Some(c), Some(init)) => c == init,
+                (Some(c), None) => c.ends_with("-init"),
+                (None, _) => i == 0 && rw.init_id.is_some(),
+            };
+            l.short_id = short_id;
+            if !l.init {
+                l.position = Some(n - i);
+                let chain = cache_id.as_deref().and_then(|c| scan.chain_of(c));
+                if let Some(chain) = &chain {
+                    let dir = PathBuf::from(format!("{LAYERDB}/sha256/{chain}"));
+                    l.chain_id = Some(format!("sha256:{chain}"));
+                    l.diff_id = scan.line(&dir.join("diff")).filter(|d| {
+                        let ok = is_digest(d);
+                        if !ok {
+                            scan.warn(format!("{}: invalid diff-id {d:?}", path_display(&dir)));
+                        }
+                        ok
+                    });
+                    l.size = scan.line(&dir.join("size")).and_then(|s| match s.parse() {
+                        Ok(v) => Some(v),
+                        Err(_) => {
+                            scan.warn(format!("{}/size: not a number: {s:?}", path_display(&dir)));
+                            None
+                        }
+                    });
+                } else if let Some(c) = &cache_id {
+                    scan.warn(format!(
+                        "container {cid}: no layerdb entry has cache-id {c}; its size is unknown"
+                    ));
+                }
+                link_image(scan, cid, &mut l, chain.is_some(), image, n - i);
+            }
+            l.cache_id = cache_id;
+            layers.push(l);
+        }
+        let image_layers = layers.iter().filter(|l| !l.init).count();
+        if let Some(img) = image {
+            if img.diff_ids.len() != image_layers {
+                scan.warn(format!(
+                    "container {cid}: {image_layers} image layers mounted but the image has {}",
+                    img.diff_ids.len()
+                ));
+            }
+        }
+        layers
+    }
+}
+
+/// Fills the image-derived fields of a non-init layer at `position` (1 = base):
+/// diff-id and chain-id (when the layer store had none), and the instruction, which
+/// is only attributed when the layer store agrees with the image on the chain-id.
+fn link_image(
+    scan: &mut Scan,
+    cid: &str,
+    l: &mut LayerInfo,
+    from_layerdb: bool,
+    image: Option<&ImageMeta>,
+    position: usize,
+) {
+    let Some(img) = image else { return };
+    let k = position - 1;
+    let Some(image_chain) = img.chain_ids.get(k) else {
+        return;
+    };
+    if from_layerdb {
+        if l.chain_id.as_deref() != Some(image_chain.as_str()) {
+            scan.warn(format!(
+                "container {cid}: layer {} has chain-id {} but the image expects {image_chain} there; instruction unknown",
+                l.index,
+                l.chain_id.as_deref().unwrap_or("null")
+            ));
+            return;
+        }
+    } else {
+        l.diff_id = img.diff_ids.get(k).cloned();
+        l.chain_id = Some(image_chain.clone());
+    }
+    if let Some((created_by, comment)) = img.history.get(k) {
+        l.created_by = Some(created_by.clone());
+        l.comment = comment.clone();
+    }
+}
+
+impl Resolver for DockerResolver {
+    fn runtime(&self) -> &'static str {
+        "docker"
+    }
+
+    fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
+        let mut warnings = Vec::new();
+        let out = self.scan_inner(mounts, &mut warnings);
+        self.emit(warnings);
+        out
+    }
+}
+
+impl Scan<'_> {
+    fn warn(&mut self, w: String) {
+        self.warnings.push(w);
+    }
+
+    fn read(&mut self, rel: &Path, max: u64) -> Option<Vec<u8>> {
+        match self.root.read(rel, max) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.warn(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn line(&mut self, rel: &Path) -> Option<String> {
+        match self.root.read_line(rel) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.warn(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn json<T: for<'de> Deserialize<'de>>(&mut self, rel: &Path) -> Option<T> {
+        let data = self.read(rel, MAX_JSON)?;
+        match serde_json::from_slice(&data) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let p = path_display(&self.root.path().join(rel));
+                self.warn(format!("{p}: invalid JSON: {e}"));
+                None
+            }
+        }
+    }
+
+    /// RW-layer id -> container, from layerdb/mounts.
+    fn rw_layers(&mut self) -> HashMap<String, RwLayer> {
+        let dir = PathBuf::from(format!("{LAYERDB}/mounts"));
+        let names = match self.root.read_dir(&dir) {
+            Ok(n) => n,
+            Err(e) => {
+                if !e.is_not_found() {
+                    self.warn(e.to_string());
+                }
+                return HashMap::new();
+            }
+        };
+        let mut out = HashMap::new();
+        for name in names {
+            let Some(cid) = name.to_str().filter(|s| is_hex64(s)) else {
+                continue;
+            };
+            let mount_id = match self.root.read_line(&dir.join(cid).join("mount-id")) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.warn(e.to_string());
+                    continue;
+                }
+            };
+            if !is_safe_name(&mount_id) {
+                self.warn(format!("container {cid}: invalid mount-id {mount_id:?}"));
+                continue;
+            }
+            let init_id = match self.root.read_line(&dir.join(cid).join("init-id")) {
+                Ok(s) if is_safe_name(&s) => Some(s),
+                Ok(s) => {
+                    self.warn(format!("container {cid}: invalid init-id {s:?}"));
+                    None
+                }
+                Err(e) if e.is_not_found() => None,
+                Err(e) => {
+                    self.warn(e.to_string());
+                    None
+                }
+            };
+            out.insert(
+                mount_id,
+                RwLayer {
+                    container_id: cid.to_string(),
+                    init_id,
+                },
+            );
+        }
+        out
+    }
+
+    /// The chain-id (hex) whose layerdb entry has this cache-id.
+    fn chain_of(&mut self, cache_id: &str) -> Option<String> {
+        if self.cache_to_chain.is_none() {
+            let map = self.read_cache_ids();
+            self.cache_to_chain = Some(map);
+        }
+        self.cache_to_chain.as_ref()?.get(cache_id).cloned()
+    }
+
+    fn read_cache_ids(&mut self) -> HashMap<String, String> {
+        let dir = PathBuf::from(format!("{LAYERDB}/sha256"));
+        let names = match self.root.read_dir(&dir) {
+            Ok(n) => n,
+            Err(e) => {
+                self.warn(e.to_string());
+                return HashMap::new();
+            }
+        };
+        let mut map = HashMap::new();
+        for name in names {
+            let Some(chain) = name.to_str().filter(|s| is_hex64(s)) else {
+                continue;
+            };
+            match self.root.read_line(&dir.join(chain).join("cache-id")) {
+                Ok(c) if is_safe_name(&c) => {
+                    map.insert(c, chain.to_string());
+                }
+                Ok(c) => self.warn(format!("layer {chain}: invalid cache-id {c:?}")),
+                // Layers being created or removed lack it for a moment.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => self.warn(e.to_string()),
+            }
+        }
+        map
+    }
+
+    /// `(cache-id, short id)` of a lowerdir entry, which is `<root>/overlay2/l/<short>`,
+    /// `<root>/overlay2/<cache-id>/diff`, or either relative to `<root>/overlay2`.
+    fn lowerdir(&mut self, lower: &Path) -> (Option<String>, Option<String>) {
+        let rel = if lower.is_absolute() {
+            match lower.strip_prefix(&self.overlay2) {
+                Ok(r) => r,
+                Err(_) => {
+                    self.warn(format!(
+                        "lowerdir {} is outside {}",
+                        path_display(lower),
+                        self.overlay2.display()
+                    ));
+                    return (None, None);
+                }
+            }
+        } else {
+            lower
+        };
+        let comps: Vec<&[u8]> = rel
+            .components()
+            .map(|c| match c {
+                Component::Normal(n) => std::os::unix::ffi::OsStrExt::as_bytes(n),
+                _ => b"/".as_slice(), // never a valid name below
+            })
+            .collect();
+        match comps.as_slice() {
+            [b"l", short] if is_safe_name_bytes(short) => {
+                let short = String::from_utf8_lossy(short).into_owned();
+                let link = PathBuf::from(format!("overlay2/l/{short}"));
+                let target = match self.root.read_link(&link) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.warn(e.to_string());
+                        return (None, Some(short));
+                    }
+                };
+                match parse_link_target(&target) {
+                    Some(cache) => (Some(cache), Some(short)),
+                    None => {
+                        self.warn(format!(
+                            "{}: points to {:?}, expected ../<cache-id>/diff; not followed",
+                            path_display(&self.root.path().join(&link)),
+                            bytes_display(&target)
+                        ));
+                        (None, Some(short))
+                    }
+                }
+            }
+            [cache, b"diff"] if is_safe_name_bytes(cache) && *cache != b"l" => {
+                let cache = String::from_utf8_lossy(cache).into_owned();
+                let link = PathBuf::from(format!("overlay2/{cache}/link"));
+                let short = match self.root.read_line(&link) {
+                    Ok(s) if is_safe_name(&s) => Some(s),
+                    _ => None,
+                };
+                (Some(cache), short)
+            }
+            _ => {
+                self.warn(format!(
+                    "lowerdir {} is not an overlay2 layer path",
+                    path_display(lower)
+                ));
+                (None, None)
+            }
+        }
+    }
+
+    /// `<root>/overlay2/<cache-id>/diff` if it is a real directory (no symlinks).
+    fn layer_dir(&mut self, cache_id: &str) -> Option<PathBuf> {
+        let rel = PathBuf::from(format!("overlay2/{cache_id}/diff"));
+        if self.root.is_dir(&rel) {
+            Some(self.root.path().join(rel))
+        } else {
+            self.warn(format!(
+                "{}: not a directory (or a symlink); layer not inspected",
+                path_display(&self.root.path().join(rel))
+            ));
+            None
+        }
+    }
+
+    /// Image id -> sorted `repo:tag` names.
+    fn repositories(&mut self) -> HashMap<String, Vec<String>> {
+        let rel = Path::new(REPOSITORIES);
+        let data = match self.root.read(rel, MAX_JSON) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => return HashMap::new(),
+            Err(e) => {
+                self.warn(e.to_string());
+                return HashMap::new();
+            }
+        };
+        let repos: Repositories = match serde_json::from_slice(&data) {
+            Ok(r) => r,
+            Err(e) => {
+                self.warn(format!("{REPOSITORIES}: invalid JSON: {e}"));
+                return HashMap::new();
+            }
+        };
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for refs in repos.repositories.into_values() {
+            for (reference, id) in refs {
+                // `repo@sha256:...` entries are digests, not tags.
+                if !reference.contains('@') {
+                    out.entry(id).or_default().push(reference);
+                }
+            }
+        }
+        for v in out.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        out
+    }
+}
+
+/// `../<cache-id>/diff` -> cache-id.
+fn parse_link_target(t: &[u8]) -> Option<String> {
+    let rest = t.strip_prefix(b"../")?;
+    let cache = rest.strip_suffix(b"/diff")?;
+    (is_safe_name_bytes(cache) && cache != b"l")
+        .then(|| String::from_utf8_lossy(cache).into_owned())
+}
+
+/// The overlay2 directory of a mount's read-write layer: from `upperdir`
+/// (`<overlay2>/<id>/diff`, or `<id>/diff` relative) or the mount point
+/// (`<overlay2>/<id>/merged`).
+fn rw_layer_id(overlay2: &Path, m: &OverlayMount) -> Option<String> {
+    let two = |p: &Path, last: &str| -> Option<String> {
+        let mut it = p.components();
+        let (Some(Component::Normal(id)), Some(Component::Normal(l)), None) =
+            (it.next(), it.next(), it.next())
+        else {
+            return None;
+        };
+        (l == last)
+            .then(|| id.to_str())
+            .flatten()
+            .filter(|s| is_safe_name(s) && *s != "l")
+            .map(str::to_string)
+    };
+    let from_mountpoint = m
+        .mountpoint
+        .strip_prefix(overlay2)
+        .ok()
+        .and_then(|r| two(r, "merged"));
+    match &m.upperdir {
+        Some(u) if u.is_absolute() => u.strip_prefix(overlay2).ok().and_then(|r| two(r, "diff")),
+        // Relative paths only mean something for a mount under the overlay2 dir.
+        Some(u) => from_mountpoint.as_ref().and_then(|_| two(u, "diff")),
+        None => None,
+    }
+    .or(from_mountpoint)
+}
+
+/// The Docker root most overlay mounts point into (`<root>/overlay2/...`).
+fn root_from_mounts(mounts: &[OverlayMount]) -> Option<PathBuf> {
+    let mut counts: Vec<(PathBuf, usize)> = Vec::new();
+    for m in mounts {
+        let candidates = std::iter::once(&m.mountpoint)
+            .chain(m.upperdir.iter())
+            .chain(m.lowerdirs.iter());
+        let mut seen_here: Option<PathBuf> = None;
+        for p in candidates.filter(|p| p.is_absolute()) {
+            let comps: Vec<Component> = p.components().collect();
+            // <root>/overlay2/<id>/{merged,diff} or <root>/overlay2/l/<short>
+            if comps.len() >= 4 && comps[comps.len() - 3].as_os_str() == "overlay2" {
+                let root: PathBuf = comps[..comps.len() - 3].iter().collect();
+                seen_here = Some(root);
+                break;
+            }
+        }
+        if let Some(r) = seen_here {
+            match counts.iter_mut().find(|(p, _)| *p == r) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((r, 1)),
+            }
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts
+        .into_iter()
+        .map(|(p, _)| p)
+        .find(|p| p.join("image/overlay2").is_dir())
+}
+
+fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(is_hex64)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let d = Sha256::digest(data);
+    let mut s = String::with_capacity(64);
+    for b in d {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// ChainID(L1) = DiffID(L1); ChainID(Ln) = sha256("<ChainID(Ln-1)> <DiffID(Ln)>").
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(parent) => format!("sha256:{}", sha256_hex(format!("{parent} {d}").as_bytes())),
+        };
+        out.push(next);
+    }
+    out
+}
