@@ -26,6 +26,7 @@ pub fn run() -> Result<ExitCode> {
         console: false,
         with: Vec::new(),
         docker_image: Vec::new(),
+        append: None,
         no_build: false,
         cmd: vec!["sh".into(), "/host/demo.sh".into()],
     };

@@ -23,7 +23,7 @@ for tty in /dev/ttyS1 /dev/ttyS2 /dev/ttyS3; do
 	stty -F "$tty" raw -echo
 done
 
-log() { echo "ovltrace-vm: $*" > /dev/console; }
+log() { echo "[$(cut -d' ' -f1 /proc/uptime)] ovltrace-vm: $*" > /dev/console; }
 fail() {
 	log "setup failed: $*"
 	echo "ovltrace-vm: setup failed: $*" > /dev/ttyS2
@@ -64,15 +64,17 @@ if [ "$VM_DOCKER" = 1 ]; then
 	done
 	log "dockerd ready after ${waited}s"
 	for image in $VM_IMAGES; do
-		docker load -i "$image" > /dev/console 2>&1 || fail "docker load -i $image"
+		docker load -q -i "$image" > /dev/console 2>&1 || fail "docker load -i $image"
 		rm -f "$image"
 	done
+	log "docker ready"
 fi
 
 cd /tmp
 log "running command"
 sh /etc/ovltrace-vm/cmd.sh < /dev/null > /dev/ttyS1 2> /dev/ttyS2
 rc=$?
+log "command exited with $rc"
 echo "EXIT $rc" > "$CTL"
 poweroff -f
 while :; do sleep 1; done

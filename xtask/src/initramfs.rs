@@ -18,7 +18,7 @@ use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::Command,
-    time::UNIX_EPOCH,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context, Result};
@@ -186,6 +186,10 @@ impl Recipe {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{}-{}.cpio", self.name, self.key()?));
         if path.is_file() {
+            // Mark as recently used, so that pruning by others spares it.
+            if let Ok(f) = File::options().append(true).open(&path) {
+                let _ = f.set_modified(SystemTime::now());
+            }
             return Ok(path);
         }
         let tmp = util::tmp_sibling(&path);
@@ -196,7 +200,8 @@ impl Recipe {
     }
 }
 
-/// Removes older cached archives of the same recipe name.
+/// Removes cached archives of the same recipe name that were not used for a
+/// day. (Checkouts of other versions may share the cache and use another.)
 fn prune_others(dir: &Path, name: &str, keep: &Path) {
     let prefix = format!("{name}-");
     let Ok(entries) = fs::read_dir(dir) else {
@@ -213,7 +218,13 @@ fn prune_others(dir: &Path, name: &str, keep: &Path) {
             .strip_prefix(&prefix)
             .and_then(|r| r.strip_suffix(".cpio"))
             .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-        if is_same_recipe && path != keep {
+        let unused = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(24 * 3600));
+        if is_same_recipe && unused && path != keep {
             let _ = fs::remove_file(&path);
         }
     }

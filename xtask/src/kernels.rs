@@ -88,8 +88,7 @@ pub fn resolve(series: Series) -> Result<Kernel> {
 }
 
 fn resolve_via_apt(series: Series, dir: &Path) -> Result<Kernel> {
-    let package = current_package(series)?;
-    let version = candidate_version(&package)?;
+    let (package, version) = current_package(series, dir)?;
     let unpacked = dir.join(format!("{package}_{version}"));
     if unpacked.join(COMPLETE).is_file() {
         return load(&unpacked);
@@ -99,15 +98,57 @@ fn resolve_via_apt(series: Series, dir: &Path) -> Result<Kernel> {
     unpack(series, &deb, &unpacked, &package, &version)
 }
 
-fn current_package(series: Series) -> Result<String> {
+/// The kernel package and version the series' metapackage depends on.
+/// apt-cache takes most of a second here (no binary package cache), so the
+/// answer is remembered until the apt lists change.
+fn current_package(series: Series, dir: &Path) -> Result<(String, String)> {
+    let lists_stamp = fs::metadata("/var/lib/apt/lists")
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos().to_string());
+    let memo = dir.join(format!("resolved-{}", series.name()));
+    if let (Some(stamp), Ok(text)) = (&lists_stamp, fs::read_to_string(&memo)) {
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        if let [s, package, version] = fields[..] {
+            if s == stamp {
+                return Ok((package.to_string(), version.to_string()));
+            }
+        }
+    }
     let meta = series.metapackage();
-    let out = util::output(Command::new("apt-cache").args(["depends", meta]))?;
-    out.lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends:"))
-        .map(str::trim)
-        .find(|p| p.starts_with("linux-image-"))
-        .map(str::to_string)
-        .with_context(|| format!("`apt-cache depends {meta}` names no linux-image package"))
+    let out = util::output(Command::new("apt-cache").args(["show", "--no-all-versions", meta]))?;
+    let depends = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends:"))
+        .with_context(|| format!("`apt-cache show {meta}` has no Depends"))?;
+    let (package, version) = parse_depends(depends)
+        .with_context(|| format!("`apt-cache show {meta}` depends on no linux-image package"))?;
+    let version = match version {
+        Some(v) => v,
+        None => candidate_version(&package)?,
+    };
+    if let Some(stamp) = lists_stamp {
+        let _ = fs::write(&memo, format!("{stamp} {package} {version}\n"));
+    }
+    Ok((package, version))
+}
+
+/// From `linux-image-X (= V), other` takes `linux-image-X` and `V`.
+fn parse_depends(depends: &str) -> Option<(String, Option<String>)> {
+    depends.split(',').map(str::trim).find_map(|dep| {
+        let dep = dep.split('|').next()?.trim();
+        let (name, rest) = dep.split_once(' ').unwrap_or((dep, ""));
+        if !name.starts_with("linux-image-") {
+            return None;
+        }
+        let version = rest
+            .trim()
+            .strip_prefix("(=")
+            .and_then(|v| v.strip_suffix(')'))
+            .map(|v| v.trim().to_string());
+        Some((name.to_string(), version))
+    })
 }
 
 fn candidate_version(package: &str) -> Result<String> {
@@ -266,4 +307,25 @@ fn newest_cached(series: Series, dir: &Path) -> Result<Option<Kernel>> {
         }
     }
     Ok(best.map(|(_, k)| k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_metapackage_depends() {
+        assert_eq!(
+            parse_depends(" linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)"),
+            Some((
+                "linux-image-6.1.0-56-cloud-amd64".into(),
+                Some("6.1.192-2".into())
+            ))
+        );
+        assert_eq!(
+            parse_depends("foo, linux-image-6.12.1-cloud-amd64"),
+            Some(("linux-image-6.12.1-cloud-amd64".into(), None))
+        );
+        assert_eq!(parse_depends("foo (>= 1)"), None);
+    }
 }

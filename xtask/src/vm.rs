@@ -75,6 +75,9 @@ pub struct VmArgs {
     /// --with docker). Repeatable.
     #[arg(long, value_name = "TAR")]
     pub docker_image: Vec<PathBuf>,
+    /// Extra kernel command-line parameters (e.g. `quiet`).
+    #[arg(long, value_name = "PARAMS", allow_hyphen_values = true)]
+    pub append: Option<String>,
     /// Don't build ovltrace; use the release binary already built.
     #[arg(long)]
     pub no_build: bool,
@@ -351,7 +354,8 @@ fn boot_qemu(args: &VmArgs, vmlinuz: &Path, initrd: &Path, dir: &Path) -> Result
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 8250.nr_uarts=4 quiet"]);
+        .arg("-append")
+        .arg(kernel_cmdline(args.append.as_deref()));
     for fd in fds {
         cmd.args(["-serial", &format!("file:/dev/fd/{fd}")]);
     }
@@ -440,6 +444,17 @@ fn boot_qemu(args: &VmArgs, vmlinuz: &Path, initrd: &Path, dir: &Path) -> Result
         (None, None) => Outcome::TimedOut,
         (None, Some(status)) => Outcome::Died(status.to_string()),
     })
+}
+
+/// `panic=-1` reboots at once on a panic, which `-no-reboot` turns into an
+/// exit, so a crashed guest does not hang until the timeout.
+fn kernel_cmdline(extra: Option<&str>) -> String {
+    let mut line = String::from("console=ttyS0 panic=-1 8250.nr_uarts=4");
+    if let Some(extra) = extra {
+        line.push(' ');
+        line.push_str(extra);
+    }
+    line
 }
 
 /// Waits for the child until `deadline`; `None` on timeout.
