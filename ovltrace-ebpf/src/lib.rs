@@ -80,9 +80,7 @@ pub struct Config {
     pub tracer_tgid: u32,
     /// 1: only devices present in the `DEVS` map are traced.
     pub filter_devs: u32,
-    /// Index (0-based) of the `len` argument of the data-copy function.
-    pub data_len_arg: u32,
-    pub _pad: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Common first field of every ring-buffer event.

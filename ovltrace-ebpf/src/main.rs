@@ -44,8 +44,7 @@ static OFFSETS: Offsets = Offsets {
 static CONFIG: Config = Config {
     tracer_tgid: 0,
     filter_devs: 0,
-    data_len_arg: 3,
-    _pad: 0,
+    _pad: [0; 2],
 };
 
 /// Copy-up events; user space resizes it (`--ring-buffer-size`).
@@ -458,13 +457,21 @@ pub fn krp_copy_up_one(ctx: RetProbeContext) -> u32 {
     0
 }
 
+// The length argument's position differs between kernels; a run-time index
+// would become a variable context offset, which the verifier rejects, so
+// there is one program per position and user space picks.
+
+/// `ovl_copy_up_file(ofs, dentry, new_file, len)`, 5.8+ `ovl_copy_up_data`.
 #[kprobe]
 pub fn kp_data_copy(ctx: ProbeContext) -> u32 {
-    let len = match config().data_len_arg {
-        2 => ctx.arg::<u64>(2),
-        _ => ctx.arg::<u64>(3),
-    };
-    data_copy_enter(len.unwrap_or(0));
+    data_copy_enter(ctx.arg::<u64>(3).unwrap_or(0));
+    0
+}
+
+/// 5.4-5.7 `ovl_copy_up_data(old, new, len)`.
+#[kprobe]
+pub fn kp_data_copy_len2(ctx: ProbeContext) -> u32 {
+    data_copy_enter(ctx.arg::<u64>(2).unwrap_or(0));
     0
 }
 
@@ -502,13 +509,11 @@ pub fn fx_copy_up_one(ctx: FExitContext) -> i32 {
     0
 }
 
+/// `len` is argument 3 (see the kprobe flavour); user space does not use
+/// this program where it is not.
 #[fentry(function = "ovl_copy_up_file")]
 pub fn fe_data_copy(ctx: FEntryContext) -> i32 {
-    let len = match config().data_len_arg {
-        2 => ctx.arg::<u64>(2),
-        _ => ctx.arg::<u64>(3),
-    };
-    data_copy_enter(len);
+    data_copy_enter(ctx.arg::<u64>(3));
     0
 }
 

@@ -15,15 +15,19 @@ const MAX_PIDS: usize = 16;
 const MAX_COMMS: usize = 8;
 
 pub fn new_histogram() -> Histogram<u64> {
-    // Auto-resizing, so memory follows the largest value seen rather than
-    // a preset range; 3 significant digits.
-    Histogram::new(SIGFIG).unwrap_or_else(|_| unreachable_histogram())
+    // Auto-resizing, so memory follows the largest value seen rather than a
+    // preset range. SIGFIG is a valid constant, so this cannot fail.
+    let mut h = Histogram::new(SIGFIG).unwrap_or_else(|_| std::process::abort());
+    h.auto(true);
+    h
 }
 
-#[cold]
-fn unreachable_histogram() -> Histogram<u64> {
-    // SIGFIG is a valid constant (0..=5); this cannot fail.
-    Histogram::new_with_bounds(1, u64::MAX / 2, 2).unwrap_or_else(|_| std::process::abort())
+/// Records `v`, growing the histogram as needed (never clamps).
+pub fn record(h: &mut Histogram<u64>, v: u64) {
+    if h.record(v).is_err() {
+        // Only on allocation failure past u64 range; clamp as a last resort.
+        h.saturating_record(v);
+    }
 }
 
 /// Copy-up totals for one group (a mount, a container or a layer).
@@ -57,11 +61,11 @@ impl GroupAgg {
         if ev.ret != 0 {
             self.errors += 1;
         }
-        self.latency.saturating_record(ev.latency_ns.max(1));
+        record(&mut self.latency, ev.latency_ns.max(1));
         if let Some(d) = ev.data_ns {
-            self.data_time.saturating_record(d.max(1));
+            record(&mut self.data_time, d.max(1));
         }
-        self.size.saturating_record(ev.bytes());
+        record(&mut self.size, ev.bytes());
     }
 }
 
@@ -247,7 +251,8 @@ mod tests {
         let m = &a.per_dev[&1];
         assert_eq!((m.count, m.bytes), (3, 25));
         assert_eq!(m.latency.min(), 1000);
-        assert_eq!(m.latency.max(), 3000);
+        assert!(m.latency.equivalent(m.latency.max(), 3000));
+
         let top = a.top_files(10);
         assert_eq!(top[0].0.path, b"a");
         assert_eq!(top[0].0.dev, 1);
@@ -257,8 +262,12 @@ mod tests {
         );
         assert_eq!(top[0].1.percentile(50.0), 1000);
         assert_eq!(top[0].1.percentile(99.0), 3000);
-        assert_eq!(top.len(), 4);
+        assert_eq!(top.len(), 3);
         assert_eq!(a.top_files(1).len(), 1);
+        // Far larger values are kept, not clamped.
+        a.add(&ev(1, "slow", 90_000_000_000, 1));
+        let h = &a.per_dev[&1].latency;
+        assert!(h.equivalent(h.max(), 90_000_000_000));
     }
 
     #[test]

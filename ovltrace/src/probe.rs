@@ -218,8 +218,12 @@ fn attach_kprobe(ebpf: &mut Ebpf, syms: &Symbols) -> Result<Attached> {
     let mut warnings = Vec::new();
     let mut data_copy = None;
     if let Some((sym, _)) = &syms.data_copy {
+        let entry = match syms.data_copy.as_ref().map(|(_, i)| *i) {
+            Some(2) => "kp_data_copy_len2",
+            _ => "kp_data_copy",
+        };
         let r: Result<()> = (|| {
-            for prog in ["kp_data_copy", "krp_data_copy"] {
+            for prog in [entry, "krp_data_copy"] {
                 let p = kprobe(ebpf, prog)?;
                 p.load().with_context(|| format!("loading {prog}"))?;
                 p.attach(sym, 0)
@@ -276,7 +280,7 @@ fn attach_fentry(ebpf: &mut Ebpf, syms: &Symbols) -> Result<Attached> {
     }
     let mut warnings = Vec::new();
     let mut data_copy = None;
-    if let Some((sym, _)) = &syms.data_copy {
+    if let Some((sym, 3)) = &syms.data_copy {
         let func = sym.split('.').next().unwrap_or(sym);
         let r = load_attach_tracing(ebpf, &btf, "fe_data_copy", func, false)
             .and_then(|_| load_attach_tracing(ebpf, &btf, "fx_data_copy", func, true));

@@ -77,8 +77,7 @@ pub fn prepare(
     let config = Config {
         tracer_tgid: std::process::id(),
         filter_devs: filter_devs as u32,
-        data_len_arg: plan.symbols.data_copy.as_ref().map_or(3, |(_, i)| *i),
-        _pad: 0,
+        _pad: [0; 2],
     };
     raise_memlock();
     let ebpf = EbpfLoader::new()
