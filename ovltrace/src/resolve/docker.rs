@@ -226,6 +226,7 @@ impl DockerResolver {
         mounts: &[OverlayMount],
         warnings: &mut Vec<String>,
     ) -> Vec<ContainerInfo> {
+        self.last_root = None;
         let (root, source) = self.discover_root(mounts, warnings);
         let root = match std::fs::canonicalize(&root) {
             Ok(r) => r,
