@@ -164,7 +164,7 @@ pub(crate) mod tests {
             cgroup_id: 77,
             tgid: 10,
             tid: 11,
-            dev: (0 << 20) | 42,
+            dev: 42,
             ret: 0,
             mode,
             flags,
