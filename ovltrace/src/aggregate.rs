@@ -75,10 +75,29 @@ pub struct FileKey {
     pub path: Vec<u8>,
 }
 
+/// Where an event came from, as far as it could be resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// Container id.
+    pub container: Option<String>,
+    /// Overlay index of the lower layer the file came from (1 = first lowerdir).
+    pub layer: Option<usize>,
+}
+
+/// A source layer as aggregated: the same image layer (diff-id) in two
+/// containers is one layer; without a diff-id it is the index within a mount.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LayerKey {
+    DiffId(String),
+    Index { dev: u32, index: usize },
+}
+
 /// One file (path within one mount) that was copied up.
 #[derive(Debug, Clone)]
 pub struct FileAgg {
     pub kind: FileKind,
+    /// Attribution of the first copy-up of this path.
+    pub attribution: Attribution,
     pub count: u64,
     pub bytes: u64,
     pub total_ns: u64,
@@ -92,9 +111,10 @@ pub struct FileAgg {
 }
 
 impl FileAgg {
-    fn new(kind: FileKind) -> Self {
+    fn new(kind: FileKind, attribution: Attribution) -> Self {
         Self {
             kind,
+            attribution,
             count: 0,
             bytes: 0,
             total_ns: 0,
@@ -154,6 +174,11 @@ pub fn percentile(samples: &[u64], p: f64) -> u64 {
 #[derive(Debug)]
 pub struct Aggregator {
     pub per_dev: HashMap<u32, GroupAgg>,
+    pub per_container: HashMap<String, GroupAgg>,
+    pub per_layer: HashMap<LayerKey, GroupAgg>,
+    /// Copy-ups that could not be tied to a container (not a container's
+    /// overlay, or its metadata was unreadable).
+    pub unattributed: u64,
     pub files: HashMap<FileKey, FileAgg>,
     max_files: usize,
     /// Files dropped from the table to keep it bounded (their copy-ups still
@@ -166,6 +191,9 @@ impl Aggregator {
     pub fn new(max_files: usize) -> Self {
         Self {
             per_dev: HashMap::new(),
+            per_container: HashMap::new(),
+            per_layer: HashMap::new(),
+            unattributed: 0,
             files: HashMap::new(),
             max_files: max_files.max(16),
             evicted_files: 0,
@@ -173,16 +201,28 @@ impl Aggregator {
         }
     }
 
-    pub fn add(&mut self, ev: &CopyUp) {
+    /// Adds one copy-up; `layer_diff_id` names its source layer when known.
+    pub fn add(&mut self, ev: &CopyUp, attr: &Attribution, layer_diff_id: Option<&str>) {
         self.events += 1;
         self.per_dev.entry(ev.dev).or_default().add(ev);
+        match &attr.container {
+            Some(id) => self.per_container.entry(id.clone()).or_default().add(ev),
+            None => self.unattributed += 1,
+        }
+        if let Some(index) = attr.layer {
+            let key = match layer_diff_id {
+                Some(d) => LayerKey::DiffId(d.to_string()),
+                None => LayerKey::Index { dev: ev.dev, index },
+            };
+            self.per_layer.entry(key).or_default().add(ev);
+        }
         let key = FileKey {
             dev: ev.dev,
             path: ev.path.clone(),
         };
         self.files
             .entry(key)
-            .or_insert_with(|| FileAgg::new(ev.kind))
+            .or_insert_with(|| FileAgg::new(ev.kind, attr.clone()))
             .add(ev);
         if self.files.len() > self.max_files {
             self.prune();
@@ -241,13 +281,44 @@ mod tests {
         }
     }
 
+    impl Aggregator {
+        fn add_plain(&mut self, e: &CopyUp) {
+            self.add(e, &Attribution::default(), None);
+        }
+    }
+
+    #[test]
+    fn totals_per_container_and_layer() {
+        let mut a = Aggregator::new(1000);
+        let web = Attribution {
+            container: Some("c1".into()),
+            layer: Some(3),
+        };
+        let db = Attribution {
+            container: Some("c2".into()),
+            layer: Some(2),
+        };
+        a.add(&ev(1, "x", 100, 10), &web, Some("sha256:aa"));
+        a.add(&ev(2, "y", 300, 20), &db, Some("sha256:aa"));
+        a.add(&ev(2, "z", 300, 5), &db, None);
+        a.add(&ev(3, "w", 300, 5), &Attribution::default(), None);
+        assert_eq!(a.per_container["c1"].count, 1);
+        assert_eq!(a.per_container["c2"].bytes, 25);
+        assert_eq!(a.unattributed, 1);
+        // The same image layer in two containers is one layer.
+        assert_eq!(a.per_layer[&LayerKey::DiffId("sha256:aa".into())].count, 2);
+        assert_eq!(a.per_layer[&LayerKey::Index { dev: 2, index: 2 }].bytes, 5);
+        assert_eq!(a.per_layer.len(), 2);
+        assert_eq!(a.top_files(1)[0].1.attribution, db);
+    }
+
     #[test]
     fn totals_per_mount_and_file() {
         let mut a = Aggregator::new(1000);
-        a.add(&ev(1, "a", 1000, 10));
-        a.add(&ev(1, "a", 3000, 10));
-        a.add(&ev(1, "b", 2000, 5));
-        a.add(&ev(2, "a", 500, 1));
+        a.add_plain(&ev(1, "a", 1000, 10));
+        a.add_plain(&ev(1, "a", 3000, 10));
+        a.add_plain(&ev(1, "b", 2000, 5));
+        a.add_plain(&ev(2, "a", 500, 1));
         let m = &a.per_dev[&1];
         assert_eq!((m.count, m.bytes), (3, 25));
         assert_eq!(m.latency.min(), 1000);
@@ -265,7 +336,7 @@ mod tests {
         assert_eq!(top.len(), 3);
         assert_eq!(a.top_files(1).len(), 1);
         // Far larger values are kept, not clamped.
-        a.add(&ev(1, "slow", 90_000_000_000, 1));
+        a.add_plain(&ev(1, "slow", 90_000_000_000, 1));
         let h = &a.per_dev[&1].latency;
         assert!(h.equivalent(h.max(), 90_000_000_000));
     }
@@ -273,9 +344,9 @@ mod tests {
     #[test]
     fn file_table_is_bounded_and_keeps_the_costly() {
         let mut a = Aggregator::new(100);
-        a.add(&ev(1, "expensive", 1_000_000_000, 1));
+        a.add_plain(&ev(1, "expensive", 1_000_000_000, 1));
         for i in 0..10_000 {
-            a.add(&ev(1, &format!("f{i}"), 10 + i % 7, 1));
+            a.add_plain(&ev(1, &format!("f{i}"), 10 + i % 7, 1));
         }
         assert!(a.files.len() <= 100);
         assert!(a.evicted_files >= 9_900);

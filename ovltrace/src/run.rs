@@ -9,19 +9,21 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     Ebpf, EbpfLoader,
 };
 use ovltrace_ebpf::{Config, LookupStats, Stat};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    aggregate::Aggregator,
+    aggregate::{Aggregator, Attribution},
     btf::KernelBtf,
     cli::RunArgs,
-    event, mounts,
+    event::{self, CopyUp},
+    mounts::{self, Dev},
     probe::{self, Plan},
-    report::{self, Counters, Drops, MountMeta, ProbeInfo},
+    report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo},
+    resolve::{docker::DockerResolver, Catalog, MountEntry},
 };
 
 /// The programs, built for bpfel by build.rs.
@@ -103,17 +105,23 @@ fn raise_memlock() {
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
     require_root()?;
-    if !args.containers.is_empty() {
-        bail!("--container needs layer attribution, which is not available yet");
+    let mut tracker = Tracker::new(Catalog::new(vec![Box::new(DockerResolver::new(
+        &args.docker,
+    ))]));
+    tracker.refresh();
+    let filter = !args.containers.is_empty();
+    if filter {
+        tracker.check_filters(&args.containers)?;
     }
-    let Prepared { mut ebpf, plan } = prepare(args.probe, args.ring_buffer_size, false)?;
+    let Prepared { mut ebpf, plan } = prepare(args.probe, args.ring_buffer_size, filter)?;
+    if filter {
+        tracker.update_filter(&mut ebpf, &args.containers)?;
+    }
     let attached = probe::attach(&mut ebpf, &plan).map_err(|e| anyhow!("{e}"))?;
     let mut warnings = attached.warnings.clone();
     for w in &warnings {
         log::warn!("{w}");
     }
-
-    let mut mounts = MountTable::load();
     let ring = RingBuf::try_from(
         ebpf.take_map("EVENTS")
             .ok_or_else(|| anyhow!("EVENTS map missing from the object"))?,
@@ -143,6 +151,9 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         }
     };
     tokio::pin!(sleep);
+    // Containers come and go (and reuse overlay device numbers): rescan.
+    let mut rescan = tokio::time::interval(RESCAN_EVERY);
+    rescan.tick().await;
 
     eprintln!(
         "Tracing overlayfs copy-ups and lookups ({} probes{})... Hit Ctrl-C to end.",
@@ -156,8 +167,16 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for events")?;
-                drain(guard.get_inner_mut(), &mut agg, &mut mounts, &mut decode_errors);
+                drain(guard.get_inner_mut(), &mut agg, &mut tracker, &mut decode_errors);
                 guard.clear_ready();
+            }
+            _ = rescan.tick() => {
+                tracker.refresh();
+                if filter {
+                    if let Err(e) = tracker.update_filter(&mut ebpf, &args.containers) {
+                        log::warn!("updating the container filter: {e:#}");
+                    }
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -165,7 +184,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         }
     }
     // Whatever is already in the ring buffer belongs to the trace.
-    drain(ring.get_mut(), &mut agg, &mut mounts, &mut decode_errors);
+    drain(ring.get_mut(), &mut agg, &mut tracker, &mut decode_errors);
     let duration = started.elapsed();
 
     let stats = read_stats(&ebpf).unwrap_or_else(|e| {
@@ -180,12 +199,12 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     drop(ebpf);
 
     let s = |st: Stat| stats[st as usize];
-    let known_devs = mounts.devs();
+    let containers: Vec<KnownContainer> = tracker.containers.into_values().collect();
     let report = report::build(report::Inputs {
         agg: &agg,
         lookups: &lookups,
-        mount_meta: &|dev| mounts.meta(dev),
-        known_devs: &known_devs,
+        mounts: &tracker.mounts,
+        containers: &containers,
         probe: ProbeInfo {
             strategy: attached.strategy.to_string(),
             data_copy: attached.data_copy.clone(),
@@ -226,15 +245,12 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
 fn drain(
     ring: &mut RingBuf<MapData>,
     agg: &mut Aggregator,
-    mounts: &mut MountTable,
+    tracker: &mut Tracker,
     decode_errors: &mut u64,
 ) {
     while let Some(item) = ring.next() {
         match event::decode(&item) {
-            Ok(ev) => {
-                mounts.ensure(ev.dev);
-                agg.add(&ev);
-            }
+            Ok(ev) => tracker.add(agg, &ev),
             Err(e) => {
                 *decode_errors += 1;
                 log::warn!("undecodable event: {e}");
@@ -288,58 +304,134 @@ fn humantime(d: Duration) -> String {
     }
 }
 
-/// Overlay mounts by device, remembered after they go away so that late
-/// events keep their mount point.
-struct MountTable {
-    by_dev: HashMap<u32, MountMeta>,
-    last_scan: Instant,
+/// How often mounts and containers are rescanned during a trace.
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
+
+/// Attribution state of a trace: the catalog of mounts/containers, plus
+/// everything seen so far, kept after containers go away so late events and
+/// the final report still name them.
+struct Tracker {
+    catalog: Catalog,
+    mounts: HashMap<u32, MountMeta>,
+    containers: HashMap<String, KnownContainer>,
 }
 
-impl MountTable {
-    fn load() -> Self {
-        let mut t = Self {
-            by_dev: HashMap::new(),
-            last_scan: Instant::now(),
-        };
-        t.scan();
-        t
+impl Tracker {
+    fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog,
+            mounts: HashMap::new(),
+            containers: HashMap::new(),
+        }
     }
 
-    fn scan(&mut self) {
-        self.last_scan = Instant::now();
-        let found = match mounts::read_overlay_mounts() {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!("{e:#}");
-                return;
+    fn refresh(&mut self) {
+        if let Err(e) = self.catalog.refresh() {
+            log::warn!("scanning overlay mounts: {e:#}");
+        }
+        for c in self.containers.values_mut() {
+            c.gone = true;
+        }
+        let entries: Vec<&MountEntry> = self.catalog.entries().filter(|e| !e.gone).collect();
+        for e in entries {
+            remember(&mut self.mounts, &mut self.containers, e);
+        }
+    }
+
+    fn add(&mut self, agg: &mut Aggregator, ev: &CopyUp) {
+        let dev = Dev::from_kernel(ev.dev);
+        let container = match self.catalog.lookup(dev) {
+            Some(e) => {
+                // Periodic refreshes keep known entries current; only new
+                // ones are recorded here (the hot path).
+                let known = match &e.container {
+                    Some(c) => self.containers.contains_key(&c.id),
+                    None => self.mounts.contains_key(&ev.dev),
+                };
+                if !known {
+                    remember(&mut self.mounts, &mut self.containers, e);
+                }
+                e.container.as_ref().map(|c| c.id.clone())
             }
+            None => None,
         };
-        for m in found {
-            let meta = MountMeta {
-                mountpoint: Some(mounts::path_display(&m.mountpoint)),
-                upperdir: m.upperdir.as_deref().map(mounts::path_display),
-                lowerdirs: m
+        let source = self.catalog.source_layer(dev, &ev.path);
+        let attr = Attribution {
+            container,
+            layer: source.as_ref().map(|s| s.index),
+        };
+        agg.add(
+            ev,
+            &attr,
+            source.as_ref().and_then(|s| s.diff_id.as_deref()),
+        );
+    }
+
+    /// Every `--container` must match a running container.
+    fn check_filters(&self, filters: &[String]) -> Result<()> {
+        let mut known: Vec<String> = self
+            .catalog
+            .entries()
+            .filter(|e| !e.gone)
+            .filter_map(|e| e.container.as_ref())
+            .map(|c| format!("{} ({})", c.display_name(), c.short_id()))
+            .collect();
+        known.sort();
+        for f in filters {
+            if self.catalog.matching(std::slice::from_ref(f)).is_empty() {
+                let list = if known.is_empty() {
+                    "no containers are running".to_string()
+                } else {
+                    format!("running containers: {}", known.join(", "))
+                };
+                bail!("--container {f:?} matches no running container; {list}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the overlay devices of matching containers in the kernel's filter.
+    fn update_filter(&self, ebpf: &mut Ebpf, filters: &[String]) -> Result<()> {
+        let map = ebpf
+            .map_mut("DEVS")
+            .ok_or_else(|| anyhow!("DEVS map missing"))?;
+        let mut devs: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(map)?;
+        for c in self.catalog.matching(filters) {
+            devs.insert(c.dev.to_kernel(), 1, 0)
+                .with_context(|| format!("adding {} to the device filter", c.display_name()))?;
+        }
+        Ok(())
+    }
+}
+
+fn remember(
+    mounts: &mut HashMap<u32, MountMeta>,
+    containers: &mut HashMap<String, KnownContainer>,
+    e: &MountEntry,
+) {
+    let dev = e.mount.dev.to_kernel();
+    if !mounts.contains_key(&dev) || !e.gone {
+        mounts.insert(
+            dev,
+            MountMeta {
+                mountpoint: Some(mounts::path_display(&e.mount.mountpoint)),
+                upperdir: e.mount.upperdir.as_deref().map(mounts::path_display),
+                lowerdirs: e
+                    .mount
                     .lowerdirs
                     .iter()
                     .map(|p| mounts::path_display(p))
                     .collect(),
-            };
-            self.by_dev.insert(m.dev.to_kernel(), meta);
-        }
+            },
+        );
     }
-
-    /// An unknown device triggers a rescan, at most once a second.
-    fn ensure(&mut self, dev: u32) {
-        if !self.by_dev.contains_key(&dev) && self.last_scan.elapsed() >= Duration::from_secs(1) {
-            self.scan();
-        }
-    }
-
-    fn meta(&self, dev: u32) -> MountMeta {
-        self.by_dev.get(&dev).cloned().unwrap_or_default()
-    }
-
-    fn devs(&self) -> Vec<u32> {
-        self.by_dev.keys().copied().collect()
+    if let Some(c) = &e.container {
+        containers.insert(
+            c.id.clone(),
+            KnownContainer {
+                info: c.clone(),
+                gone: e.gone,
+            },
+        );
     }
 }

@@ -4,11 +4,16 @@
 pub mod json;
 pub mod terminal;
 
+use std::collections::HashMap;
+
 use base64::Engine as _;
 use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregator, GroupAgg};
+use crate::{
+    aggregate::{Aggregator, GroupAgg},
+    resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
+};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -22,6 +27,8 @@ pub struct Report {
     pub duration_ms: u64,
     pub probe: ProbeInfo,
     pub mounts: Vec<Mount>,
+    /// Containers whose overlay was seen (live at some point during the trace).
+    pub containers: Vec<Container>,
     pub copy_ups: Vec<CopyUpFile>,
     pub lookups: Vec<Lookups>,
     pub drops: Drops,
@@ -55,6 +62,22 @@ pub struct Mount {
     pub copy_up: CopyUpTotals,
 }
 
+/// A container and its layer stack, with its copy-up totals.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Container {
+    pub id: String,
+    pub name: Option<String>,
+    pub image: ImageInfo,
+    pub runtime: String,
+    pub mountpoint: String,
+    pub dev: String,
+    /// One per lowerdir, uppermost first (`index` 1 is the first lowerdir).
+    pub layers: Vec<LayerInfo>,
+    /// The overlay was unmounted before the trace ended.
+    pub gone: bool,
+    pub copy_up: CopyUpTotals,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct CopyUpTotals {
     pub count: u64,
@@ -85,6 +108,11 @@ pub struct CopyUpFile {
     pub path_b64: Option<String>,
     /// The kernel stopped walking the path (too deep or too long).
     pub path_truncated: bool,
+    /// Container id, or null for overlays that are no container's.
+    pub container: Option<String>,
+    /// The lower layer the file was copied up from (null when no lower layer
+    /// holds it any more, or the mount is unknown).
+    pub layer: Option<SourceLayer>,
     pub kind: String,
     pub bytes: u64,
     pub count: u64,
@@ -161,6 +189,8 @@ pub struct Counters {
     pub events_received: u64,
     /// Files dropped from the hot-spot table to keep memory bounded.
     pub evicted_files: u64,
+    /// Copy-ups on overlays that are not a known container's.
+    pub unattributed: u64,
 }
 
 /// What the report builder needs to know about a mount.
@@ -169,6 +199,13 @@ pub struct MountMeta {
     pub mountpoint: Option<String>,
     pub upperdir: Option<String>,
     pub lowerdirs: Vec<String>,
+}
+
+/// A container as the tracer knew it.
+#[derive(Debug, Clone)]
+pub struct KnownContainer {
+    pub info: ContainerInfo,
+    pub gone: bool,
 }
 
 /// Kernel dev_t encoding (major << 20 | minor) to "major:minor".
@@ -250,8 +287,9 @@ pub fn lookups_from_stats(s: &LookupStats) -> (u64, LookupLatency, Vec<Bucket>) 
 pub struct Inputs<'a> {
     pub agg: &'a Aggregator,
     pub lookups: &'a [(u32, LookupStats)],
-    pub mount_meta: &'a dyn Fn(u32) -> MountMeta,
-    pub known_devs: &'a [u32],
+    /// Every overlay mount known during the trace, by device.
+    pub mounts: &'a HashMap<u32, MountMeta>,
+    pub containers: &'a [KnownContainer],
     pub probe: ProbeInfo,
     pub kernel: String,
     pub started_unix_ms: u64,
@@ -263,9 +301,9 @@ pub struct Inputs<'a> {
 }
 
 pub fn build(inp: Inputs<'_>) -> Report {
-    let meta = inp.mount_meta;
+    let meta = |dev: u32| inp.mounts.get(&dev).cloned().unwrap_or_default();
     // Every mount that was known at some point or had activity.
-    let mut devs: Vec<u32> = inp.known_devs.to_vec();
+    let mut devs: Vec<u32> = inp.mounts.keys().copied().collect();
     devs.extend(inp.agg.per_dev.keys());
     devs.extend(inp.lookups.iter().map(|(d, _)| *d));
     devs.sort_unstable();
@@ -283,18 +321,67 @@ pub fn build(inp: Inputs<'_>) -> Report {
             }
         })
         .collect();
+    let by_id: HashMap<&str, &KnownContainer> = inp
+        .containers
+        .iter()
+        .map(|c| (c.info.id.as_str(), c))
+        .collect();
+    let mut containers: Vec<Container> = inp
+        .containers
+        .iter()
+        .map(|k| {
+            let c = &k.info;
+            Container {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                runtime: c.runtime.to_string(),
+                mountpoint: crate::mounts::path_display(&c.mountpoint),
+                dev: c.dev.to_string(),
+                layers: c.layers.clone(),
+                gone: k.gone,
+                copy_up: inp
+                    .agg
+                    .per_container
+                    .get(&c.id)
+                    .map(totals)
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    containers.sort_by(|a, b| {
+        b.copy_up
+            .count
+            .cmp(&a.copy_up.count)
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.id.cmp(&b.id))
+    });
     let copy_ups = inp
         .agg
         .top_files(inp.top)
         .into_iter()
         .map(|(k, f)| {
             let (path, path_b64) = path_fields(&k.path);
+            let container = f.attribution.container.clone();
+            let layer = f.attribution.layer.map(|index| {
+                let info = container
+                    .as_deref()
+                    .and_then(|id| by_id.get(id))
+                    .and_then(|c| c.info.layer(index));
+                SourceLayer {
+                    index,
+                    diff_id: info.and_then(|l| l.diff_id.clone()),
+                    created_by: info.and_then(|l| l.created_by.clone()),
+                }
+            });
             CopyUpFile {
                 mountpoint: meta(k.dev).mountpoint,
                 dev: dev_string(k.dev),
                 path,
                 path_b64,
                 path_truncated: f.truncated,
+                container,
+                layer,
                 kind: f.kind.as_str().to_string(),
                 bytes: f.bytes,
                 count: f.count,
@@ -339,12 +426,14 @@ pub fn build(inp: Inputs<'_>) -> Report {
         duration_ms: inp.duration_ms,
         probe: inp.probe,
         mounts,
+        containers,
         copy_ups,
         lookups,
         drops: inp.drops.with_total(),
         counters: Counters {
             evicted_files: inp.agg.evicted_files,
             events_received: inp.agg.events,
+            unattributed: inp.agg.unattributed,
             ..inp.counters
         },
         warnings: inp.warnings,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use comfy_table::{presets::NOTHING, CellAlignment, ContentArrangement, Table};
 
-use super::{Bucket, Report};
+use super::{Bucket, CopyUpFile, Report};
 
 /// Escapes control characters (C0, DEL, C1) and backslashes, so the result is
 /// printable and unambiguous.
@@ -97,6 +97,118 @@ pub fn log2_hist(out: &mut String, buckets: &[Bucket], unit: &str) {
     }
 }
 
+/// "3/7 ab12cd34ef56": the layer's position in its image (1 = base) and its
+/// short diff-id; the init layer and non-container overlays by index.
+pub fn layer_label(r: &Report, f: &CopyUpFile) -> String {
+    let Some(src) = &f.layer else {
+        return "-".into();
+    };
+    let container = f
+        .container
+        .as_deref()
+        .and_then(|id| r.containers.iter().find(|c| c.id == id));
+    let Some(c) = container else {
+        return format!("lower {}", src.index);
+    };
+    let info = c.layers.iter().find(|l| l.index == src.index);
+    let image_layers = c.layers.iter().filter(|l| !l.init).count();
+    match info {
+        Some(l) if l.init => "init".into(),
+        Some(l) => {
+            let pos = l.position.map_or("?".to_string(), |p| p.to_string());
+            let diff = l
+                .diff_id
+                .as_deref()
+                .map(|d| {
+                    d.trim_start_matches("sha256:")
+                        .chars()
+                        .take(12)
+                        .collect::<String>()
+                })
+                .unwrap_or_else(|| "?".into());
+            format!("{pos}/{image_layers} {diff}")
+        }
+        None => format!("lower {}", src.index),
+    }
+}
+
+/// The Dockerfile line that made the layer, as `docker history` shows it.
+pub fn instruction(f: &CopyUpFile) -> String {
+    let Some(cmd) = f.layer.as_ref().and_then(|l| l.created_by.as_deref()) else {
+        return String::new();
+    };
+    let cmd = cmd.trim();
+    // Legacy-builder history: `/bin/sh -c #(nop)  COPY ...` or `/bin/sh -c <run>`.
+    let cmd = if let Some(rest) = cmd.strip_prefix("/bin/sh -c #(nop)") {
+        rest.trim().to_string()
+    } else if let Some(rest) = cmd.strip_prefix("/bin/sh -c ") {
+        format!("RUN {}", rest.trim())
+    } else {
+        cmd.to_string()
+    };
+    truncate(&sanitize(&cmd), 60)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn totals_row(name: String, extra: String, t: &super::CopyUpTotals) -> Vec<String> {
+    let l = t.latency_ns;
+    vec![
+        name,
+        extra,
+        t.count.to_string(),
+        fmt_bytes(t.bytes),
+        t.errors.to_string(),
+        fmt_ns(l.min),
+        fmt_ns(l.p50),
+        fmt_ns(l.p99),
+        fmt_ns(l.max),
+    ]
+}
+
+fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
+    let mut t = table(&[
+        "PATH",
+        "LAYER",
+        "INSTRUCTION",
+        "COUNT",
+        "BYTES",
+        "TOTAL",
+        "MAX",
+        "COMM",
+    ]);
+    for f in files {
+        let mut path = full_path(f.mountpoint.as_deref(), &f.path);
+        if f.container.is_some() {
+            // Inside a container the mount point means nothing to its owner.
+            path = format!("/{}", f.path);
+        }
+        if f.path_truncated {
+            path = format!("…{path}");
+        }
+        t.add_row(vec![
+            sanitize(&path),
+            layer_label(r, f),
+            instruction(f),
+            f.count.to_string(),
+            fmt_bytes(f.bytes),
+            fmt_ns(f.total_ns),
+            fmt_ns(f.latency_ns.max),
+            sanitize(&f.comms.join(",")),
+        ]);
+    }
+    right_align(&mut t, 3);
+    t
+}
+
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let total: u64 = r.mounts.iter().map(|m| m.copy_up.count).sum();
@@ -112,23 +224,50 @@ pub fn render(r: &Report) -> String {
         r.drops.total
     );
 
+    let active: Vec<&super::Container> = r
+        .containers
+        .iter()
+        .filter(|c| c.copy_up.count > 0)
+        .collect();
+    if !active.is_empty() {
+        let _ = writeln!(out, "\nCOPY-UPS BY CONTAINER");
+        let mut t = table(&[
+            "CONTAINER",
+            "IMAGE",
+            "COPY-UPS",
+            "BYTES",
+            "ERRORS",
+            "MIN",
+            "P50",
+            "P99",
+            "MAX",
+        ]);
+        for c in &active {
+            let name = c
+                .name
+                .clone()
+                .unwrap_or_else(|| c.id.chars().take(12).collect());
+            let image = c.image.tags.first().cloned().unwrap_or_else(|| {
+                c.image.id.as_deref().map_or("?".into(), |i| {
+                    i.trim_start_matches("sha256:").chars().take(12).collect()
+                })
+            });
+            t.add_row(totals_row(sanitize(&name), sanitize(&image), &c.copy_up));
+        }
+        right_align(&mut t, 2);
+        let _ = writeln!(out, "{t}");
+    }
+
     let _ = writeln!(out, "\nCOPY-UPS BY OVERLAY MOUNT");
     let mut t = table(&[
         "MOUNT", "DEV", "COPY-UPS", "BYTES", "ERRORS", "MIN", "P50", "P99", "MAX",
     ]);
     for m in r.mounts.iter().filter(|m| m.copy_up.count > 0) {
-        let l = m.copy_up.latency_ns;
-        t.add_row(vec![
+        t.add_row(totals_row(
             sanitize(m.mountpoint.as_deref().unwrap_or("<gone>")),
             m.dev.clone(),
-            m.copy_up.count.to_string(),
-            fmt_bytes(m.copy_up.bytes),
-            m.copy_up.errors.to_string(),
-            fmt_ns(l.min),
-            fmt_ns(l.p50),
-            fmt_ns(l.p99),
-            fmt_ns(l.max),
-        ]);
+            &m.copy_up,
+        ));
     }
     right_align(&mut t, 2);
     if total == 0 {
@@ -137,26 +276,36 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "{t}");
     }
 
-    if !r.copy_ups.is_empty() {
-        let _ = writeln!(out, "\nTOP COPY-UP FILES (by total copy-up time)");
-        let mut t = table(&["PATH", "KIND", "COUNT", "BYTES", "TOTAL", "MAX", "COMM"]);
-        for f in &r.copy_ups {
-            let mut path = full_path(f.mountpoint.as_deref(), &f.path);
-            if f.path_truncated {
-                path = format!("…{path}");
-            }
-            t.add_row(vec![
-                sanitize(&path),
-                f.kind.clone(),
-                f.count.to_string(),
-                fmt_bytes(f.bytes),
-                fmt_ns(f.total_ns),
-                fmt_ns(f.latency_ns.max),
-                sanitize(&f.comms.join(",")),
-            ]);
+    // Hot spots, grouped by container (then the overlays of no container).
+    for c in &active {
+        let files: Vec<&CopyUpFile> = r
+            .copy_ups
+            .iter()
+            .filter(|f| f.container.as_deref() == Some(&c.id))
+            .collect();
+        if files.is_empty() {
+            continue;
         }
-        right_align(&mut t, 2);
-        let _ = writeln!(out, "{t}");
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| c.id.chars().take(12).collect());
+        let _ = writeln!(
+            out,
+            "\nHOT SPOTS in container {} ({}), by total copy-up time",
+            sanitize(&name),
+            c.id.chars().take(12).collect::<String>()
+        );
+        let _ = writeln!(out, "{}", file_rows(r, &files));
+    }
+    let other: Vec<&CopyUpFile> = r
+        .copy_ups
+        .iter()
+        .filter(|f| f.container.is_none())
+        .collect();
+    if !other.is_empty() {
+        let _ = writeln!(out, "\nHOT SPOTS outside containers, by total copy-up time");
+        let _ = writeln!(out, "{}", file_rows(r, &other));
     }
 
     let _ = writeln!(out, "\nLOOKUPS BY OVERLAY MOUNT");
@@ -209,6 +358,48 @@ mod tests {
         assert_eq!(sanitize("x\u{9b}y"), "x\\u{9b}y");
         assert_eq!(sanitize("back\\slash"), "back\\\\slash");
         assert_eq!(sanitize("naïve ✓"), "naïve ✓");
+    }
+
+    #[test]
+    fn instructions_read_like_a_dockerfile() {
+        let f = |created_by: &str| CopyUpFile {
+            mountpoint: None,
+            dev: "0:1".into(),
+            path: "x".into(),
+            path_b64: None,
+            path_truncated: false,
+            container: None,
+            layer: Some(crate::resolve::SourceLayer {
+                index: 2,
+                diff_id: None,
+                created_by: Some(created_by.into()),
+            }),
+            kind: "regular".into(),
+            bytes: 0,
+            count: 1,
+            errors: 0,
+            total_ns: 0,
+            latency_ns: Default::default(),
+            pids: vec![],
+            comms: vec![],
+        };
+        assert_eq!(
+            instruction(&f("/bin/sh -c #(nop) COPY file:ab in /app/ ")),
+            "COPY file:ab in /app/"
+        );
+        assert_eq!(
+            instruction(&f("/bin/sh -c dd if=/dev/zero of=/x")),
+            "RUN dd if=/dev/zero of=/x"
+        );
+        assert_eq!(
+            instruction(&f("COPY x /y # buildkit")),
+            "COPY x /y # buildkit"
+        );
+        assert_eq!(
+            instruction(&f("/bin/sh -c echo \x1b[2J")),
+            "RUN echo \\u{1b}[2J"
+        );
+        assert_eq!(instruction(&f(&"y".repeat(100))).chars().count(), 60);
     }
 
     #[test]

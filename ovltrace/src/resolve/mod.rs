@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::mounts::{self, serialize_opt_path, serialize_path, Dev, OverlayMount};
 use layer::LayerStack;
@@ -74,7 +74,7 @@ impl ContainerInfo {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageInfo {
     /// `sha256:<hex>`.
     pub id: Option<String>,
@@ -82,7 +82,7 @@ pub struct ImageInfo {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerInfo {
     /// Overlay layer index: 1 = first lowerdir (the init layer for Docker).
     pub index: usize,
@@ -108,7 +108,7 @@ pub struct LayerInfo {
 }
 
 /// The layer a copied-up file came from, as recorded on copy-up events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceLayer {
     pub index: usize,
     pub diff_id: Option<String>,
