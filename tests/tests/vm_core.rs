@@ -79,7 +79,10 @@ fn check(out: &vm::VmOutput, name: &str) {
     let dev = dev.trim();
 
     assert_eq!(r["schema_version"], 1);
-    assert_eq!(r["probe"]["strategy"], "kprobe", "overlay is a module here: kprobes");
+    assert_eq!(
+        r["probe"]["strategy"], "kprobe",
+        "overlay is a module here: kprobes"
+    );
     assert_eq!(r["drops"]["total"], 0, "{json}");
 
     // The mount, joined by the device that mountinfo shows.
