@@ -1,6 +1,7 @@
 //! The report model: what a trace found, independent of how it is shown.
 //! `json` serialises it as is (schema in README.md), `terminal` renders it.
 
+pub mod hist;
 pub mod json;
 pub mod terminal;
 
@@ -9,6 +10,8 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
 use serde::{Deserialize, Serialize};
+
+pub use hist::Hist;
 
 use crate::{
     aggregate::{Aggregator, GroupAgg},
@@ -83,9 +86,11 @@ pub struct CopyUpTotals {
     pub count: u64,
     pub bytes: u64,
     pub errors: u64,
-    pub latency_ns: Latency,
-    /// Time in the data-copy function (zero when not measured).
-    pub data_copy_ns: Latency,
+    pub latency_ns: Hist,
+    /// Time in the data-copy function (empty when not measured).
+    pub data_copy_ns: Hist,
+    /// Bytes copied per copy-up.
+    pub size_bytes: Hist,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
@@ -213,25 +218,14 @@ pub fn dev_string(dev: u32) -> String {
     format!("{}:{}", dev >> 20, dev & 0xf_ffff)
 }
 
-fn latency(h: &hdrhistogram::Histogram<u64>) -> Latency {
-    if h.is_empty() {
-        return Latency::default();
-    }
-    Latency {
-        min: h.min(),
-        p50: h.value_at_quantile(0.5),
-        p99: h.value_at_quantile(0.99),
-        max: h.max(),
-    }
-}
-
 pub fn totals(g: &GroupAgg) -> CopyUpTotals {
     CopyUpTotals {
         count: g.count,
         bytes: g.bytes,
         errors: g.errors,
-        latency_ns: latency(&g.latency),
-        data_copy_ns: latency(&g.data_time),
+        latency_ns: Hist::from_hdr(&g.latency),
+        data_copy_ns: Hist::from_hdr(&g.data_time),
+        size_bytes: Hist::from_hdr(&g.size),
     }
 }
 

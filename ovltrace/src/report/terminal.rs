@@ -160,7 +160,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn totals_row(name: String, extra: String, t: &super::CopyUpTotals) -> Vec<String> {
-    let l = t.latency_ns;
+    let l = &t.latency_ns;
     vec![
         name,
         extra,
