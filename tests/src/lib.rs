@@ -2,6 +2,8 @@
 //!
 //! - [`vm`]: run a shell script (or a command) inside a VM booted by
 //!   `cargo xtask vm`, capture its output and exit code, extract sections.
+//! - [`host_docker`]: a Docker daemon on the host and offline-built images
+//!   to load into VMs.
 //! - [`require_or_skip`]: the skip policy for missing prerequisites. With
 //!   `OVLTRACE_TEST_STRICT=1` (set by `cargo xtask test` and so by CI) a
 //!   missing prerequisite fails the test; otherwise the test prints a loud
@@ -18,6 +20,7 @@
 //! assert!(out.section("version").unwrap().starts_with("ovltrace"));
 //! ```
 
+pub mod host_docker;
 pub mod vm;
 
 use std::{
