@@ -12,9 +12,17 @@ echo "v1" > $d/l1/app/data/state
 mount -t overlay overlay \
 	-o lowerdir=$d/l1:$d/l2:$d/l3,upperdir=$d/upper,workdir=$d/work $d/merged
 
-ovltrace run --duration 5s &
+ovltrace run --duration 5s 2> /tmp/ovltrace.err &
 tracer=$!
-sleep 2
+# ovltrace prints a line starting with "Tracing" once every probe is attached.
+i=0
+until grep -q '^Tracing' /tmp/ovltrace.err 2>/dev/null; do
+	if ! kill -0 $tracer 2>/dev/null || [ $i -ge 600 ]; then
+		break
+	fi
+	sleep 0.1
+	i=$((i + 1))
+done
 
 echo "one more line" >> $d/merged/etc/app.conf
 echo "appended" >> $d/merged/var/log/big.log
@@ -22,6 +30,8 @@ echo "v2" > $d/merged/app/data/state
 ls $d/merged/etc/missing 2>/dev/null
 
 wait $tracer
-echo "ovltrace exited with $?"
+rc=$?
+cat /tmp/ovltrace.err >&2
+echo "ovltrace exited with $rc"
 echo "upper layer now holds:"
 find $d/upper | sort
