@@ -103,6 +103,81 @@ fn raise_memlock() {
     }
 }
 
+/// A running trace: the loaded programs and everything aggregated so far.
+/// The event loop owns it; reports are built from it on demand (final report,
+/// Prometheus scrapes, intervals).
+pub struct Session {
+    ebpf: Ebpf,
+    tracker: Tracker,
+    agg: Aggregator,
+    decode_errors: u64,
+    probe: ProbeInfo,
+    started: Instant,
+    started_unix_ms: u64,
+    warnings: Vec<String>,
+    top: usize,
+}
+
+/// A request for a report of the trace so far (answered by the event loop).
+pub type SnapshotRequest = tokio::sync::oneshot::Sender<report::Report>;
+
+impl Session {
+    /// The report of everything so far.
+    pub fn report(&self) -> report::Report {
+        let mut warnings = self.warnings.clone();
+        let stats = read_stats(&self.ebpf).unwrap_or_else(|e| {
+            warnings.push(format!("kernel counters unreadable: {e:#}"));
+            [0; ovltrace_ebpf::STAT_COUNT as usize]
+        });
+        let lookups = read_lookups(&self.ebpf).unwrap_or_else(|e| {
+            warnings.push(format!("lookup statistics unreadable: {e:#}"));
+            Vec::new()
+        });
+        let s = |st: Stat| stats[st as usize];
+        let containers: Vec<KnownContainer> = self.tracker.containers.values().cloned().collect();
+        report::build(report::Inputs {
+            agg: &self.agg,
+            lookups: &lookups,
+            mounts: &self.tracker.mounts,
+            containers: &containers,
+            probe: self.probe.clone(),
+            kernel: kernel_release(),
+            started_unix_ms: self.started_unix_ms,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            drops: Drops {
+                ringbuf_full: s(Stat::RingbufFull),
+                lost_returns: s(Stat::LostReturn),
+                inflight_full: s(Stat::InflightFull),
+                decode_errors: self.decode_errors,
+                ..Default::default()
+            },
+            counters: Counters {
+                copy_up_entries: s(Stat::CopyUpEnter),
+                copy_up_exits: s(Stat::CopyUpExit),
+                data_copies: s(Stat::DataCopyEnter),
+                lookup_entries: s(Stat::LookupEnter),
+                lookup_exits: s(Stat::LookupExit),
+                filtered: s(Stat::Filtered),
+                ..Default::default()
+            },
+            warnings,
+            top: self.top,
+        })
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            match event::decode(&item) {
+                Ok(ev) => self.tracker.add(&mut self.agg, &ev),
+                Err(e) => {
+                    self.decode_errors += 1;
+                    log::warn!("undecodable event: {e}");
+                }
+            }
+        }
+    }
+}
+
 async fn run(args: RunArgs) -> Result<ExitCode> {
     require_root()?;
     let mut tracker = Tracker::new(Catalog::new(vec![Box::new(DockerResolver::new(
@@ -118,8 +193,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         tracker.update_filter(&mut ebpf, &args.containers)?;
     }
     let attached = probe::attach(&mut ebpf, &plan).map_err(|e| anyhow!("{e}"))?;
-    let mut warnings = attached.warnings.clone();
-    for w in &warnings {
+    for w in &attached.warnings {
         log::warn!("{w}");
     }
     let ring = RingBuf::try_from(
@@ -132,12 +206,24 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
 
-    let started = Instant::now();
-    let started_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let mut agg = Aggregator::new(MAX_FILES);
-    let mut decode_errors = 0u64;
+    let mut session = Session {
+        ebpf,
+        tracker,
+        agg: Aggregator::new(MAX_FILES),
+        decode_errors: 0,
+        probe: ProbeInfo {
+            strategy: attached.strategy.to_string(),
+            data_copy: attached.data_copy.clone(),
+        },
+        started: Instant::now(),
+        started_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        warnings: attached.warnings.clone(),
+        top: args.top,
+    };
+    // Consumers of live reports (Prometheus) send requests here.
+    let (_snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::channel::<SnapshotRequest>(16);
 
     let mut sigterm =
         tokio::signal::unix::signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -167,13 +253,16 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for events")?;
-                drain(guard.get_inner_mut(), &mut agg, &mut tracker, &mut decode_errors);
+                session.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
+            Some(reply) = snapshot_rx.recv() => {
+                let _ = reply.send(session.report());
+            }
             _ = rescan.tick() => {
-                tracker.refresh();
+                session.tracker.refresh();
                 if filter {
-                    if let Err(e) = tracker.update_filter(&mut ebpf, &args.containers) {
+                    if let Err(e) = session.tracker.update_filter(&mut session.ebpf, &args.containers) {
                         log::warn!("updating the container filter: {e:#}");
                     }
                 }
@@ -184,53 +273,10 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         }
     }
     // Whatever is already in the ring buffer belongs to the trace.
-    drain(ring.get_mut(), &mut agg, &mut tracker, &mut decode_errors);
-    let duration = started.elapsed();
-
-    let stats = read_stats(&ebpf).unwrap_or_else(|e| {
-        warnings.push(format!("kernel counters unreadable: {e:#}"));
-        [0; ovltrace_ebpf::STAT_COUNT as usize]
-    });
-    let lookups = read_lookups(&ebpf).unwrap_or_else(|e| {
-        warnings.push(format!("lookup statistics unreadable: {e:#}"));
-        Vec::new()
-    });
-    // Detach before reporting: the report can take a while to write.
-    drop(ebpf);
-
-    let s = |st: Stat| stats[st as usize];
-    let containers: Vec<KnownContainer> = tracker.containers.into_values().collect();
-    let report = report::build(report::Inputs {
-        agg: &agg,
-        lookups: &lookups,
-        mounts: &tracker.mounts,
-        containers: &containers,
-        probe: ProbeInfo {
-            strategy: attached.strategy.to_string(),
-            data_copy: attached.data_copy.clone(),
-        },
-        kernel: kernel_release(),
-        started_unix_ms,
-        duration_ms: duration.as_millis() as u64,
-        drops: Drops {
-            ringbuf_full: s(Stat::RingbufFull),
-            lost_returns: s(Stat::LostReturn),
-            inflight_full: s(Stat::InflightFull),
-            decode_errors,
-            ..Default::default()
-        },
-        counters: Counters {
-            copy_up_entries: s(Stat::CopyUpEnter),
-            copy_up_exits: s(Stat::CopyUpExit),
-            data_copies: s(Stat::DataCopyEnter),
-            lookup_entries: s(Stat::LookupEnter),
-            lookup_exits: s(Stat::LookupExit),
-            filtered: s(Stat::Filtered),
-            ..Default::default()
-        },
-        warnings,
-        top: args.top,
-    });
+    session.drain(ring.get_mut());
+    let report = session.report();
+    // Detach before writing: the outputs can take a while.
+    drop(session);
 
     print!("{}", report::terminal::render(&report));
     if let Some(path) = &args.json {
@@ -240,23 +286,6 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         eprintln!("JSON report written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    agg: &mut Aggregator,
-    tracker: &mut Tracker,
-    decode_errors: &mut u64,
-) {
-    while let Some(item) = ring.next() {
-        match event::decode(&item) {
-            Ok(ev) => tracker.add(agg, &ev),
-            Err(e) => {
-                *decode_errors += 1;
-                log::warn!("undecodable event: {e}");
-            }
-        }
-    }
 }
 
 fn read_stats(ebpf: &Ebpf) -> Result<[u64; ovltrace_ebpf::STAT_COUNT as usize]> {
