@@ -5,7 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use hdrhistogram::Histogram;
 
-use crate::event::{CopyUp, FileKind};
+use crate::{
+    event::{CopyUp, FileKind},
+    resolve::SourceLayer,
+};
 
 /// Significant digits of every HDR histogram.
 pub const SIGFIG: u8 = 3;
@@ -13,6 +16,7 @@ pub const SIGFIG: u8 = 3;
 const FILE_SAMPLES: usize = 256;
 const MAX_PIDS: usize = 16;
 const MAX_COMMS: usize = 8;
+const MAX_CONTAINERS_PER_LAYER: usize = 64;
 
 pub fn new_histogram() -> Histogram<u64> {
     // Auto-resizing, so memory follows the largest value seen rather than a
@@ -35,6 +39,7 @@ pub fn record(h: &mut Histogram<u64>, v: u64) {
 pub struct GroupAgg {
     pub count: u64,
     pub bytes: u64,
+    pub total_ns: u64,
     pub errors: u64,
     pub latency: Histogram<u64>,
     pub data_time: Histogram<u64>,
@@ -46,6 +51,7 @@ impl Default for GroupAgg {
         Self {
             count: 0,
             bytes: 0,
+            total_ns: 0,
             errors: 0,
             latency: new_histogram(),
             data_time: new_histogram(),
@@ -58,6 +64,7 @@ impl GroupAgg {
     fn add(&mut self, ev: &CopyUp) {
         self.count += 1;
         self.bytes += ev.bytes();
+        self.total_ns += ev.latency_ns;
         if ev.ret != 0 {
             self.errors += 1;
         }
@@ -82,6 +89,15 @@ pub struct Attribution {
     pub container: Option<String>,
     /// Overlay index of the lower layer the file came from (1 = first lowerdir).
     pub layer: Option<usize>,
+}
+
+/// Copy-ups from one source layer.
+#[derive(Debug, Clone, Default)]
+pub struct LayerAgg {
+    pub total: GroupAgg,
+    pub created_by: Option<String>,
+    /// Containers whose copy-ups came from this layer (bounded).
+    pub containers: BTreeSet<String>,
 }
 
 /// A source layer as aggregated: the same image layer (diff-id) in two
@@ -175,7 +191,7 @@ pub fn percentile(samples: &[u64], p: f64) -> u64 {
 pub struct Aggregator {
     pub per_dev: HashMap<u32, GroupAgg>,
     pub per_container: HashMap<String, GroupAgg>,
-    pub per_layer: HashMap<LayerKey, GroupAgg>,
+    pub per_layer: HashMap<LayerKey, LayerAgg>,
     /// Copy-ups that could not be tied to a container (not a container's
     /// overlay, or its metadata was unreadable).
     pub unattributed: u64,
@@ -201,8 +217,8 @@ impl Aggregator {
         }
     }
 
-    /// Adds one copy-up; `layer_diff_id` names its source layer when known.
-    pub fn add(&mut self, ev: &CopyUp, attr: &Attribution, layer_diff_id: Option<&str>) {
+    /// Adds one copy-up; `source` describes its source layer when known.
+    pub fn add(&mut self, ev: &CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
         self.events += 1;
         self.per_dev.entry(ev.dev).or_default().add(ev);
         match &attr.container {
@@ -210,11 +226,21 @@ impl Aggregator {
             None => self.unattributed += 1,
         }
         if let Some(index) = attr.layer {
-            let key = match layer_diff_id {
+            let diff_id = source.and_then(|s| s.diff_id.as_deref());
+            let key = match diff_id {
                 Some(d) => LayerKey::DiffId(d.to_string()),
                 None => LayerKey::Index { dev: ev.dev, index },
             };
-            self.per_layer.entry(key).or_default().add(ev);
+            let l = self.per_layer.entry(key).or_default();
+            l.total.add(ev);
+            if l.created_by.is_none() {
+                l.created_by = source.and_then(|s| s.created_by.clone());
+            }
+            if let Some(c) = &attr.container {
+                if l.containers.len() < MAX_CONTAINERS_PER_LAYER {
+                    l.containers.insert(c.clone());
+                }
+            }
         }
         let key = FileKey {
             dev: ev.dev,
@@ -298,16 +324,29 @@ mod tests {
             container: Some("c2".into()),
             layer: Some(2),
         };
-        a.add(&ev(1, "x", 100, 10), &web, Some("sha256:aa"));
-        a.add(&ev(2, "y", 300, 20), &db, Some("sha256:aa"));
+        let src = SourceLayer {
+            index: 3,
+            diff_id: Some("sha256:aa".into()),
+            created_by: Some("COPY x /".into()),
+        };
+        a.add(&ev(1, "x", 100, 10), &web, Some(&src));
+        a.add(&ev(2, "y", 300, 20), &db, Some(&src));
         a.add(&ev(2, "z", 300, 5), &db, None);
         a.add(&ev(3, "w", 300, 5), &Attribution::default(), None);
         assert_eq!(a.per_container["c1"].count, 1);
         assert_eq!(a.per_container["c2"].bytes, 25);
         assert_eq!(a.unattributed, 1);
         // The same image layer in two containers is one layer.
-        assert_eq!(a.per_layer[&LayerKey::DiffId("sha256:aa".into())].count, 2);
-        assert_eq!(a.per_layer[&LayerKey::Index { dev: 2, index: 2 }].bytes, 5);
+        let shared = &a.per_layer[&LayerKey::DiffId("sha256:aa".into())];
+        assert_eq!((shared.total.count, shared.total.total_ns), (2, 400));
+        assert_eq!(shared.created_by.as_deref(), Some("COPY x /"));
+        assert_eq!(shared.containers.len(), 2);
+        assert_eq!(
+            a.per_layer[&LayerKey::Index { dev: 2, index: 2 }]
+                .total
+                .bytes,
+            5
+        );
         assert_eq!(a.per_layer.len(), 2);
         assert_eq!(a.top_files(1)[0].1.attribution, db);
     }

@@ -11,6 +11,7 @@
 //! - `report`: output formats.
 //! - `run`, `doctor`: the subcommands.
 
+pub mod advice;
 pub mod aggregate;
 pub mod btf;
 pub mod cli;

@@ -47,6 +47,13 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Host name, as in /proc/sys/kernel/hostname.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 pub fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -141,6 +148,7 @@ impl Session {
             mounts: &self.tracker.mounts,
             containers: &containers,
             probe: self.probe.clone(),
+            host: hostname(),
             kernel: kernel_release(),
             started_unix_ms: self.started_unix_ms,
             duration_ms: self.started.elapsed().as_millis() as u64,
@@ -389,11 +397,7 @@ impl Tracker {
             container,
             layer: source.as_ref().map(|s| s.index),
         };
-        agg.add(
-            ev,
-            &attr,
-            source.as_ref().and_then(|s| s.diff_id.as_deref()),
-        );
+        agg.add(ev, &attr, source.as_ref());
     }
 
     /// Every `--container` must match a running container.
@@ -443,6 +447,7 @@ fn remember(
         mounts.insert(
             dev,
             MountMeta {
+                container: e.container.as_ref().map(|c| c.id.clone()),
                 mountpoint: Some(mounts::path_display(&e.mount.mountpoint)),
                 upperdir: e.mount.upperdir.as_deref().map(mounts::path_display),
                 lowerdirs: e

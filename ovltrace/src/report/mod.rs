@@ -24,6 +24,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct Report {
     pub schema_version: u32,
     pub tool: Tool,
+    /// Host name of the traced machine.
+    pub host: String,
     pub kernel: String,
     /// Wall-clock start of the trace, Unix milliseconds.
     pub started_unix_ms: u64,
@@ -32,8 +34,14 @@ pub struct Report {
     pub mounts: Vec<Mount>,
     /// Containers whose overlay was seen (live at some point during the trace).
     pub containers: Vec<Container>,
+    /// The hottest paths (top N by total copy-up time).
     pub copy_ups: Vec<CopyUpFile>,
+    /// The source layers that cost the most (top N by total copy-up time,
+    /// plus the top N by bytes).
+    pub layers: Vec<LayerCost>,
     pub lookups: Vec<Lookups>,
+    /// What to do about it, with the numbers behind each suggestion.
+    pub advice: Vec<Advice>,
     pub drops: Drops,
     pub counters: Counters,
     pub warnings: Vec<String>,
@@ -128,11 +136,45 @@ pub struct CopyUpFile {
     pub comms: Vec<String>,
 }
 
+/// Copy-ups attributed to one source layer. The same image layer used by
+/// several containers is one entry (keyed by diff-id); layers without a
+/// diff-id (non-container overlays) are keyed by mount and index.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerCost {
+    pub diff_id: Option<String>,
+    pub created_by: Option<String>,
+    /// For layers without a diff-id: the mount and overlay index.
+    pub dev: Option<String>,
+    pub index: Option<usize>,
+    /// Containers whose copy-ups came from this layer.
+    pub containers: Vec<String>,
+    pub copy_up: CopyUpTotals,
+}
+
+/// A suggestion backed by measurements.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Advice {
+    /// "volume" (move a write-heavy directory out of the image) or
+    /// "flatten" (fewer layers for faster lookups).
+    pub kind: String,
+    /// Container id the advice is about (null: an overlay of no container).
+    pub container: Option<String>,
+    /// The directory (volume) or image (flatten) concerned.
+    pub target: String,
+    pub message: String,
+    /// The figures behind the advice, by name.
+    pub numbers: std::collections::BTreeMap<String, u64>,
+}
+
 /// Lookups of one overlay mount, from the in-kernel log2 histogram.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Lookups {
     pub mountpoint: Option<String>,
     pub dev: String,
+    /// Container id whose overlay this is, if any.
+    pub container: Option<String>,
+    /// Number of lower layers of the mount.
+    pub layers: usize,
     pub count: u64,
     pub found: u64,
     pub not_found: u64,
@@ -201,6 +243,8 @@ pub struct Counters {
 /// What the report builder needs to know about a mount.
 #[derive(Debug, Clone, Default)]
 pub struct MountMeta {
+    /// Container id whose root file system this mount is.
+    pub container: Option<String>,
     pub mountpoint: Option<String>,
     pub upperdir: Option<String>,
     pub lowerdirs: Vec<String>,
@@ -285,6 +329,7 @@ pub struct Inputs<'a> {
     pub mounts: &'a HashMap<u32, MountMeta>,
     pub containers: &'a [KnownContainer],
     pub probe: ProbeInfo,
+    pub host: String,
     pub kernel: String,
     pub started_unix_ms: u64,
     pub duration_ms: u64,
@@ -397,9 +442,12 @@ pub fn build(inp: Inputs<'_>) -> Report {
         .iter()
         .map(|(dev, s)| {
             let (count, latency_ns, histogram) = lookups_from_stats(s);
+            let m = meta(*dev);
             Lookups {
-                mountpoint: meta(*dev).mountpoint,
+                mountpoint: m.mountpoint,
                 dev: dev_string(*dev),
+                container: m.container,
+                layers: m.lowerdirs.len(),
                 count,
                 found: s.found,
                 not_found: s.not_found,
@@ -409,12 +457,14 @@ pub fn build(inp: Inputs<'_>) -> Report {
             }
         })
         .collect();
-    Report {
+    let layers = layer_costs(inp.agg, inp.top);
+    let mut report = Report {
         schema_version: SCHEMA_VERSION,
         tool: Tool {
             name: "ovltrace".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
+        host: inp.host,
         kernel: inp.kernel,
         started_unix_ms: inp.started_unix_ms,
         duration_ms: inp.duration_ms,
@@ -422,7 +472,9 @@ pub fn build(inp: Inputs<'_>) -> Report {
         mounts,
         containers,
         copy_ups,
+        layers,
         lookups,
+        advice: Vec::new(),
         drops: inp.drops.with_total(),
         counters: Counters {
             evicted_files: inp.agg.evicted_files,
@@ -431,7 +483,52 @@ pub fn build(inp: Inputs<'_>) -> Report {
             ..inp.counters
         },
         warnings: inp.warnings,
+    };
+    report.advice = crate::advice::advise(inp.agg, &report);
+    report
+}
+
+/// Top `n` layers by total copy-up time, plus the top `n` by bytes.
+fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
+    use crate::aggregate::LayerKey;
+    let mut by_time: Vec<(&LayerKey, &crate::aggregate::LayerAgg)> = agg.per_layer.iter().collect();
+    by_time.sort_by(|a, b| {
+        b.1.total
+            .total_ns
+            .cmp(&a.1.total.total_ns)
+            .then_with(|| a.0.cmp(b.0))
+    });
+    let mut by_bytes = by_time.clone();
+    by_bytes.sort_by(|a, b| {
+        b.1.total
+            .bytes
+            .cmp(&a.1.total.bytes)
+            .then_with(|| a.0.cmp(b.0))
+    });
+    let mut chosen: Vec<&LayerKey> = by_time.iter().take(n).map(|(k, _)| *k).collect();
+    for (k, _) in by_bytes.iter().take(n) {
+        if !chosen.contains(k) {
+            chosen.push(k);
+        }
     }
+    chosen
+        .into_iter()
+        .filter_map(|k| {
+            let l = agg.per_layer.get(k)?;
+            let (diff_id, dev, index) = match k {
+                LayerKey::DiffId(d) => (Some(d.clone()), None, None),
+                LayerKey::Index { dev, index } => (None, Some(dev_string(*dev)), Some(*index)),
+            };
+            Some(LayerCost {
+                diff_id,
+                created_by: l.created_by.clone(),
+                dev,
+                index,
+                containers: l.containers.iter().cloned().collect(),
+                copy_up: totals(&l.total),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
