@@ -532,8 +532,30 @@ fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A report of nothing, for tests that fill in what they need.
+    pub(crate) fn empty_report() -> Report {
+        build(Inputs {
+            agg: &Aggregator::new(10),
+            lookups: &[],
+            mounts: &HashMap::new(),
+            containers: &[],
+            probe: ProbeInfo {
+                strategy: "kprobe".into(),
+                data_copy: None,
+            },
+            host: "test".into(),
+            kernel: "6.12".into(),
+            started_unix_ms: 0,
+            duration_ms: 1000,
+            drops: Drops::default(),
+            counters: Counters::default(),
+            warnings: vec![],
+            top: 10,
+        })
+    }
 
     #[test]
     fn dev_strings() {

@@ -328,6 +328,13 @@ pub fn render(r: &Report) -> String {
         log2_hist(&mut out, &l.histogram, "nsecs");
     }
 
+    if !r.advice.is_empty() {
+        let _ = writeln!(out, "\nADVICE");
+        for a in &r.advice {
+            let _ = writeln!(out, "  * [{}] {}", a.kind, sanitize(&a.message));
+        }
+    }
+
     let d = r.drops;
     let _ = writeln!(
         out,
