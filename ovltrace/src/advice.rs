@@ -13,7 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     aggregate::Aggregator,
-    report::{dev_string, Advice, Report},
+    report::{
+        dev_string,
+        terminal::{fmt_bytes, fmt_ns},
+        Advice, Report,
+    },
 };
 
 /// A directory qualifies for a volume with this many copied-up files under it...
@@ -95,11 +99,11 @@ fn volumes(agg: &Aggregator, report: &Report) -> Vec<Advice> {
                 kind: "volume".into(),
                 container,
                 message: format!(
-                    "{} files under {target} in {who} were copied up ({} bytes, {} ms in total): \
+                    "{} files under {target} in {who} were copied up ({}, {} in total): \
                      mount a volume at {target} so writes skip the copy-up",
                     c.files,
-                    c.bytes,
-                    c.total_ns / 1_000_000
+                    fmt_bytes(c.bytes),
+                    fmt_ns(c.total_ns)
                 ),
                 target,
                 numbers: BTreeMap::from([
@@ -137,11 +141,12 @@ fn repeated(agg: &Aggregator, report: &Report) -> Vec<Advice> {
                 kind: "volume".into(),
                 container: None,
                 message: format!(
-                    "{target} was copied up in {} containers{} ({bytes} bytes, {} ms in total): \
+                    "{target} was copied up in {} containers{} ({}, {} in total): \
                      every new container pays for it; use a volume or create it at run time",
                     cs.len(),
                     image.map(|i| format!(" of {i}")).unwrap_or_default(),
-                    total_ns / 1_000_000
+                    fmt_bytes(bytes),
+                    fmt_ns(total_ns)
                 ),
                 target,
                 numbers: BTreeMap::from([
@@ -176,12 +181,12 @@ fn flatten(report: &Report) -> Vec<Advice> {
                 kind: "flatten".into(),
                 container: l.container.clone(),
                 message: format!(
-                    "{who} stacks {} lower layers and its {} lookups took {} µs on average \
+                    "{who} stacks {} lower layers and its {} lookups took {} on average \
                      ({} not found, each searching every layer): flatten {image} (multi-stage \
                      build, fewer RUN/COPY steps)",
                     l.layers,
                     l.count,
-                    l.latency_ns.mean / 1000,
+                    fmt_ns(l.latency_ns.mean),
                     l.not_found
                 ),
                 target: image,

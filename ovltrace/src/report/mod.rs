@@ -93,6 +93,9 @@ pub struct Container {
 pub struct CopyUpTotals {
     pub count: u64,
     pub bytes: u64,
+    /// Sum of the copy-up latencies.
+    #[serde(default)]
+    pub total_ns: u64,
     pub errors: u64,
     pub latency_ns: Hist,
     /// Time in the data-copy function (empty when not measured).
@@ -266,6 +269,7 @@ pub fn totals(g: &GroupAgg) -> CopyUpTotals {
     CopyUpTotals {
         count: g.count,
         bytes: g.bytes,
+        total_ns: g.total_ns,
         errors: g.errors,
         latency_ns: Hist::from_hdr(&g.latency),
         data_copy_ns: Hist::from_hdr(&g.data_time),

@@ -132,9 +132,14 @@ pub fn layer_label(r: &Report, f: &CopyUpFile) -> String {
     }
 }
 
-/// The Dockerfile line that made the layer, as `docker history` shows it.
+/// The Dockerfile line that made the file's source layer.
 pub fn instruction(f: &CopyUpFile) -> String {
-    let Some(cmd) = f.layer.as_ref().and_then(|l| l.created_by.as_deref()) else {
+    instruction_text(f.layer.as_ref().and_then(|l| l.created_by.as_deref()))
+}
+
+/// A history `created_by` as a Dockerfile line, as `docker history` shows it.
+pub fn instruction_text(created_by: Option<&str>) -> String {
+    let Some(cmd) = created_by else {
         return String::new();
     };
     let cmd = cmd.trim();
@@ -159,19 +164,19 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-fn totals_row(name: String, extra: String, t: &super::CopyUpTotals) -> Vec<String> {
+fn latency_line(t: &super::CopyUpTotals) -> String {
     let l = &t.latency_ns;
-    vec![
-        name,
-        extra,
-        t.count.to_string(),
+    format!(
+        "{} copy-ups, {}, {} errors; latency p50 {} p90 {} p99 {} p99.9 {} max {}",
+        t.count,
         fmt_bytes(t.bytes),
-        t.errors.to_string(),
-        fmt_ns(l.min),
+        t.errors,
         fmt_ns(l.p50),
+        fmt_ns(l.p90),
         fmt_ns(l.p99),
-        fmt_ns(l.max),
-    ]
+        fmt_ns(l.p999),
+        fmt_ns(l.max)
+    )
 }
 
 fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
@@ -209,129 +214,216 @@ fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
     t
 }
 
+/// ANSI styling, enabled only when asked (`--color`, or a TTY).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, style: anstyle::Style, text: &str) -> String {
+        if self.color {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn heading(&self, text: &str) -> String {
+        self.paint(anstyle::Style::new().bold(), text)
+    }
+
+    fn name(&self, text: &str) -> String {
+        self.paint(
+            anstyle::Style::new()
+                .bold()
+                .fg_color(Some(anstyle::AnsiColor::Cyan.into())),
+            text,
+        )
+    }
+
+    fn warn(&self, text: &str) -> String {
+        self.paint(
+            anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Yellow.into())),
+            text,
+        )
+    }
+}
+
+fn image_label(c: &super::Container) -> String {
+    c.image.tags.first().cloned().unwrap_or_else(|| {
+        c.image.id.as_deref().map_or("?".into(), |i| {
+            i.trim_start_matches("sha256:").chars().take(12).collect()
+        })
+    })
+}
+
+fn lookup_lines(out: &mut String, l: &super::Lookups) {
+    let _ = writeln!(
+        out,
+        "  lookups: {} ({} found, {} not found, {} errors) through {} lower layers; mean {}, p99 < {}",
+        l.count,
+        l.found,
+        l.not_found,
+        l.errors,
+        l.layers,
+        fmt_ns(l.latency_ns.mean),
+        fmt_ns(l.latency_ns.p99)
+    );
+}
+
+/// The report without colour.
 pub fn render(r: &Report) -> String {
+    render_styled(r, Style::default())
+}
+
+pub fn render_styled(r: &Report, st: Style) -> String {
     let mut out = String::new();
     let total: u64 = r.mounts.iter().map(|m| m.copy_up.count).sum();
     let bytes: u64 = r.mounts.iter().map(|m| m.copy_up.bytes).sum();
     let _ = writeln!(
         out,
-        "ovltrace: traced {:.1}s with {} probes: {} copy-ups ({}), {} lookups, {} events dropped",
-        r.duration_ms as f64 / 1000.0,
-        r.probe.strategy,
-        total,
-        fmt_bytes(bytes),
-        r.lookups.iter().map(|l| l.count).sum::<u64>(),
-        r.drops.total
+        "{}",
+        st.heading(&format!(
+            "ovltrace: traced {:.1}s with {} probes: {} copy-ups ({}), {} lookups, {} events dropped",
+            r.duration_ms as f64 / 1000.0,
+            r.probe.strategy,
+            total,
+            fmt_bytes(bytes),
+            r.lookups.iter().map(|l| l.count).sum::<u64>(),
+            r.drops.total
+        ))
     );
 
-    let active: Vec<&super::Container> = r
-        .containers
-        .iter()
-        .filter(|c| c.copy_up.count > 0)
-        .collect();
-    if !active.is_empty() {
-        let _ = writeln!(out, "\nCOPY-UPS BY CONTAINER");
-        let mut t = table(&[
-            "CONTAINER",
-            "IMAGE",
-            "COPY-UPS",
-            "BYTES",
-            "ERRORS",
-            "MIN",
-            "P50",
-            "P99",
-            "MAX",
-        ]);
-        for c in &active {
-            let name = c
-                .name
-                .clone()
-                .unwrap_or_else(|| c.id.chars().take(12).collect());
-            let image = c.image.tags.first().cloned().unwrap_or_else(|| {
-                c.image.id.as_deref().map_or("?".into(), |i| {
-                    i.trim_start_matches("sha256:").chars().take(12).collect()
-                })
-            });
-            t.add_row(totals_row(sanitize(&name), sanitize(&image), &c.copy_up));
-        }
-        right_align(&mut t, 2);
-        let _ = writeln!(out, "{t}");
-    }
-
-    let _ = writeln!(out, "\nCOPY-UPS BY OVERLAY MOUNT");
-    let mut t = table(&[
-        "MOUNT", "DEV", "COPY-UPS", "BYTES", "ERRORS", "MIN", "P50", "P99", "MAX",
-    ]);
-    for m in r.mounts.iter().filter(|m| m.copy_up.count > 0) {
-        t.add_row(totals_row(
-            sanitize(m.mountpoint.as_deref().unwrap_or("<gone>")),
-            m.dev.clone(),
-            &m.copy_up,
-        ));
-    }
-    right_align(&mut t, 2);
-    if total == 0 {
-        let _ = writeln!(out, "  (no copy-ups)");
-    } else {
-        let _ = writeln!(out, "{t}");
-    }
-
-    // Hot spots, grouped by container (then the overlays of no container).
-    for c in &active {
-        let files: Vec<&CopyUpFile> = r
-            .copy_ups
-            .iter()
-            .filter(|f| f.container.as_deref() == Some(&c.id))
-            .collect();
-        if files.is_empty() {
-            continue;
-        }
+    // Containers first (most copy-ups first), then overlays of no container.
+    for c in r.containers.iter().filter(|c| {
+        c.copy_up.count > 0
+            || r.lookups
+                .iter()
+                .any(|l| l.container.as_deref() == Some(&c.id))
+    }) {
         let name = c
             .name
             .clone()
             .unwrap_or_else(|| c.id.chars().take(12).collect());
         let _ = writeln!(
             out,
-            "\nHOT SPOTS in container {} ({}), by total copy-up time",
-            sanitize(&name),
-            c.id.chars().take(12).collect::<String>()
+            "\n{} {} ({}) image {} overlay {}{}",
+            st.heading("CONTAINER"),
+            st.name(&sanitize(&name)),
+            c.id.chars().take(12).collect::<String>(),
+            sanitize(&image_label(c)),
+            c.dev,
+            if c.gone { " (gone)" } else { "" }
         );
-        let _ = writeln!(out, "{}", file_rows(r, &files));
+        let _ = writeln!(out, "  {}", latency_line(&c.copy_up));
+        log2_hist(&mut out, &c.copy_up.latency_ns.buckets, "nsecs");
+        let files: Vec<&CopyUpFile> = r
+            .copy_ups
+            .iter()
+            .filter(|f| f.container.as_deref() == Some(&c.id))
+            .collect();
+        if !files.is_empty() {
+            let _ = writeln!(out, "  hot spots, by total copy-up time:");
+            let _ = writeln!(out, "{}", file_rows(r, &files));
+        }
+        for l in r
+            .lookups
+            .iter()
+            .filter(|l| l.container.as_deref() == Some(&c.id))
+        {
+            lookup_lines(&mut out, l);
+            log2_hist(&mut out, &l.histogram, "nsecs");
+        }
     }
-    let other: Vec<&CopyUpFile> = r
-        .copy_ups
+    let plain: Vec<&super::Mount> = r
+        .mounts
         .iter()
-        .filter(|f| f.container.is_none())
+        .filter(|m| {
+            let owned = r
+                .containers
+                .iter()
+                .any(|c| c.dev == m.dev && Some(&c.mountpoint) == m.mountpoint.as_ref());
+            !owned
+                && (m.copy_up.count > 0
+                    || r.lookups
+                        .iter()
+                        .any(|l| l.dev == m.dev && l.container.is_none()))
+        })
         .collect();
-    if !other.is_empty() {
-        let _ = writeln!(out, "\nHOT SPOTS outside containers, by total copy-up time");
-        let _ = writeln!(out, "{}", file_rows(r, &other));
-    }
-
-    let _ = writeln!(out, "\nLOOKUPS BY OVERLAY MOUNT");
-    if r.lookups.is_empty() {
-        let _ = writeln!(out, "  (no lookups)");
-    }
-    for l in &r.lookups {
+    for m in plain {
         let _ = writeln!(
             out,
-            "{} ({}): {} lookups, {} found, {} not found, {} errors, mean {}, p99 < {}",
-            sanitize(l.mountpoint.as_deref().unwrap_or("<gone>")),
-            l.dev,
-            l.count,
-            l.found,
-            l.not_found,
-            l.errors,
-            fmt_ns(l.latency_ns.mean),
-            fmt_ns(l.latency_ns.p99)
+            "\n{} {} ({})",
+            st.heading("OVERLAY"),
+            st.name(&sanitize(m.mountpoint.as_deref().unwrap_or("<gone>"))),
+            m.dev
         );
-        log2_hist(&mut out, &l.histogram, "nsecs");
+        let _ = writeln!(out, "  {}", latency_line(&m.copy_up));
+        log2_hist(&mut out, &m.copy_up.latency_ns.buckets, "nsecs");
+        let files: Vec<&CopyUpFile> = r
+            .copy_ups
+            .iter()
+            .filter(|f| f.container.is_none() && f.dev == m.dev)
+            .collect();
+        if !files.is_empty() {
+            let _ = writeln!(out, "  hot spots, by total copy-up time:");
+            let _ = writeln!(out, "{}", file_rows(r, &files));
+        }
+        for l in r
+            .lookups
+            .iter()
+            .filter(|l| l.dev == m.dev && l.container.is_none())
+        {
+            lookup_lines(&mut out, l);
+            log2_hist(&mut out, &l.histogram, "nsecs");
+        }
+    }
+    if total == 0 {
+        let _ = writeln!(out, "\n  (no copy-ups)");
+    }
+
+    if !r.layers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            st.heading("SOURCE LAYERS, by total copy-up time")
+        );
+        let mut t = table(&[
+            "LAYER",
+            "INSTRUCTION",
+            "CONTAINERS",
+            "COPY-UPS",
+            "BYTES",
+            "TOTAL",
+            "P99",
+        ]);
+        let mut layers: Vec<&super::LayerCost> = r.layers.iter().collect();
+        layers.sort_by(|a, b| b.copy_up.total_ns.cmp(&a.copy_up.total_ns));
+        for l in layers {
+            let label = match (&l.diff_id, &l.dev, l.index) {
+                (Some(d), _, _) => d.trim_start_matches("sha256:").chars().take(12).collect(),
+                (None, Some(dev), Some(i)) => format!("{dev} lower {i}"),
+                _ => "?".into(),
+            };
+            t.add_row(vec![
+                label,
+                instruction_text(l.created_by.as_deref()),
+                l.containers.len().to_string(),
+                l.copy_up.count.to_string(),
+                fmt_bytes(l.copy_up.bytes),
+                fmt_ns(l.copy_up.total_ns),
+                fmt_ns(l.copy_up.latency_ns.p99),
+            ]);
+        }
+        right_align(&mut t, 2);
+        let _ = writeln!(out, "{t}");
     }
 
     if !r.advice.is_empty() {
-        let _ = writeln!(out, "\nADVICE");
+        let _ = writeln!(out, "\n{}", st.heading("ADVICE"));
         for a in &r.advice {
-            let _ = writeln!(out, "  * [{}] {}", a.kind, sanitize(&a.message));
+            let _ = writeln!(out, "  * [{}] {}", a.kind, st.warn(&sanitize(&a.message)));
         }
     }
 
@@ -349,7 +441,7 @@ pub fn render(r: &Report) -> String {
         );
     }
     for w in &r.warnings {
-        let _ = writeln!(out, "warning: {}", sanitize(w));
+        let _ = writeln!(out, "{}", st.warn(&format!("warning: {}", sanitize(w))));
     }
     out
 }
@@ -407,6 +499,180 @@ mod tests {
             "RUN echo \\u{1b}[2J"
         );
         assert_eq!(instruction(&f(&"y".repeat(100))).chars().count(), 60);
+    }
+
+    /// A fixed trace: one container with three layers, a plain overlay,
+    /// lookups, and a hostile file name.
+    pub(crate) fn golden_report() -> Report {
+        use std::collections::HashMap;
+
+        use crate::{
+            aggregate::{Aggregator, Attribution},
+            event::{CopyUp, FileKind},
+            mounts::Dev,
+            report::{build, Counters, Drops, Inputs, KnownContainer, MountMeta, ProbeInfo},
+            resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
+        };
+        let layer = |index: usize, position: Option<usize>, diff: &str, by: &str| LayerInfo {
+            index,
+            cache_id: Some(format!("cache{index}")),
+            short_id: None,
+            diff_id: Some(format!("sha256:{diff}")),
+            chain_id: None,
+            size: Some(1000 * index as u64),
+            created_by: Some(by.into()),
+            comment: None,
+            init: position.is_none(),
+            position,
+            dir: None,
+        };
+        let web = ContainerInfo {
+            id: "3f2a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8".into(),
+            name: Some("web-1".into()),
+            image: ImageInfo {
+                id: Some("sha256:feedface".into()),
+                tags: vec!["shop/api:2.3".into()],
+            },
+            mountpoint: "/var/lib/docker/overlay2/abc/merged".into(),
+            dev: Dev::new(0, 50),
+            runtime: "docker",
+            upperdir: None,
+            layers: vec![
+                layer(1, None, "init00000000", ""),
+                layer(
+                    2,
+                    Some(2),
+                    "ab12cd34ef56aa",
+                    "/bin/sh -c #(nop) COPY file:1 in /var/lib/app/ ",
+                ),
+                layer(3, Some(1), "0123456789ab", ""),
+            ],
+            mount_id: 1,
+        };
+        let ev = |dev: u32, path: &[u8], ns: u64, bytes: u64, comm: &str| CopyUp {
+            start_ns: 0,
+            latency_ns: ns,
+            data_ns: Some(ns / 2),
+            data_len: Some(bytes),
+            size: bytes,
+            cgroup_id: 0,
+            tgid: 42,
+            tid: 42,
+            dev,
+            ret: 0,
+            kind: FileKind::Regular,
+            path: path.to_vec(),
+            path_truncated: false,
+            comm: comm.into(),
+        };
+        let mut agg = Aggregator::new(100);
+        let in_web = |layer: usize| Attribution {
+            container: Some(web.id.clone()),
+            layer: Some(layer),
+        };
+        let app_layer = SourceLayer {
+            index: 2,
+            diff_id: Some("sha256:ab12cd34ef56aa".into()),
+            created_by: web.layers[1].created_by.clone(),
+        };
+        agg.add(
+            &ev(
+                50,
+                b"var/lib/app/catalog.db",
+                1_800_000_000,
+                412 << 20,
+                "app",
+            ),
+            &in_web(2),
+            Some(&app_layer),
+        );
+        agg.add(
+            &ev(50, b"var/lib/app/small.json", 2_500_000, 4096, "app"),
+            &in_web(2),
+            Some(&app_layer),
+        );
+        agg.add(
+            &ev(50, b"etc/\x1b[31mevil\nname", 90_000, 10, "sh"),
+            &in_web(3),
+            None,
+        );
+        agg.add(
+            &ev(27, b"three_m", 34_000_000, 3 << 20, "sh"),
+            &Attribution::default(),
+            None,
+        );
+        let mut mounts = HashMap::new();
+        mounts.insert(
+            Dev::new(0, 27).to_kernel(),
+            MountMeta {
+                container: None,
+                mountpoint: Some("/tmp/o/merged".into()),
+                upperdir: Some("/tmp/o/up".into()),
+                lowerdirs: vec!["/tmp/o/l1".into(), "/tmp/o/l2".into()],
+            },
+        );
+        mounts.insert(
+            Dev::new(0, 50).to_kernel(),
+            MountMeta {
+                container: Some(web.id.clone()),
+                mountpoint: Some("/var/lib/docker/overlay2/abc/merged".into()),
+                upperdir: None,
+                lowerdirs: vec!["a".into(), "b".into(), "c".into()],
+            },
+        );
+        let mut lookups = ovltrace_ebpf::LookupStats::ZERO;
+        lookups.found = 90;
+        lookups.not_found = 10;
+        lookups.total_ns = 100 * 3000;
+        lookups.hist[11] = 99;
+        lookups.hist[16] = 1;
+        build(Inputs {
+            agg: &agg,
+            lookups: &[(Dev::new(0, 50).to_kernel(), lookups)],
+            mounts: &mounts,
+            containers: &[KnownContainer {
+                info: web,
+                gone: false,
+            }],
+            probe: ProbeInfo {
+                strategy: "kprobe".into(),
+                data_copy: Some("ovl_copy_up_file".into()),
+            },
+            host: "golden".into(),
+            kernel: "6.12.0".into(),
+            started_unix_ms: 0,
+            duration_ms: 12_000,
+            drops: Drops {
+                ringbuf_full: 2,
+                ..Default::default()
+            },
+            counters: Counters::default(),
+            warnings: vec![],
+            top: 10,
+        })
+    }
+
+    /// The terminal report of a fixed trace, byte for byte. Set
+    /// OVLTRACE_BLESS=1 to rewrite the golden file after an intended change.
+    #[test]
+    fn golden_terminal_report() {
+        let text = render(&golden_report());
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/report/testdata/terminal.golden");
+        if std::env::var("OVLTRACE_BLESS").is_ok_and(|v| v == "1") {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let golden = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            text, golden,
+            "terminal report changed; OVLTRACE_BLESS=1 to accept:\n{text}"
+        );
+        // Hostile names cannot reach the terminal raw.
+        assert!(!text.contains('\x1b'));
+        assert!(text.contains("evil\\nname"));
+        // Colour only when asked.
+        let colored = render_styled(&golden_report(), Style { color: true });
+        assert!(colored.contains("\x1b[1m"));
     }
 
     #[test]
