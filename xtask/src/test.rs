@@ -69,7 +69,8 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     if ok {
         record("cargo test", &mut || {
             let mut cmd = util::cargo();
-            cmd.arg("test")
+            // --no-fail-fast: report every failing test binary, not the first.
+            cmd.args(["test", "--no-fail-fast"])
                 .args(&args.cargo_test_args)
                 .env("OVLTRACE_TEST_STRICT", "1");
             util::run(&mut cmd)
