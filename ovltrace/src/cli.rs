@@ -54,8 +54,22 @@ pub struct RunArgs {
     /// Only trace these containers (name or id prefix; repeatable).
     #[arg(long = "container", value_name = "NAME|ID")]
     pub containers: Vec<String>,
+    /// Also print a summary of every interval of this length (live mode).
+    #[arg(short, long, value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Colour in the terminal report.
+    #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
+    pub color: ColorMode,
     #[command(flatten)]
     pub docker: DockerArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorMode {
+    /// When standard output is a terminal.
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod doctor;
 pub mod event;
 pub mod layers;
+pub mod live;
 pub mod mounts;
 pub mod probe;
 pub mod report;

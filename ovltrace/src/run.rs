@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap,
+    io::IsTerminal,
     process::ExitCode,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -18,12 +19,13 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use crate::{
     aggregate::{Aggregator, Attribution},
     btf::KernelBtf,
-    cli::RunArgs,
+    cli::{ColorMode, RunArgs},
     event::{self, CopyUp},
     mounts::{self, Dev},
     probe::{self, Plan},
     report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo},
-    resolve::{docker::DockerResolver, Catalog, MountEntry},
+    live,
+    resolve::{docker::DockerResolver, Catalog, MountEntry, SourceLayer},
 };
 
 /// The programs, built for bpfel by build.rs.
@@ -123,6 +125,8 @@ pub struct Session {
     started_unix_ms: u64,
     warnings: Vec<String>,
     top: usize,
+    /// The current `--interval`, when live mode is on.
+    interval: Option<live::Interval>,
 }
 
 /// A request for a report of the trace so far (answered by the event loop).
@@ -131,19 +135,42 @@ pub type SnapshotRequest = tokio::sync::oneshot::Sender<report::Report>;
 impl Session {
     /// The report of everything so far.
     pub fn report(&self) -> report::Report {
+        let lookups = read_lookups(&self.ebpf);
+        self.report_of(&self.agg, lookups, self.started)
+    }
+
+    /// The report of the interval that just ended; starts the next one.
+    fn interval_report(&mut self) -> Option<report::Report> {
+        let lookups = read_lookups(&self.ebpf);
+        let i = self.interval.take()?;
+        let delta = lookups
+            .as_ref()
+            .map(|now| i.lookup_delta(now))
+            .map_err(|e| anyhow!("{e:#}"));
+        let r = self.report_of(&i.agg, delta, i.started);
+        self.interval = Some(i.next(lookups.unwrap_or_default()));
+        Some(r)
+    }
+
+    fn report_of(
+        &self,
+        agg: &Aggregator,
+        lookups: Result<Vec<(u32, LookupStats)>>,
+        since: Instant,
+    ) -> report::Report {
         let mut warnings = self.warnings.clone();
         let stats = read_stats(&self.ebpf).unwrap_or_else(|e| {
             warnings.push(format!("kernel counters unreadable: {e:#}"));
             [0; ovltrace_ebpf::STAT_COUNT as usize]
         });
-        let lookups = read_lookups(&self.ebpf).unwrap_or_else(|e| {
+        let lookups = lookups.unwrap_or_else(|e| {
             warnings.push(format!("lookup statistics unreadable: {e:#}"));
             Vec::new()
         });
         let s = |st: Stat| stats[st as usize];
         let containers: Vec<KnownContainer> = self.tracker.containers.values().cloned().collect();
         report::build(report::Inputs {
-            agg: &self.agg,
+            agg,
             lookups: &lookups,
             mounts: &self.tracker.mounts,
             containers: &containers,
@@ -151,7 +178,7 @@ impl Session {
             host: hostname(),
             kernel: kernel_release(),
             started_unix_ms: self.started_unix_ms,
-            duration_ms: self.started.elapsed().as_millis() as u64,
+            duration_ms: since.elapsed().as_millis() as u64,
             drops: Drops {
                 ringbuf_full: s(Stat::RingbufFull),
                 lost_returns: s(Stat::LostReturn),
@@ -173,10 +200,23 @@ impl Session {
         })
     }
 
+    /// Events lost so far (for the status line).
+    fn report_drops(&self) -> u64 {
+        read_stats(&self.ebpf).map_or(0, |s| {
+            s[Stat::RingbufFull as usize] + s[Stat::LostReturn as usize] + s[Stat::InflightFull as usize]
+        }) + self.decode_errors
+    }
+
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             match event::decode(&item) {
-                Ok(ev) => self.tracker.add(&mut self.agg, &ev),
+                Ok(ev) => {
+                    let (attr, source) = self.tracker.attribute(&ev);
+                    self.agg.add(&ev, &attr, source.as_ref());
+                    if let Some(i) = &mut self.interval {
+                        i.agg.add(&ev, &attr, source.as_ref());
+                    }
+                }
                 Err(e) => {
                     self.decode_errors += 1;
                     log::warn!("undecodable event: {e}");
@@ -229,7 +269,20 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             .map_or(0, |d| d.as_millis() as u64),
         warnings: attached.warnings.clone(),
         top: args.top,
+        interval: None,
     };
+    if args.interval.is_some() {
+        let lookups = read_lookups(&session.ebpf).unwrap_or_default();
+        session.interval = Some(live::Interval::new(MAX_FILES, lookups));
+    }
+    let color = match args.color {
+        ColorMode::Always => true,
+        ColorMode::Never => false,
+        ColorMode::Auto => std::io::stdout().is_terminal(),
+    };
+    let style = report::terminal::Style { color };
+    // The status line is for a person watching: only on a terminal.
+    let mut status = live::StatusLine::new(std::io::stderr().is_terminal());
     // Consumers of live reports (Prometheus) send requests here.
     let (_snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::channel::<SnapshotRequest>(16);
 
@@ -248,6 +301,9 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     // Containers come and go (and reuse overlay device numbers): rescan.
     let mut rescan = tokio::time::interval(RESCAN_EVERY);
     rescan.tick().await;
+    let mut interval = tokio::time::interval(args.interval.unwrap_or(Duration::from_secs(3600)));
+    interval.tick().await;
+    let mut status_tick = tokio::time::interval(live::STATUS_EVERY);
 
     eprintln!(
         "Tracing overlayfs copy-ups and lookups ({} probes{})... Hit Ctrl-C to end.",
@@ -275,18 +331,28 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
                     }
                 }
             }
+            _ = interval.tick(), if args.interval.is_some() => {
+                if let Some(r) = session.interval_report() {
+                    status.clear();
+                    print!("{}", live::summary(&r, session.started.elapsed(), style));
+                }
+            }
+            _ = status_tick.tick(), if status.enabled() => {
+                status.update(&session.agg, session.started.elapsed(), session.report_drops());
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = &mut sleep => break,
         }
     }
+    status.clear();
     // Whatever is already in the ring buffer belongs to the trace.
     session.drain(ring.get_mut());
     let report = session.report();
     // Detach before writing: the outputs can take a while.
     drop(session);
 
-    print!("{}", report::terminal::render(&report));
+    print!("{}", report::terminal::render_styled(&report, style));
     if let Some(path) = &args.json {
         let text = report::json::to_string(&report)?;
         report::json::write_atomic(path, text.as_bytes())
@@ -375,7 +441,8 @@ impl Tracker {
         }
     }
 
-    fn add(&mut self, agg: &mut Aggregator, ev: &CopyUp) {
+    /// The container and source layer of one copy-up.
+    fn attribute(&mut self, ev: &CopyUp) -> (Attribution, Option<SourceLayer>) {
         let dev = Dev::from_kernel(ev.dev);
         let container = match self.catalog.lookup(dev) {
             Some(e) => {
@@ -397,7 +464,7 @@ impl Tracker {
             container,
             layer: source.as_ref().map(|s| s.index),
         };
-        agg.add(ev, &attr, source.as_ref());
+        (attr, source)
     }
 
     /// Every `--container` must match a running container.
