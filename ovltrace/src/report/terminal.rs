@@ -447,7 +447,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
