@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::mounts::{self, serialize_opt_path, serialize_path, Dev, OverlayMount};
@@ -185,11 +186,16 @@ pub struct Catalog {
     entries: HashMap<Dev, MountEntry>,
     last_scan: Option<Instant>,
     min_rescan: Duration,
+    /// The mount table of the last full scan, and when it ran.
+    last_full: Option<(Vec<u8>, Instant)>,
 }
 
 impl Catalog {
     /// Default minimum time between rescans triggered by unknown devices.
     pub const DEFAULT_MIN_RESCAN: Duration = Duration::from_secs(1);
+    /// Metadata is re-read at least this often even when mounts are unchanged
+    /// (renamed containers, new tags).
+    pub const FULL_SCAN_EVERY: Duration = Duration::from_secs(60);
 
     pub fn new(resolvers: Vec<Box<dyn Resolver>>) -> Self {
         Self::with_mountinfo(resolvers, PathBuf::from(mounts::MOUNTINFO))
@@ -202,6 +208,7 @@ impl Catalog {
             entries: HashMap::new(),
             last_scan: None,
             min_rescan: Self::DEFAULT_MIN_RESCAN,
+            last_full: None,
         }
     }
 
@@ -215,10 +222,25 @@ impl Catalog {
 
     /// Re-reads the mount table and rescans. Mounts that disappeared stay, marked
     /// `gone`; a device now used by a different mount gets a fresh entry.
+    ///
+    /// When the mount table is byte-for-byte what the last full scan saw
+    /// (and that scan is recent), the runtimes' metadata is not read again:
+    /// on a host with a thousand containers a scan is the expensive part.
     pub fn refresh(&mut self) -> anyhow::Result<()> {
         self.last_scan = Some(Instant::now());
-        let mounts = mounts::read_overlay_mounts_from(&self.mountinfo)?;
-        self.apply(&mounts);
+        let data = std::fs::read(&self.mountinfo)
+            .with_context(|| format!("reading {}", self.mountinfo.display()))?;
+        if let Some((prev, at)) = &self.last_full {
+            if *prev == data && at.elapsed() < Self::FULL_SCAN_EVERY {
+                return Ok(());
+            }
+        }
+        let parsed = mounts::parse_mountinfo(&data);
+        for w in &parsed.warnings {
+            log::warn!("{}: {w}", self.mountinfo.display());
+        }
+        self.apply(&parsed.mounts);
+        self.last_full = Some((data, Instant::now()));
         Ok(())
     }
 
@@ -416,6 +438,45 @@ mod tests {
         assert!(cat.lookup(Dev::new(0, 50)).is_none());
         cat.set_min_rescan(Duration::ZERO);
         assert!(cat.lookup(Dev::new(0, 50)).is_some());
+    }
+
+    /// Counts its scans, to see which refreshes reach the runtimes.
+    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Resolver for Counting {
+        fn runtime(&self) -> &'static str {
+            "counting"
+        }
+
+        fn scan(&mut self, _: &[OverlayMount]) -> Vec<ContainerInfo> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn unchanged_mount_table_skips_the_metadata_scan() {
+        use std::sync::{atomic::Ordering, Arc};
+        let tmp = tempfile::tempdir().unwrap();
+        let mi = tmp.path().join("mountinfo");
+        std::fs::write(
+            &mi,
+            "50 1 0:50 / /c/x rw - overlay overlay rw,lowerdir=/l\n",
+        )
+        .unwrap();
+        let scans = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut cat = Catalog::with_mountinfo(vec![Box::new(Counting(scans.clone()))], mi.clone());
+        cat.refresh().unwrap();
+        cat.refresh().unwrap();
+        assert_eq!(scans.load(Ordering::SeqCst), 1);
+        std::fs::write(
+            &mi,
+            "50 1 0:50 / /c/x rw - overlay overlay rw,lowerdir=/l\n51 1 0:51 / /c/y rw - overlay overlay rw,lowerdir=/m\n",
+        )
+        .unwrap();
+        cat.refresh().unwrap();
+        assert_eq!(scans.load(Ordering::SeqCst), 2);
+        assert!(cat.get(Dev::new(0, 51)).is_some());
     }
 
     #[test]
