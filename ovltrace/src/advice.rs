@@ -312,6 +312,7 @@ mod tests {
     #[test]
     fn deep_stacks_with_slow_lookups_suggest_flattening() {
         let lookups = |layers: usize, count: u64, mean: u64| Lookups {
+            host: None,
             mountpoint: Some("/m".into()),
             dev: "0:9".into(),
             container: None,
@@ -320,6 +321,7 @@ mod tests {
             found: count,
             not_found: 0,
             errors: 0,
+            total_ns: count * mean,
             latency_ns: LookupLatency {
                 mean,
                 ..Default::default()

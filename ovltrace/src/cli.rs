@@ -24,6 +24,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Print the layer stack of every running container.
     Layers(LayersArgs),
+    /// Re-render a saved JSON report, or merge several (from one host or many) into one.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,6 +87,26 @@ pub struct LayersArgs {
     pub json: bool,
     #[command(flatten)]
     pub docker: DockerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Reports written by `ovltrace run --json`; several are merged into one.
+    #[arg(required = true, value_name = "FILE.json")]
+    pub files: Vec<PathBuf>,
+    /// Print the (merged) report as JSON on standard output instead of the terminal report.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report to OUT.html (atomically; never through a symlink).
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
+    /// Keep the N hottest files, and the N costliest layers by time plus N by bytes
+    /// [default: everything in the inputs].
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Colour in the terminal report.
+    #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
+    pub color: ColorMode,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Run(args) => ovltrace::run::main(args),
         Command::Doctor(args) => ovltrace::doctor::main(args),
         Command::Layers(args) => ovltrace::layers::main(args),
+        Command::Report(args) => ovltrace::report::command::main(args),
     };
     match result {
         Ok(code) => code,

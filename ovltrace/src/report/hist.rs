@@ -2,7 +2,7 @@
 //! buckets for display, and the HDR histogram itself (V2 format, DEFLATE,
 //! base64) so that reports from many hosts merge without loss.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use hdrhistogram::{
     serialization::{Deserializer, Serializer, V2DeflateSerializer},
@@ -57,22 +57,109 @@ impl Hist {
         }
     }
 
-    /// The histogram back from `hdr` (empty when there is none).
+    /// The histogram back from `hdr` (empty when there is none). `hdr` may
+    /// come from a file anyone wrote: sizes are checked before anything is
+    /// allocated for them, and malformed data is an error, never a panic.
     pub fn to_hdr(&self) -> Result<Histogram<u64>> {
         if self.hdr.is_empty() {
             return Ok(new_histogram());
         }
+        if self.hdr.len() > MAX_HDR_BASE64 {
+            bail!(
+                "histogram of {} base64 characters is larger than any ovltrace writes ({MAX_HDR_BASE64})",
+                self.hdr.len()
+            );
+        }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&self.hdr)
             .context("histogram is not valid base64")?;
-        let h: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut bytes.as_slice())
-            .map_err(|e| anyhow!("histogram does not decode: {e:?}"))?;
+        let plain = inflate_v2(&bytes)?;
+        // The decoder negates a zig-zag number without checking; catch that
+        // (and anything else it might trip over) rather than abort.
+        let decoded = std::panic::catch_unwind(|| {
+            Deserializer::new().deserialize::<u64, _>(&mut plain.as_slice())
+        });
+        let h: Histogram<u64> = match decoded {
+            Ok(r) => r.map_err(|e| anyhow!("histogram does not decode: {e:?}"))?,
+            Err(_) => bail!("histogram does not decode"),
+        };
         let mut out = new_histogram();
         out.add(&h)
             .map_err(|e| anyhow!("histogram out of range: {e:?}"))?;
         Ok(out)
     }
+}
+
+/// Largest `hdr` accepted: a 3-digit histogram spanning all of u64 has about
+/// 100,000 counters, which compress to far less than this.
+const MAX_HDR_BASE64: usize = 4 << 20;
+/// Largest uncompressed V2 payload accepted.
+const MAX_HDR_PLAIN: usize = 16 << 20;
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+/// V2 header: cookie, payload length, normalizing offset, digits, lowest,
+/// highest, integer-to-double ratio.
+const V2_HEADER: usize = 40;
+
+fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Unpacks a V2+DEFLATE histogram into plain V2, checking the lengths its
+/// headers claim against the bytes really there, and that no varint in the
+/// payload decodes to a value the decoder cannot negate.
+fn inflate_v2(bytes: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    if be_u32(bytes, 0) != Some(V2_DEFLATE_COOKIE) {
+        bail!("histogram is not in the V2+DEFLATE format");
+    }
+    let len = be_u32(bytes, 4).context("histogram header is truncated")? as usize;
+    let body = bytes
+        .get(8..8usize.saturating_add(len))
+        .context("histogram is shorter than its header says")?;
+    let mut plain = Vec::new();
+    flate2::read::ZlibDecoder::new(body)
+        .take(MAX_HDR_PLAIN as u64 + 1)
+        .read_to_end(&mut plain)
+        .context("histogram does not inflate")?;
+    if plain.len() > MAX_HDR_PLAIN {
+        bail!("histogram inflates to more than {MAX_HDR_PLAIN} bytes");
+    }
+    if be_u32(&plain, 0) != Some(V2_COOKIE) {
+        bail!("histogram payload is not V2");
+    }
+    let payload_len = be_u32(&plain, 4).context("histogram header is truncated")? as usize;
+    let payload = plain
+        .get(V2_HEADER..)
+        .and_then(|p| p.get(..payload_len))
+        .context("histogram payload is shorter than its header says")?;
+    // LEB128 varints of at most 9 bytes (the 9th is taken whole), zig-zag.
+    let mut i = 0;
+    while i < payload.len() {
+        let mut v: u64 = 0;
+        let mut n = 0;
+        loop {
+            let Some(&b) = payload.get(i + n) else {
+                break;
+            };
+            if n == 8 {
+                v |= u64::from(b) << 56;
+                n += 1;
+                break;
+            }
+            v |= u64::from(b & 0x7f) << (7 * n);
+            n += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        if v == u64::MAX {
+            bail!("histogram payload holds an impossible run length");
+        }
+        i += n.max(1);
+    }
+    Ok(plain)
 }
 
 /// Counts per power-of-two range, like bcc's log2 histograms.

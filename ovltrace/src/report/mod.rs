@@ -2,7 +2,10 @@
 //! `json` serialises it as is (schema in README.md), `terminal` renders it.
 
 pub mod hist;
+pub mod command;
+pub mod html;
 pub mod json;
+pub mod merge;
 pub mod terminal;
 
 use std::collections::HashMap;
@@ -24,8 +27,14 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct Report {
     pub schema_version: u32,
     pub tool: Tool,
-    /// Host name of the traced machine.
+    /// Host name of the traced machine. A report merged from several hosts
+    /// says which here ("a, b" or "12 hosts") and lists them in `hosts`.
     pub host: String,
+    /// The hosts of a report merged from several (sorted); empty for one host.
+    /// When non-empty, mounts, containers, files, lookups and per-mount
+    /// layers carry their own `host`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     pub kernel: String,
     /// Wall-clock start of the trace, Unix milliseconds.
     pub started_unix_ms: u64,
@@ -64,6 +73,9 @@ pub struct ProbeInfo {
 /// An overlay mount seen during the trace, with its copy-up totals.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Mount {
+    /// Host of a merged multi-host report (absent: the report's `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Null when the mount was gone before it could be looked up.
     pub mountpoint: Option<String>,
     /// Overlay superblock device, "major:minor" as in mountinfo.
@@ -77,6 +89,9 @@ pub struct Mount {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Container {
     pub id: String,
+    /// Host of a merged multi-host report (absent: the report's `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub name: Option<String>,
     pub image: ImageInfo,
     pub runtime: String,
@@ -115,6 +130,9 @@ pub struct Latency {
 /// One copied-up path (aggregated over the trace).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CopyUpFile {
+    /// Host of a merged multi-host report (absent: the report's `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub mountpoint: Option<String>,
     pub dev: String,
     /// Relative to the overlay root, no leading slash. Invalid UTF-8 is
@@ -148,6 +166,9 @@ pub struct LayerCost {
     pub created_by: Option<String>,
     /// For layers without a diff-id: the mount and overlay index.
     pub dev: Option<String>,
+    /// Host of a merged multi-host report (absent: the report's `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub index: Option<usize>,
     /// Containers whose copy-ups came from this layer.
     pub containers: Vec<String>,
@@ -172,6 +193,9 @@ pub struct Advice {
 /// Lookups of one overlay mount, from the in-kernel log2 histogram.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Lookups {
+    /// Host of a merged multi-host report (absent: the report's `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub mountpoint: Option<String>,
     pub dev: String,
     /// Container id whose overlay this is, if any.
@@ -182,6 +206,9 @@ pub struct Lookups {
     pub found: u64,
     pub not_found: u64,
     pub errors: u64,
+    /// Sum of the lookup latencies (so that merged means stay exact).
+    #[serde(default)]
+    pub total_ns: u64,
     /// `mean` is exact; the percentiles and `max` are the upper bounds of
     /// the log2 buckets that hold them.
     pub latency_ns: LookupLatency,
@@ -221,8 +248,11 @@ pub struct Drops {
 
 impl Drops {
     pub fn with_total(mut self) -> Self {
-        self.total =
-            self.ringbuf_full + self.lost_returns + self.inflight_full + self.decode_errors;
+        self.total = self
+            .ringbuf_full
+            .saturating_add(self.lost_returns)
+            .saturating_add(self.inflight_full)
+            .saturating_add(self.decode_errors);
         self
     }
 }
@@ -304,25 +334,33 @@ pub fn lookups_from_stats(s: &LookupStats) -> (u64, LookupLatency, Vec<Bucket>) 
             count: c,
         })
         .collect();
-    let hist_total: u64 = histogram.iter().map(|b| b.count).sum();
+    let latency = lookup_latency(s.total_ns, count, &histogram);
+    (count, latency, histogram)
+}
+
+/// Lookup latency summary from the total time, the count and the log2
+/// buckets (ascending `le_ns`): percentiles are bucket upper bounds.
+pub fn lookup_latency(total_ns: u64, count: u64, histogram: &[Bucket]) -> LookupLatency {
+    let hist_total: u64 = histogram
+        .iter()
+        .fold(0u64, |a, b| a.saturating_add(b.count));
     let at = |q: f64| -> u64 {
         let rank = ((q * hist_total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for b in &histogram {
-            seen += b.count;
+        let mut seen = 0u64;
+        for b in histogram {
+            seen = seen.saturating_add(b.count);
             if seen >= rank {
                 return b.le_ns;
             }
         }
         0
     };
-    let latency = LookupLatency {
-        mean: s.total_ns.checked_div(count).unwrap_or(0),
+    LookupLatency {
+        mean: total_ns.checked_div(count).unwrap_or(0),
         p50: at(0.5),
         p99: at(0.99),
         max: histogram.last().map_or(0, |b| b.le_ns),
-    };
-    (count, latency, histogram)
+    }
 }
 
 /// Everything `build` turns into a report.
@@ -356,6 +394,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
         .map(|&dev| {
             let m = meta(dev);
             Mount {
+                host: None,
                 mountpoint: m.mountpoint,
                 dev: dev_string(dev),
                 upperdir: m.upperdir,
@@ -376,6 +415,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
             let c = &k.info;
             Container {
                 id: c.id.clone(),
+                host: None,
                 name: c.name.clone(),
                 image: c.image.clone(),
                 runtime: c.runtime.to_string(),
@@ -418,6 +458,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 }
             });
             CopyUpFile {
+                host: None,
                 mountpoint: meta(k.dev).mountpoint,
                 dev: dev_string(k.dev),
                 path,
@@ -448,6 +489,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
             let (count, latency_ns, histogram) = lookups_from_stats(s);
             let m = meta(*dev);
             Lookups {
+                host: None,
                 mountpoint: m.mountpoint,
                 dev: dev_string(*dev),
                 container: m.container,
@@ -456,6 +498,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 found: s.found,
                 not_found: s.not_found,
                 errors: s.errors,
+                total_ns: s.total_ns,
                 latency_ns,
                 histogram,
             }
@@ -469,6 +512,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
             version: env!("CARGO_PKG_VERSION").into(),
         },
         host: inp.host,
+        hosts: Vec::new(),
         kernel: inp.kernel,
         started_unix_ms: inp.started_unix_ms,
         duration_ms: inp.duration_ms,
@@ -527,6 +571,7 @@ fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
                 diff_id,
                 created_by: l.created_by.clone(),
                 dev,
+                host: None,
                 index,
                 containers: l.containers.iter().cloned().collect(),
                 copy_up: totals(&l.total),

@@ -462,6 +462,7 @@ pub(crate) mod tests {
     #[test]
     fn instructions_read_like_a_dockerfile() {
         let f = |created_by: &str| CopyUpFile {
+            host: None,
             mountpoint: None,
             dev: "0:1".into(),
             path: "x".into(),

@@ -1,0 +1,786 @@
+//! A self-contained HTML report: one file, no scripts, nothing fetched.
+//!
+//! Charts are inline SVG. Every string that came from a report (container
+//! and image names, paths, instructions, messages) is untrusted: it passes
+//! through [`show`] (control and bidirectional-formatting characters become
+//! visible escapes) and then [`esc`] (HTML metacharacters become entities,
+//! safe in text and in double-quoted attributes). A Content-Security-Policy
+//! that forbids scripts and every fetch is a second line of defence.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+
+use super::{
+    terminal::{fmt_bytes, fmt_ns, instruction, layer_label, sanitize},
+    Bucket, Container, CopyUpFile, CopyUpTotals, Report,
+};
+
+/// The policy in the page's meta tag: no scripts, no fetches, inline styles only.
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+                       base-uri 'none'; form-action 'none'";
+
+/// Escapes `&`, `<`, `>`, `"` and `'`: the result is inert in HTML text and
+/// in quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that change how surrounding text is displayed without being
+/// visible themselves (bidirectional overrides, zero-width joiners, line
+/// separators): a file name must not be able to reorder a table row.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F
+            | 0xFEFF | 0xFFF9..=0xFFFB
+    )
+}
+
+/// Untrusted text made visible: control characters as the terminal report
+/// shows them (`\n`, `\u{1b}`), invisible format characters as `\u{202e}`.
+/// The result still needs [`esc`].
+pub fn show(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in sanitize(s).chars() {
+        if is_invisible_format(c) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Untrusted text, ready for HTML text or a quoted attribute.
+fn t(s: &str) -> String {
+    esc(&show(s))
+}
+
+/// Raw path bytes for display: valid UTF-8 through [`show`], other bytes as
+/// `\xNN`.
+pub fn show_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&show(chunk.valid()));
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// A hot spot's path as its owner sees it: from the container's root, else
+/// joined to the mount point; exact bytes when the path is not UTF-8.
+fn file_path(f: &CopyUpFile) -> String {
+    let rel = match f
+        .path_b64
+        .as_deref()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+    {
+        Some(bytes) => show_bytes(&bytes),
+        None => show(&f.path),
+    };
+    let full = if f.container.is_some() {
+        format!("/{rel}")
+    } else {
+        match &f.mountpoint {
+            Some(m) => format!("{}/{rel}", show(m.trim_end_matches('/'))),
+            None => format!("<gone>/{rel}"),
+        }
+    };
+    if f.path_truncated {
+        format!("…{full}")
+    } else {
+        full
+    }
+}
+
+fn container_name(c: &Container) -> String {
+    c.name
+        .clone()
+        .unwrap_or_else(|| c.id.chars().take(12).collect())
+}
+
+fn image_label(c: &Container) -> String {
+    c.image.tags.first().cloned().unwrap_or_else(|| {
+        c.image.id.as_deref().map_or("?".into(), |i| {
+            i.trim_start_matches("sha256:").chars().take(12).collect()
+        })
+    })
+}
+
+/// "2026-11-26 23:24:40 UTC" from Unix milliseconds (proleptic Gregorian).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days to civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Index of a log2 bucket: `le_ns` 2^k is slot k; anything else rounds up.
+fn slot(le_ns: u64) -> u32 {
+    if le_ns <= 1 {
+        0
+    } else {
+        64 - (le_ns - 1).leading_zeros()
+    }
+}
+
+/// A bar chart of log2 buckets as inline SVG: one bar per power of two from
+/// the lowest to the highest non-empty bucket.
+pub fn chart(buckets: &[Bucket], caption: &str, unit: &str) -> String {
+    let mut counts = std::collections::BTreeMap::<u32, u64>::new();
+    for b in buckets.iter().filter(|b| b.count > 0) {
+        let c = counts.entry(slot(b.le_ns)).or_default();
+        *c = c.saturating_add(b.count);
+    }
+    let (Some((&lo, _)), Some((&hi, _))) = (counts.first_key_value(), counts.last_key_value())
+    else {
+        return String::new();
+    };
+    let max = counts.values().copied().max().unwrap_or(1).max(1);
+    let n = (hi - lo + 1) as usize;
+    let bar = (640 / n).clamp(14, 44);
+    let left = 56usize;
+    let top = 18usize;
+    let plot_h = 140usize;
+    let width = left + n * bar + 12;
+    let height = top + plot_h + 64;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<figure class=\"chart\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" \
+         height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{}\">",
+        esc(caption)
+    );
+    // Axes and the count scale.
+    let base = top + plot_h;
+    let _ = write!(
+        s,
+        "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{base}\" class=\"axis\"/>\
+         <line x1=\"{left}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" class=\"axis\"/>\
+         <text x=\"{}\" y=\"{}\" class=\"tick\" text-anchor=\"end\">{max}</text>\
+         <text x=\"{}\" y=\"{base}\" class=\"tick\" text-anchor=\"end\">0</text>",
+        left + n * bar,
+        left - 4,
+        top + 4,
+        left - 4
+    );
+    for (i, k) in (lo..=hi).enumerate() {
+        let count = counts.get(&k).copied().unwrap_or(0);
+        let h = ((count as f64 / max as f64) * plot_h as f64).round() as usize;
+        let h = if count > 0 { h.max(1) } else { 0 };
+        let x = left + i * bar;
+        let lo_v = if k == 0 { 0 } else { 1u64 << (k - 1).min(63) };
+        let hi_v = if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
+        let range = if unit == "ns" {
+            format!("{} to {}", fmt_ns(lo_v), fmt_ns(hi_v))
+        } else {
+            format!("{lo_v} to {hi_v} {unit}")
+        };
+        let _ = write!(
+            s,
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\" class=\"bar\">\
+             <title>{}: {count}</title></rect>",
+            x + 1,
+            base - h,
+            bar.saturating_sub(2),
+            esc(&range)
+        );
+        if count > 0 {
+            let _ = write!(
+                s,
+                "<text x=\"{}\" y=\"{}\" class=\"count\" text-anchor=\"middle\">{count}</text>",
+                x + bar / 2,
+                base - h - 3
+            );
+        }
+        let label = if unit == "ns" {
+            fmt_ns(lo_v)
+        } else {
+            lo_v.to_string()
+        };
+        let lx = x + bar / 2;
+        let ly = base + 12;
+        let _ = write!(
+            s,
+            "<text x=\"{lx}\" y=\"{ly}\" class=\"tick\" text-anchor=\"end\" \
+             transform=\"rotate(-45 {lx} {ly})\">{}</text>",
+            esc(&label)
+        );
+    }
+    let _ = write!(
+        s,
+        "</svg><figcaption>{}</figcaption></figure>",
+        esc(caption)
+    );
+    s
+}
+
+const STYLE: &str = "
+:root { color-scheme: light; }
+body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 0; color: #1f2328; background: #f6f8fa; }
+header { background: #24292f; color: #fff; padding: 16px 28px; }
+header h1 { margin: 0 0 4px; font-size: 22px; }
+header .meta { margin: 0; color: #d0d7de; }
+nav { padding: 8px 28px; background: #fff; border-bottom: 1px solid #d0d7de; }
+nav a { margin-right: 16px; color: #0969da; text-decoration: none; }
+main { padding: 8px 28px 32px; }
+section { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; padding: 4px 18px 14px; margin: 16px 0; }
+h2 { font-size: 18px; border-bottom: 1px solid #d8dee4; padding-bottom: 6px; }
+h3 { font-size: 15px; margin: 14px 0 4px; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 12px; }
+.card { background: #32383f; border-radius: 6px; padding: 8px 14px; min-width: 120px; }
+.card b { display: block; font-size: 20px; }
+.card span { color: #d0d7de; font-size: 12px; }
+table { border-collapse: collapse; width: 100%; margin: 6px 0; }
+th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eaeef2; vertical-align: top; }
+th { background: #f6f8fa; font-weight: 600; white-space: nowrap; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr:nth-child(even) td { background: #fbfcfd; }
+code, .path { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
+.path { word-break: break-all; }
+.muted { color: #656d76; }
+.charts { display: flex; flex-wrap: wrap; gap: 18px; }
+figure.chart { margin: 6px 0; }
+figure.chart figcaption { font-size: 12px; color: #57606a; word-break: break-all; max-width: 700px; }
+svg .bar { fill: #0969da; }
+svg .axis { stroke: #8c959f; stroke-width: 1; }
+svg text { font: 10px system-ui, sans-serif; fill: #57606a; }
+svg text.count { fill: #1f2328; font-size: 9px; }
+.tag { display: inline-block; font-size: 11px; font-weight: 600; padding: 1px 7px; border-radius: 10px; background: #fff8c5; border: 1px solid #d4a72c; margin-right: 6px; }
+.advice li { margin: 8px 0; }
+.numbers { color: #57606a; font-size: 12.5px; }
+.warn { color: #9a6700; }
+footer { padding: 0 28px 24px; color: #656d76; font-size: 12px; }
+";
+
+fn th(out: &mut String, cols: &[(&str, bool)]) {
+    out.push_str("<thead><tr>");
+    for (c, num) in cols {
+        let _ = write!(
+            out,
+            "<th{}>{}</th>",
+            if *num { " class=\"n\"" } else { "" },
+            c
+        );
+    }
+    out.push_str("</tr></thead>");
+}
+
+fn num(out: &mut String, v: impl std::fmt::Display) {
+    let _ = write!(out, "<td class=\"n\">{}</td>", esc(&v.to_string()));
+}
+
+/// Count, bytes, errors, total and the latency percentiles as cells.
+fn totals_cells(out: &mut String, c: &CopyUpTotals) {
+    let l = &c.latency_ns;
+    num(out, c.count);
+    num(out, fmt_bytes(c.bytes));
+    num(out, c.errors);
+    num(out, fmt_ns(c.total_ns));
+    for v in [l.p50, l.p90, l.p99, l.p999, l.max] {
+        num(out, fmt_ns(v));
+    }
+}
+
+const TOTALS_COLS: [(&str, bool); 9] = [
+    ("Copy-ups", true),
+    ("Bytes", true),
+    ("Errors", true),
+    ("Total time", true),
+    ("p50", true),
+    ("p90", true),
+    ("p99", true),
+    ("p99.9", true),
+    ("Max", true),
+];
+
+/// The whole report as one HTML document.
+pub fn render(r: &Report) -> String {
+    let multi = !r.hosts.is_empty();
+    let host_of = |h: &Option<String>| t(h.as_deref().unwrap_or(&r.host));
+    let mut o = String::with_capacity(64 * 1024);
+    let total: u64 = r
+        .mounts
+        .iter()
+        .fold(0u64, |a, m| a.saturating_add(m.copy_up.count));
+    let bytes: u64 = r
+        .mounts
+        .iter()
+        .fold(0u64, |a, m| a.saturating_add(m.copy_up.bytes));
+    let time: u64 = r
+        .mounts
+        .iter()
+        .fold(0u64, |a, m| a.saturating_add(m.copy_up.total_ns));
+    let lookups: u64 = r
+        .lookups
+        .iter()
+        .fold(0u64, |a, l| a.saturating_add(l.count));
+
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"{}\">\n\
+         <meta name=\"referrer\" content=\"no-referrer\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>ovltrace report: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        esc(CSP),
+        t(&r.host)
+    );
+    let _ = write!(
+        o,
+        "<header><h1>ovltrace report</h1><p class=\"meta\">{} {} · kernel {} · started {} · \
+         traced {:.1} s · {} probes{}</p>\n<div class=\"cards\">",
+        if multi { "hosts" } else { "host" },
+        if multi {
+            t(&r.hosts.join(", "))
+        } else {
+            t(&r.host)
+        },
+        t(&r.kernel),
+        utc(r.started_unix_ms),
+        r.duration_ms as f64 / 1000.0,
+        t(&r.probe.strategy),
+        r.probe
+            .data_copy
+            .as_deref()
+            .map(|d| format!(", data copy timed in {}", t(d)))
+            .unwrap_or_default()
+    );
+    for (v, label) in [
+        (total.to_string(), "copy-ups"),
+        (fmt_bytes(bytes), "copied up"),
+        (fmt_ns(time), "in copy-ups"),
+        (lookups.to_string(), "lookups"),
+        (r.drops.total.to_string(), "events dropped"),
+    ] {
+        let _ = write!(
+            o,
+            "<div class=\"card\"><b>{}</b><span>{label}</span></div>",
+            esc(&v)
+        );
+    }
+    o.push_str("</div></header>\n<nav><a href=\"#containers\">Containers</a><a href=\"#latency\">Latency</a>\
+                <a href=\"#hotspots\">Hot spots</a><a href=\"#layers\">Layers</a>\
+                <a href=\"#lookups\">Lookups</a><a href=\"#advice\">Advice</a>\
+                <a href=\"#drops\">Drops</a></nav>\n<main>\n");
+
+    // Per container.
+    o.push_str("<section id=\"containers\"><h2>Copy-ups by container</h2>");
+    if r.containers.is_empty() {
+        o.push_str("<p class=\"muted\">No containers were seen.</p>");
+    } else {
+        o.push_str("<table>");
+        let mut cols = vec![("Container", false)];
+        if multi {
+            cols.push(("Host", false));
+        }
+        cols.extend([("Image", false), ("Layers", true)]);
+        cols.extend(TOTALS_COLS);
+        th(&mut o, &cols);
+        o.push_str("<tbody>");
+        for c in &r.containers {
+            let _ = write!(
+                o,
+                "<tr><td><b>{}</b>{}<br><code class=\"muted\" title=\"{}\">{}</code></td>",
+                t(&container_name(c)),
+                if c.gone {
+                    " <span class=\"muted\">(gone)</span>"
+                } else {
+                    ""
+                },
+                t(&c.id),
+                t(&c.id.chars().take(12).collect::<String>())
+            );
+            if multi {
+                let _ = write!(o, "<td>{}</td>", host_of(&c.host));
+            }
+            let _ = write!(o, "<td>{}</td>", t(&image_label(c)));
+            num(&mut o, c.layers.iter().filter(|l| !l.init).count());
+            totals_cells(&mut o, &c.copy_up);
+            o.push_str("</tr>");
+        }
+        o.push_str("</tbody></table>");
+    }
+    // Overlays that are no container's root.
+    let plain: Vec<&super::Mount> = r
+        .mounts
+        .iter()
+        .filter(|m| {
+            m.copy_up.count > 0
+                && !r.containers.iter().any(|c| {
+                    c.dev == m.dev
+                        && c.host == m.host
+                        && Some(&c.mountpoint) == m.mountpoint.as_ref()
+                })
+        })
+        .collect();
+    if !plain.is_empty() {
+        o.push_str("<h3>Overlays of no container</h3><table>");
+        let mut cols = vec![("Mount point", false), ("Device", false)];
+        if multi {
+            cols.push(("Host", false));
+        }
+        cols.extend(TOTALS_COLS);
+        th(&mut o, &cols);
+        o.push_str("<tbody>");
+        for m in &plain {
+            let _ = write!(
+                o,
+                "<tr><td class=\"path\">{}</td><td>{}</td>",
+                t(m.mountpoint.as_deref().unwrap_or("<gone>")),
+                t(&m.dev)
+            );
+            if multi {
+                let _ = write!(o, "<td>{}</td>", host_of(&m.host));
+            }
+            totals_cells(&mut o, &m.copy_up);
+            o.push_str("</tr>");
+        }
+        o.push_str("</tbody></table>");
+    }
+    o.push_str("</section>\n");
+
+    // Latency charts.
+    o.push_str("<section id=\"latency\"><h2>Copy-up latency</h2><div class=\"charts\">");
+    let mut charts = 0;
+    for c in r.containers.iter().filter(|c| c.copy_up.count > 0) {
+        let l = &c.copy_up.latency_ns;
+        o.push_str(&chart(
+            &l.buckets,
+            &format!(
+                "{}: {} copy-ups, p50 {}, p99 {}, max {}",
+                show(&container_name(c)),
+                c.copy_up.count,
+                fmt_ns(l.p50),
+                fmt_ns(l.p99),
+                fmt_ns(l.max)
+            ),
+            "ns",
+        ));
+        charts += 1;
+    }
+    for m in &plain {
+        let l = &m.copy_up.latency_ns;
+        o.push_str(&chart(
+            &l.buckets,
+            &format!(
+                "{}: {} copy-ups, p50 {}, p99 {}, max {}",
+                show(m.mountpoint.as_deref().unwrap_or("<gone>")),
+                m.copy_up.count,
+                fmt_ns(l.p50),
+                fmt_ns(l.p99),
+                fmt_ns(l.max)
+            ),
+            "ns",
+        ));
+        charts += 1;
+    }
+    o.push_str("</div>");
+    if charts == 0 {
+        o.push_str("<p class=\"muted\">No copy-ups.</p>");
+    }
+    o.push_str("</section>\n");
+
+    // Hot spots.
+    o.push_str("<section id=\"hotspots\"><h2>Hot spots, by total copy-up time</h2>");
+    if r.copy_ups.is_empty() {
+        o.push_str("<p class=\"muted\">No copy-ups.</p>");
+    } else {
+        o.push_str("<table>");
+        let mut cols = vec![("Path", false), ("Container", false)];
+        if multi {
+            cols.push(("Host", false));
+        }
+        cols.extend([
+            ("Layer", false),
+            ("Instruction", false),
+            ("Count", true),
+            ("Bytes", true),
+            ("Total", true),
+            ("p50", true),
+            ("p99", true),
+            ("Max", true),
+            ("Processes", false),
+        ]);
+        th(&mut o, &cols);
+        o.push_str("<tbody>");
+        for f in &r.copy_ups {
+            let who = f
+                .container
+                .as_deref()
+                .map(|id| {
+                    r.containers
+                        .iter()
+                        .find(|c| c.id == id)
+                        .map(container_name)
+                        .unwrap_or_else(|| id.chars().take(12).collect())
+                })
+                .unwrap_or_else(|| "-".into());
+            let full_instruction = f
+                .layer
+                .as_ref()
+                .and_then(|l| l.created_by.as_deref())
+                .unwrap_or("");
+            let _ = write!(
+                o,
+                "<tr><td class=\"path\">{}</td><td>{}</td>",
+                esc(&file_path(f)),
+                t(&who)
+            );
+            if multi {
+                let _ = write!(o, "<td>{}</td>", host_of(&f.host));
+            }
+            let _ = write!(
+                o,
+                "<td><code>{}</code></td><td title=\"{}\"><code>{}</code></td>",
+                t(&layer_label(r, f)),
+                t(full_instruction),
+                t(&instruction(f))
+            );
+            num(&mut o, f.count);
+            num(&mut o, fmt_bytes(f.bytes));
+            num(&mut o, fmt_ns(f.total_ns));
+            num(&mut o, fmt_ns(f.latency_ns.p50));
+            num(&mut o, fmt_ns(f.latency_ns.p99));
+            num(&mut o, fmt_ns(f.latency_ns.max));
+            let _ = write!(o, "<td>{}</td></tr>", t(&f.comms.join(", ")));
+        }
+        o.push_str("</tbody></table>");
+        if r.counters.evicted_files > 0 {
+            let _ = write!(
+                o,
+                "<p class=\"muted\">{} files were evicted from the hot-spot table to keep memory \
+                 bounded; their copy-ups are in the totals.</p>",
+                r.counters.evicted_files
+            );
+        }
+    }
+    o.push_str("</section>\n");
+
+    // Source layers.
+    o.push_str("<section id=\"layers\"><h2>Source layers, by total copy-up time</h2>");
+    if r.layers.is_empty() {
+        o.push_str("<p class=\"muted\">No copy-up came from a known layer.</p>");
+    } else {
+        o.push_str("<table>");
+        th(
+            &mut o,
+            &[
+                ("Layer", false),
+                ("Instruction", false),
+                ("Containers", true),
+                ("Copy-ups", true),
+                ("Bytes", true),
+                ("Total", true),
+                ("p99", true),
+            ],
+        );
+        o.push_str("<tbody>");
+        let mut layers: Vec<&super::LayerCost> = r.layers.iter().collect();
+        layers.sort_by(|a, b| b.copy_up.total_ns.cmp(&a.copy_up.total_ns));
+        for l in layers {
+            let label = match (&l.diff_id, &l.dev, l.index) {
+                (Some(d), _, _) => d.trim_start_matches("sha256:").chars().take(12).collect(),
+                (None, Some(dev), Some(i)) => match (&l.host, multi) {
+                    (Some(h), true) => format!("{h} {dev} lower {i}"),
+                    _ => format!("{dev} lower {i}"),
+                },
+                _ => "?".into(),
+            };
+            let by = l.created_by.as_deref().unwrap_or("");
+            let _ = write!(
+                o,
+                "<tr><td><code title=\"{}\">{}</code></td><td class=\"path\">{}</td>",
+                t(l.diff_id.as_deref().unwrap_or("")),
+                t(&label),
+                t(by)
+            );
+            num(&mut o, l.containers.len());
+            num(&mut o, l.copy_up.count);
+            num(&mut o, fmt_bytes(l.copy_up.bytes));
+            num(&mut o, fmt_ns(l.copy_up.total_ns));
+            num(&mut o, fmt_ns(l.copy_up.latency_ns.p99));
+            o.push_str("</tr>");
+        }
+        o.push_str("</tbody></table>");
+    }
+    o.push_str("</section>\n");
+
+    // Lookups.
+    o.push_str("<section id=\"lookups\"><h2>Lookups</h2>");
+    if r.lookups.is_empty() {
+        o.push_str("<p class=\"muted\">No lookups were measured.</p>");
+    } else {
+        o.push_str("<table>");
+        let mut cols = vec![("Overlay", false)];
+        if multi {
+            cols.push(("Host", false));
+        }
+        cols.extend([
+            ("Lower layers", true),
+            ("Lookups", true),
+            ("Found", true),
+            ("Not found", true),
+            ("Errors", true),
+            ("Mean", true),
+            ("p50 <", true),
+            ("p99 <", true),
+        ]);
+        th(&mut o, &cols);
+        o.push_str("<tbody>");
+        let label = |l: &super::Lookups| {
+            let c = l
+                .container
+                .as_deref()
+                .and_then(|id| r.containers.iter().find(|c| c.id == id));
+            match c {
+                Some(c) => format!("container {}", container_name(c)),
+                None => format!(
+                    "{} ({})",
+                    l.mountpoint.as_deref().unwrap_or("<gone>"),
+                    l.dev
+                ),
+            }
+        };
+        for l in &r.lookups {
+            let _ = write!(o, "<tr><td class=\"path\">{}</td>", t(&label(l)));
+            if multi {
+                let _ = write!(o, "<td>{}</td>", host_of(&l.host));
+            }
+            num(&mut o, l.layers);
+            num(&mut o, l.count);
+            num(&mut o, l.found);
+            num(&mut o, l.not_found);
+            num(&mut o, l.errors);
+            num(&mut o, fmt_ns(l.latency_ns.mean));
+            num(&mut o, fmt_ns(l.latency_ns.p50));
+            num(&mut o, fmt_ns(l.latency_ns.p99));
+            o.push_str("</tr>");
+        }
+        o.push_str("</tbody></table><div class=\"charts\">");
+        for l in r.lookups.iter().filter(|l| l.count > 0) {
+            o.push_str(&chart(
+                &l.histogram,
+                &format!(
+                    "lookups in {}: {} through {} lower layers, mean {}",
+                    show(&label(l)),
+                    l.count,
+                    l.layers,
+                    fmt_ns(l.latency_ns.mean)
+                ),
+                "ns",
+            ));
+        }
+        o.push_str("</div>");
+    }
+    o.push_str("</section>\n");
+
+    // Advice.
+    o.push_str("<section id=\"advice\"><h2>Advice</h2>");
+    if r.advice.is_empty() {
+        o.push_str("<p class=\"muted\">Nothing to suggest from these numbers.</p>");
+    } else {
+        o.push_str("<ul class=\"advice\">");
+        for a in &r.advice {
+            let numbers: Vec<String> = a
+                .numbers
+                .iter()
+                .map(|(k, v)| format!("{} {v}", t(k)))
+                .collect();
+            let _ = write!(
+                o,
+                "<li><span class=\"tag\">{}</span>{}<br><span class=\"numbers\">{}</span></li>",
+                t(&a.kind),
+                t(&a.message),
+                numbers.join(" · ")
+            );
+        }
+        o.push_str("</ul>");
+    }
+    o.push_str("</section>\n");
+
+    // Drops, counters, warnings.
+    let d = r.drops;
+    let c = r.counters;
+    o.push_str("<section id=\"drops\"><h2>Drops and counters</h2><table>");
+    th(&mut o, &[("Events lost", false), ("Count", true)]);
+    o.push_str("<tbody>");
+    for (label, v) in [
+        ("Total", d.total),
+        ("Ring buffer full", d.ringbuf_full),
+        ("Copy-up returns not reported", d.lost_returns),
+        ("In-flight table full", d.inflight_full),
+        ("Undecodable records", d.decode_errors),
+    ] {
+        let _ = write!(o, "<tr><td>{label}</td>");
+        num(&mut o, v);
+        o.push_str("</tr>");
+    }
+    o.push_str("</tbody></table><table>");
+    th(
+        &mut o,
+        &[("Kernel and user-space counters", false), ("Count", true)],
+    );
+    o.push_str("<tbody>");
+    for (label, v) in [
+        ("Copy-up entries", c.copy_up_entries),
+        ("Copy-up exits", c.copy_up_exits),
+        ("Data copies", c.data_copies),
+        ("Lookup entries", c.lookup_entries),
+        ("Lookup exits", c.lookup_exits),
+        ("Filtered out", c.filtered),
+        ("Events received", c.events_received),
+        ("Files evicted from the hot-spot table", c.evicted_files),
+        ("Copy-ups of no container", c.unattributed),
+    ] {
+        let _ = write!(o, "<tr><td>{label}</td>");
+        num(&mut o, v);
+        o.push_str("</tr>");
+    }
+    o.push_str("</tbody></table>");
+    if !r.warnings.is_empty() {
+        o.push_str("<h3>Warnings</h3><ul>");
+        for w in &r.warnings {
+            let _ = write!(o, "<li class=\"warn\">{}</li>", t(w));
+        }
+        o.push_str("</ul>");
+    }
+    o.push_str("</section>\n</main>\n");
+    let _ = write!(
+        o,
+        "<footer>Written by {} {} (report schema {}).</footer>\n</body>\n</html>\n",
+        t(&r.tool.name),
+        t(&r.tool.version),
+        r.schema_version
+    );
+    o
+}
