@@ -49,12 +49,18 @@ pub fn advise(agg: &Aggregator, report: &Report) -> Vec<Advice> {
     out
 }
 
-/// Owner of a mount for grouping: the container id, else the device.
-fn owner(agg_container: Option<&String>, dev: u32) -> (Option<String>, String) {
-    match agg_container {
-        Some(c) => (Some(c.clone()), c.clone()),
-        None => (None, dev_string(dev)),
-    }
+/// How a mount is named in advice: its container, else "overlay <mountpoint>".
+fn owner_label(report: &Report, container: Option<&str>, dev: u32) -> String {
+    container_label(report, container).unwrap_or_else(|| {
+        let dev = dev_string(dev);
+        let mp = report
+            .mounts
+            .iter()
+            .find(|m| m.dev == dev)
+            .and_then(|m| m.mountpoint.clone())
+            .unwrap_or(dev);
+        format!("overlay {mp}")
+    })
 }
 
 fn volumes(agg: &Aggregator, report: &Report) -> Vec<Advice> {
@@ -92,9 +98,9 @@ fn volumes(agg: &Aggregator, report: &Report) -> Vec<Advice> {
             .collect();
         picked.sort_by(|a, b| b.1.total_ns.cmp(&a.1.total_ns).then_with(|| a.0.cmp(b.0)));
         for (dir, c) in picked.into_iter().take(MAX_VOLUME_ADVICE) {
-            let (container, where_) = owner(container.as_ref(), dev);
             let target = format!("/{}", String::from_utf8_lossy(dir));
-            let who = container_label(report, container.as_deref()).unwrap_or(where_);
+            let who = owner_label(report, container.as_deref(), dev);
+            let container = container.clone();
             out.push(Advice {
                 kind: "volume".into(),
                 container,
