@@ -9,6 +9,7 @@ use aya::{programs::FEntry, Btf};
 use crate::{
     btf::{KernelBtf, OVERLAY_BTF, VMLINUX_BTF},
     cli::DoctorArgs,
+    privilege,
     probe::{self, COPY_UP_FN, LOOKUP_FN},
     run,
 };
@@ -180,6 +181,7 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
                     for w in &a.warnings {
                         o.line(None, "", w);
                     }
+                    map_access_line(&mut o, &p.ebpf);
                     true
                 }
                 Err(e) => {
@@ -191,6 +193,7 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
             },
         }
     };
+    privilege_lines(&mut o);
     print!("{}", o.0);
     println!(
         "{}",
@@ -205,6 +208,47 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What `run` keeps once attached, and why (privilege.rs).
+fn privilege_lines(o: &mut Out) {
+    let what = "run keeps";
+    for k in privilege::base_keep(&[]) {
+        o.line(None, what, format!("{}: {}", k.cap, k.why));
+    }
+    o.line(
+        None,
+        "",
+        "CAP_DAC_OVERRIDE too when --json goes to a directory uid 0 cannot write without it",
+    );
+    o.line(
+        None,
+        "",
+        "every other capability is dropped from all sets after attaching; no_new_privs is set",
+    );
+}
+
+/// Whether the maps still work once `run` has dropped CAP_BPF (tested with
+/// only the kept capabilities effective, then restored).
+fn map_access_line(o: &mut Out, ebpf: &aya::Ebpf) {
+    let base = privilege::base_keep(&[]);
+    let mut probe = || run::read_stats(ebpf).is_ok();
+    match privilege::maps_work_with(&base, &mut probe) {
+        Ok(true) => o.line(
+            Some(true),
+            "map access",
+            format!(
+                "open maps work with only {} effective: run drops CAP_BPF and CAP_SYS_ADMIN",
+                privilege::names(&base)
+            ),
+        ),
+        Ok(false) => o.line(
+            None,
+            "map access",
+            "this kernel needs CAP_BPF (or CAP_SYS_ADMIN) for bpf() on open maps: run keeps it",
+        ),
+        Err(e) => o.line(Some(false), "map access", format!("cannot test: {e:#}")),
+    }
 }
 
 /// Tries to load (not attach) an fentry program: on ovl_lookup when overlay is

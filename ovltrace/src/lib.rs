@@ -20,6 +20,7 @@ pub mod event;
 pub mod layers;
 pub mod live;
 pub mod mounts;
+pub mod privilege;
 pub mod probe;
 pub mod report;
 pub mod resolve;

@@ -22,6 +22,7 @@ use crate::{
     cli::{ColorMode, RunArgs},
     event::{self, CopyUp},
     mounts::{self, Dev},
+    privilege,
     probe::{self, Plan},
     report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo},
     live,
@@ -305,6 +306,20 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     interval.tick().await;
     let mut status_tick = tokio::time::interval(live::STATUS_EVERY);
 
+    // Everything that needs privileges (attaching, opening maps, listening
+    // sockets) is done above this line; from here on only what the trace
+    // needs is kept (see privilege.rs).
+    let outputs: Vec<&std::path::Path> = args.json.as_deref().into_iter().collect();
+    let base = privilege::base_keep(&outputs);
+    match privilege::drop_privileges(base, &mut || read_stats(&session.ebpf).is_ok()) {
+        Ok(d) => log::info!("capabilities dropped; kept: {}", d.names()),
+        Err(e) => {
+            let w = format!("capabilities not dropped: {e:#}");
+            log::warn!("{w}");
+            session.warnings.push(w);
+        }
+    }
+
     eprintln!(
         "Tracing overlayfs copy-ups and lookups ({} probes{})... Hit Ctrl-C to end.",
         attached.strategy,
@@ -362,7 +377,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_stats(ebpf: &Ebpf) -> Result<[u64; ovltrace_ebpf::STAT_COUNT as usize]> {
+pub(crate) fn read_stats(ebpf: &Ebpf) -> Result<[u64; ovltrace_ebpf::STAT_COUNT as usize]> {
     let map = ebpf
         .map("STATS")
         .ok_or_else(|| anyhow!("STATS map missing"))?;
