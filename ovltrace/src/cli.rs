@@ -62,6 +62,14 @@ pub struct RunArgs {
     /// Colour in the terminal report.
     #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
     pub color: ColorMode,
+    /// Serve Prometheus metrics at http://ADDR/metrics while tracing. ADDR is
+    /// HOST:PORT (e.g. 0.0.0.0:9435), or PORT / :PORT for 127.0.0.1.
+    #[arg(long, value_name = "ADDR", value_parser = crate::exporter::parse_listen_addr)]
+    pub prometheus: Option<std::net::SocketAddr>,
+    /// Write DIR/ovltrace.prom for node_exporter's textfile collector, every 15 s
+    /// and at the end (atomically; never through a symlink).
+    #[arg(long, value_name = "DIR")]
+    pub textfile: Option<PathBuf>,
     #[command(flatten)]
     pub docker: DockerArgs,
 }

@@ -17,6 +17,7 @@ pub mod btf;
 pub mod cli;
 pub mod doctor;
 pub mod event;
+pub mod exporter;
 pub mod layers;
 pub mod live;
 pub mod mounts;

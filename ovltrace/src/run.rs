@@ -21,11 +21,11 @@ use crate::{
     btf::KernelBtf,
     cli::{ColorMode, RunArgs},
     event::{self, CopyUp},
+    live,
     mounts::{self, Dev},
     privilege,
     probe::{self, Plan},
     report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo},
-    live,
     resolve::{docker::DockerResolver, Catalog, MountEntry, SourceLayer},
 };
 
@@ -204,7 +204,9 @@ impl Session {
     /// Events lost so far (for the status line).
     fn report_drops(&self) -> u64 {
         read_stats(&self.ebpf).map_or(0, |s| {
-            s[Stat::RingbufFull as usize] + s[Stat::LostReturn as usize] + s[Stat::InflightFull as usize]
+            s[Stat::RingbufFull as usize]
+                + s[Stat::LostReturn as usize]
+                + s[Stat::InflightFull as usize]
         }) + self.decode_errors
     }
 
@@ -229,6 +231,9 @@ impl Session {
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
     require_root()?;
+    // Metrics outputs fail fast (port in use, no such directory).
+    let mut exporter =
+        crate::exporter::Exporter::prepare(args.prometheus, args.textfile.as_deref()).await?;
     let mut tracker = Tracker::new(Catalog::new(vec![Box::new(DockerResolver::new(
         &args.docker,
     ))]));
@@ -285,7 +290,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     // The status line is for a person watching: only on a terminal.
     let mut status = live::StatusLine::new(std::io::stderr().is_terminal());
     // Consumers of live reports (Prometheus) send requests here.
-    let (_snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::channel::<SnapshotRequest>(16);
+    let (snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::channel::<SnapshotRequest>(16);
 
     let mut sigterm =
         tokio::signal::unix::signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -309,7 +314,12 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     // Everything that needs privileges (attaching, opening maps, listening
     // sockets) is done above this line; from here on only what the trace
     // needs is kept (see privilege.rs).
-    let outputs: Vec<&std::path::Path> = args.json.as_deref().into_iter().collect();
+    let outputs: Vec<&std::path::Path> = args
+        .json
+        .as_deref()
+        .into_iter()
+        .chain(exporter.textfile())
+        .collect();
     let base = privilege::base_keep(&outputs);
     match privilege::drop_privileges(base, &mut || read_stats(&session.ebpf).is_ok()) {
         Ok(d) => log::info!("capabilities dropped; kept: {}", d.names()),
@@ -320,6 +330,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         }
     }
 
+    // Started once privileges are dropped (its writer threads inherit that).
+    let exporter_tasks = exporter.start(&snapshot_tx);
     eprintln!(
         "Tracing overlayfs copy-ups and lookups ({} probes{})... Hit Ctrl-C to end.",
         attached.strategy,
@@ -361,6 +373,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         }
     }
     status.clear();
+    drop(exporter_tasks);
     // Whatever is already in the ring buffer belongs to the trace.
     session.drain(ring.get_mut());
     let report = session.report();
@@ -374,6 +387,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
         eprintln!("JSON report written to {}", path.display());
     }
+    exporter.finish(&report)?;
     Ok(ExitCode::SUCCESS)
 }
 

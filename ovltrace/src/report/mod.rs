@@ -1,11 +1,12 @@
 //! The report model: what a trace found, independent of how it is shown.
 //! `json` serialises it as is (schema in README.md), `terminal` renders it.
 
-pub mod hist;
 pub mod command;
+pub mod hist;
 pub mod html;
 pub mod json;
 pub mod merge;
+pub mod prometheus;
 pub mod terminal;
 
 use std::collections::HashMap;
