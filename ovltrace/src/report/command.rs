@@ -43,14 +43,14 @@ pub fn parse(bytes: &[u8]) -> Result<Report> {
     struct Version {
         schema_version: Option<serde_json::Value>,
     }
-    let v: Version = serde_json::from_slice(bytes)
-        .map_err(|e| anyhow!("not an ovltrace JSON report: {e}"))?;
+    let v: Version =
+        serde_json::from_slice(bytes).map_err(|e| anyhow!("not an ovltrace JSON report: {e}"))?;
     match v.schema_version {
         None => bail!("not an ovltrace JSON report: no schema_version"),
         Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
-        Some(other) => bail!(
-            "unsupported schema_version {other} (this ovltrace reads {SCHEMA_VERSION})"
-        ),
+        Some(other) => {
+            bail!("unsupported schema_version {other} (this ovltrace reads {SCHEMA_VERSION})")
+        }
     }
     let r: Report =
         serde_json::from_slice(bytes).map_err(|e| anyhow!("not an ovltrace JSON report: {e}"))?;
@@ -99,7 +99,10 @@ pub fn main(args: ReportArgs) -> Result<ExitCode> {
         terminal::render_styled(&report, terminal::Style { color })
     };
     // A closed pipe (`| head`) is not an error worth a message.
-    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         r => r.context("writing to standard output")?,
     }

@@ -139,10 +139,7 @@ fn inflate_v2(bytes: &[u8]) -> Result<Vec<u8>> {
     while i < payload.len() {
         let mut v: u64 = 0;
         let mut n = 0;
-        loop {
-            let Some(&b) = payload.get(i + n) else {
-                break;
-            };
+        while let Some(&b) = payload.get(i + n) {
             if n == 8 {
                 v |= u64::from(b) << 56;
                 n += 1;

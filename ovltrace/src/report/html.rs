@@ -171,7 +171,8 @@ pub fn chart(buckets: &[Bucket], caption: &str, unit: &str) -> String {
     let left = 56usize;
     let top = 18usize;
     let plot_h = 140usize;
-    let width = left + n * bar + 12;
+    // Room for the caption under narrow charts.
+    let width = (left + n * bar + 12).max(340);
     let height = top + plot_h + 64;
     let mut s = String::new();
     let _ = write!(
@@ -261,16 +262,20 @@ h3 { font-size: 15px; margin: 14px 0 4px; }
 .card b { display: block; font-size: 20px; }
 .card span { color: #d0d7de; font-size: 12px; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #eaeef2; vertical-align: top; }
+th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #eaeef2; vertical-align: top; overflow-wrap: anywhere; }
+.scroll { overflow-x: auto; }
+td.name { min-width: 10em; max-width: 16em; }
+td.instr { min-width: 10em; max-width: 20em; }
 th { background: #f6f8fa; font-weight: 600; white-space: nowrap; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fbfcfd; }
 code, .path { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
-.path { word-break: break-all; }
+.path { min-width: 14em; }
 .muted { color: #656d76; }
 .charts { display: flex; flex-wrap: wrap; gap: 18px; }
 figure.chart { margin: 6px 0; }
-figure.chart figcaption { font-size: 12px; color: #57606a; word-break: break-all; max-width: 700px; }
+figure.chart figcaption { font-size: 12px; color: #57606a; overflow-wrap: anywhere; max-width: 340px; }
+.nw { white-space: nowrap; }
 svg .bar { fill: #0969da; }
 svg .axis { stroke: #8c959f; stroke-width: 1; }
 svg text { font: 10px system-ui, sans-serif; fill: #57606a; }
@@ -398,7 +403,7 @@ pub fn render(r: &Report) -> String {
     if r.containers.is_empty() {
         o.push_str("<p class=\"muted\">No containers were seen.</p>");
     } else {
-        o.push_str("<table>");
+        o.push_str("<div class=\"scroll\"><table>");
         let mut cols = vec![("Container", false)];
         if multi {
             cols.push(("Host", false));
@@ -410,7 +415,7 @@ pub fn render(r: &Report) -> String {
         for c in &r.containers {
             let _ = write!(
                 o,
-                "<tr><td><b>{}</b>{}<br><code class=\"muted\" title=\"{}\">{}</code></td>",
+                "<tr><td class=\"name\"><b>{}</b>{}<br><code class=\"muted\" title=\"{}\">{}</code></td>",
                 t(&container_name(c)),
                 if c.gone {
                     " <span class=\"muted\">(gone)</span>"
@@ -428,7 +433,7 @@ pub fn render(r: &Report) -> String {
             totals_cells(&mut o, &c.copy_up);
             o.push_str("</tr>");
         }
-        o.push_str("</tbody></table>");
+        o.push_str("</tbody></table></div>");
     }
     // Overlays that are no container's root.
     let plain: Vec<&super::Mount> = r
@@ -444,7 +449,7 @@ pub fn render(r: &Report) -> String {
         })
         .collect();
     if !plain.is_empty() {
-        o.push_str("<h3>Overlays of no container</h3><table>");
+        o.push_str("<h3>Overlays of no container</h3><div class=\"scroll\"><table>");
         let mut cols = vec![("Mount point", false), ("Device", false)];
         if multi {
             cols.push(("Host", false));
@@ -465,7 +470,7 @@ pub fn render(r: &Report) -> String {
             totals_cells(&mut o, &m.copy_up);
             o.push_str("</tr>");
         }
-        o.push_str("</tbody></table>");
+        o.push_str("</tbody></table></div>");
     }
     o.push_str("</section>\n");
 
@@ -515,7 +520,7 @@ pub fn render(r: &Report) -> String {
     if r.copy_ups.is_empty() {
         o.push_str("<p class=\"muted\">No copy-ups.</p>");
     } else {
-        o.push_str("<table>");
+        o.push_str("<div class=\"scroll\"><table>");
         let mut cols = vec![("Path", false), ("Container", false)];
         if multi {
             cols.push(("Host", false));
@@ -552,7 +557,7 @@ pub fn render(r: &Report) -> String {
                 .unwrap_or("");
             let _ = write!(
                 o,
-                "<tr><td class=\"path\">{}</td><td>{}</td>",
+                "<tr><td class=\"path\">{}</td><td class=\"name\">{}</td>",
                 esc(&file_path(f)),
                 t(&who)
             );
@@ -561,7 +566,7 @@ pub fn render(r: &Report) -> String {
             }
             let _ = write!(
                 o,
-                "<td><code>{}</code></td><td title=\"{}\"><code>{}</code></td>",
+                "<td class=\"nw\"><code>{}</code></td><td class=\"instr\" title=\"{}\"><code>{}</code></td>",
                 t(&layer_label(r, f)),
                 t(full_instruction),
                 t(&instruction(f))
@@ -574,7 +579,7 @@ pub fn render(r: &Report) -> String {
             num(&mut o, fmt_ns(f.latency_ns.max));
             let _ = write!(o, "<td>{}</td></tr>", t(&f.comms.join(", ")));
         }
-        o.push_str("</tbody></table>");
+        o.push_str("</tbody></table></div>");
         if r.counters.evicted_files > 0 {
             let _ = write!(
                 o,
@@ -591,7 +596,7 @@ pub fn render(r: &Report) -> String {
     if r.layers.is_empty() {
         o.push_str("<p class=\"muted\">No copy-up came from a known layer.</p>");
     } else {
-        o.push_str("<table>");
+        o.push_str("<div class=\"scroll\"><table>");
         th(
             &mut o,
             &[
@@ -606,7 +611,7 @@ pub fn render(r: &Report) -> String {
         );
         o.push_str("<tbody>");
         let mut layers: Vec<&super::LayerCost> = r.layers.iter().collect();
-        layers.sort_by(|a, b| b.copy_up.total_ns.cmp(&a.copy_up.total_ns));
+        layers.sort_by_key(|l| std::cmp::Reverse(l.copy_up.total_ns));
         for l in layers {
             let label = match (&l.diff_id, &l.dev, l.index) {
                 (Some(d), _, _) => d.trim_start_matches("sha256:").chars().take(12).collect(),
@@ -619,7 +624,7 @@ pub fn render(r: &Report) -> String {
             let by = l.created_by.as_deref().unwrap_or("");
             let _ = write!(
                 o,
-                "<tr><td><code title=\"{}\">{}</code></td><td class=\"path\">{}</td>",
+                "<tr><td class=\"nw\"><code title=\"{}\">{}</code></td><td class=\"instr\">{}</td>",
                 t(l.diff_id.as_deref().unwrap_or("")),
                 t(&label),
                 t(by)
@@ -631,7 +636,7 @@ pub fn render(r: &Report) -> String {
             num(&mut o, fmt_ns(l.copy_up.latency_ns.p99));
             o.push_str("</tr>");
         }
-        o.push_str("</tbody></table>");
+        o.push_str("</tbody></table></div>");
     }
     o.push_str("</section>\n");
 
@@ -640,7 +645,7 @@ pub fn render(r: &Report) -> String {
     if r.lookups.is_empty() {
         o.push_str("<p class=\"muted\">No lookups were measured.</p>");
     } else {
-        o.push_str("<table>");
+        o.push_str("<div class=\"scroll\"><table>");
         let mut cols = vec![("Overlay", false)];
         if multi {
             cols.push(("Host", false));
@@ -686,7 +691,7 @@ pub fn render(r: &Report) -> String {
             num(&mut o, fmt_ns(l.latency_ns.p99));
             o.push_str("</tr>");
         }
-        o.push_str("</tbody></table><div class=\"charts\">");
+        o.push_str("</tbody></table></div><div class=\"charts\">");
         for l in r.lookups.iter().filter(|l| l.count > 0) {
             o.push_str(&chart(
                 &l.histogram,

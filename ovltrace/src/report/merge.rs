@@ -718,7 +718,8 @@ mod tests {
     }
 
     /// A mount of the synthetic world: device minor, owning container.
-    const DEVS: [(u32, Option<usize>); 4] = [(50, Some(0)), (51, Some(1)), (52, Some(2)), (60, None)];
+    const DEVS: [(u32, Option<usize>); 4] =
+        [(50, Some(0)), (51, Some(1)), (52, Some(2)), (60, None)];
 
     fn containers() -> Vec<ContainerInfo> {
         let layer = |index: usize, position: Option<usize>, diff: &str| LayerInfo {
@@ -945,7 +946,11 @@ mod tests {
         for (m, w) in merged.copy_ups.iter_mut().zip(whole.copy_ups.iter_mut()) {
             let seen = parts
                 .iter()
-                .filter(|p| p.copy_ups.iter().any(|f| f.dev == w.dev && f.path == w.path))
+                .filter(|p| {
+                    p.copy_ups
+                        .iter()
+                        .any(|f| f.dev == w.dev && f.path == w.path)
+                })
                 .count();
             if seen > 1 {
                 shared += 1;
@@ -1071,8 +1076,16 @@ mod tests {
             })
             .collect();
         let [a, b, c] = [&parts[0], &parts[1], &parts[2]].map(Clone::clone);
-        let ab_c = merge(&[merge(&[a.clone(), b.clone()], None).unwrap(), c.clone()], None).unwrap();
-        let a_bc = merge(&[a.clone(), merge(&[b.clone(), c.clone()], None).unwrap()], None).unwrap();
+        let ab_c = merge(
+            &[merge(&[a.clone(), b.clone()], None).unwrap(), c.clone()],
+            None,
+        )
+        .unwrap();
+        let a_bc = merge(
+            &[a.clone(), merge(&[b.clone(), c.clone()], None).unwrap()],
+            None,
+        )
+        .unwrap();
         let abc = merge(&[a.clone(), b.clone(), c.clone()], None).unwrap();
         let (x, xh) = normalize(ab_c);
         let (y, yh) = normalize(a_bc);

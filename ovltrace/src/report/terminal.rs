@@ -399,7 +399,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             "P99",
         ]);
         let mut layers: Vec<&super::LayerCost> = r.layers.iter().collect();
-        layers.sort_by(|a, b| b.copy_up.total_ns.cmp(&a.copy_up.total_ns));
+        layers.sort_by_key(|l| std::cmp::Reverse(l.copy_up.total_ns));
         for l in layers {
             let label = match (&l.diff_id, &l.dev, l.index) {
                 (Some(d), _, _) => d.trim_start_matches("sha256:").chars().take(12).collect(),
