@@ -789,3 +789,158 @@ pub fn render(r: &Report) -> String {
     );
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{terminal::tests::golden_report, tests::empty_report};
+
+    #[test]
+    fn escapes_markup_in_text_and_attributes() {
+        assert_eq!(
+            esc(r#"<a href="x" onclick='y'>&amp;</a>"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+        );
+        assert_eq!(esc("naïve ✓ /var/lib"), "naïve ✓ /var/lib");
+    }
+
+    #[test]
+    fn shows_invisible_characters() {
+        assert_eq!(show("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(show("x\u{202e}y\u{200b}z"), "x\\u{202e}y\\u{200b}z");
+        assert_eq!(show("back\\slash"), "back\\\\slash");
+        assert_eq!(show_bytes(b"ok/\xff\xfe<x>"), "ok/\\xff\\xfe<x>");
+        assert_eq!(show_bytes("é\u{1b}".as_bytes()), "é\\u{1b}");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_764_200_000_123), "2025-11-26 23:33:20 UTC");
+        // Far future: no overflow.
+        assert!(utc(u64::MAX).ends_with("UTC"));
+    }
+
+    #[test]
+    fn chart_has_a_bar_per_power_of_two() {
+        let b = |le_ns, count| Bucket { le_ns, count };
+        let svg = chart(&[b(1024, 3), b(8192, 1)], "c<1>", "ns");
+        // 512..1023, 1024..2047 (empty), 2048..4095 (empty), 4096..8191.
+        assert_eq!(svg.matches("<rect").count(), 4);
+        assert!(svg.contains("height=\"0\""));
+        assert!(svg.contains("c&lt;1&gt;"));
+        assert!(!svg.contains("c<1>"));
+        assert_eq!(chart(&[], "x", "ns"), "");
+        assert_eq!(chart(&[b(64, 0)], "x", "ns"), "");
+        // Extremes do not panic and stay bounded.
+        let svg = chart(&[b(0, 1), b(u64::MAX, u64::MAX), b(3, 7)], "x", "ns");
+        assert_eq!(svg.matches("<rect").count(), 65);
+    }
+
+    /// Markup the report itself never writes; none may come from input.
+    fn assert_no_foreign_markup(html: &str) {
+        let lower = html.to_ascii_lowercase();
+        for bad in [
+            "<script", "<img", "<iframe", "<object", "<embed", "<link", "<base", "@import", "url(",
+        ] {
+            assert!(!lower.contains(bad), "{bad} in the page");
+        }
+        for (i, _) in html.match_indices("href=\"") {
+            assert_eq!(&html[i + 6..i + 7], "#", "a link off the page");
+        }
+        for raw in ['\u{1b}', '\u{202e}', '\u{0}'] {
+            assert!(!html.contains(raw), "raw {raw:?} in the page");
+        }
+    }
+
+    #[test]
+    fn renders_the_golden_report() {
+        let r = golden_report();
+        let html = render(&r);
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.contains(&format!(
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"{}\">",
+            esc(CSP)
+        )));
+        assert_no_foreign_markup(&html);
+        for want in [
+            "<b>web-1</b>",
+            "shop/api:2.3",
+            "/var/lib/app/catalog.db",
+            "2/2 ab12cd34ef56",
+            "COPY file:1 in /var/lib/app/",
+            // The hostile name from the golden trace, escaped.
+            "/etc/\\u{1b}[31mevil\\nname",
+            "<svg",
+        ] {
+            assert!(html.contains(want), "missing {want:?}");
+        }
+        // One chart per active container and plain overlay, one per lookup mount.
+        assert_eq!(html.matches("<figure").count(), 3);
+    }
+
+    #[test]
+    fn renders_hostile_strings_inert() {
+        let mut r = golden_report();
+        let evil =
+            "</title><script>alert(1)</script>\"'><img src=x onerror=alert(2)>\u{1b}[2J\u{202e}";
+        r.host = evil.into();
+        r.kernel = evil.into();
+        r.probe.strategy = evil.into();
+        r.tool.version = evil.into();
+        r.warnings.push(evil.into());
+        for c in &mut r.containers {
+            c.name = Some(evil.into());
+            c.image.tags = vec![evil.into()];
+            c.id = evil.into();
+        }
+        for f in &mut r.copy_ups {
+            f.path = evil.into();
+            f.comms = vec![evil.into()];
+            f.container = Some(evil.into());
+            if let Some(l) = &mut f.layer {
+                l.created_by = Some(evil.into());
+            }
+        }
+        for l in &mut r.layers {
+            l.created_by = Some(evil.into());
+            l.diff_id = Some(evil.into());
+        }
+        for l in &mut r.lookups {
+            l.mountpoint = Some(evil.into());
+            l.dev = evil.into();
+        }
+        for m in &mut r.mounts {
+            m.mountpoint = Some(evil.into());
+            m.dev = evil.into();
+        }
+        r.advice.push(crate::report::Advice {
+            kind: evil.into(),
+            container: None,
+            target: evil.into(),
+            message: evil.into(),
+            numbers: [(evil.to_string(), 1)].into(),
+        });
+        r.hosts = vec![evil.into(), "b".into()];
+        for m in &mut r.mounts {
+            m.host = Some(evil.into());
+        }
+        let html = render(&r);
+        assert_no_foreign_markup(&html);
+        assert!(html.contains("&lt;/title&gt;&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&gt;"));
+        assert_eq!(
+            html.matches("</title>").count(),
+            1 + html.matches("</title></rect>").count()
+        );
+    }
+
+    #[test]
+    fn renders_an_empty_report() {
+        let html = render(&empty_report());
+        assert_no_foreign_markup(&html);
+        assert!(html.contains("No containers were seen."));
+        assert!(html.contains("No copy-ups."));
+        assert!(html.ends_with("</html>\n"));
+    }
+}
