@@ -4,6 +4,8 @@
 //!   `cargo xtask vm`, capture its output and exit code, extract sections.
 //! - [`host_docker`]: a Docker daemon on the host and offline-built images
 //!   to load into VMs.
+//! - [`images`]: the cached multi-layer attribution image and Docker's own
+//!   description of it (layers, diff-ids, instructions).
 //! - [`require_or_skip`]: the skip policy for missing prerequisites. With
 //!   `OVLTRACE_TEST_STRICT=1` (set by `cargo xtask test` and so by CI) a
 //!   missing prerequisite fails the test; otherwise the test prints a loud
@@ -21,6 +23,7 @@
 //! ```
 
 pub mod host_docker;
+pub mod images;
 pub mod vm;
 
 use std::{
