@@ -8,8 +8,9 @@ use comfy_table::{presets::NOTHING, CellAlignment, ContentArrangement, Table};
 
 use super::{Bucket, CopyUpFile, Report};
 
-/// Escapes control characters (C0, DEL, C1) and backslashes, so the result is
-/// printable and unambiguous.
+/// Escapes control characters (C0, DEL, C1), the invisible characters that
+/// reorder or break text (bidi overrides and isolates, line and paragraph
+/// separators) and backslashes, so the result is printable and unambiguous.
 pub fn sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -18,13 +19,22 @@ pub fn sanitize(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
+            c if c.is_control() || is_reordering(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
         }
     }
     out
+}
+
+/// Characters that change how the text around them is laid out without
+/// being visible (a file name `evil\u{202e}txt.exe` shows as `evilexe.txt`).
+fn is_reordering(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 pub fn fmt_ns(ns: u64) -> String {
@@ -457,6 +467,8 @@ pub(crate) mod tests {
         assert_eq!(sanitize("x\u{9b}y"), "x\\u{9b}y");
         assert_eq!(sanitize("back\\slash"), "back\\\\slash");
         assert_eq!(sanitize("naïve ✓"), "naïve ✓");
+        assert_eq!(sanitize("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(sanitize("a\u{2028}b\u{2066}c"), "a\\u{2028}b\\u{2066}c");
     }
 
     #[test]

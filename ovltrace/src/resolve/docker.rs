@@ -186,31 +186,7 @@ impl DockerResolver {
                 return None;
             }
         };
-        match serde_json::from_slice::<DaemonJson>(&data) {
-            Ok(d) => d
-                .data_root
-                .or(d.graph)
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-                .filter(|p| {
-                    let abs = p.is_absolute();
-                    if !abs {
-                        warnings.push(format!(
-                            "{}: data-root {:?} is not absolute; ignoring it",
-                            path.display(),
-                            p
-                        ));
-                    }
-                    abs
-                }),
-            Err(e) => {
-                warnings.push(format!(
-                    "{}: invalid JSON ({e}); ignoring it",
-                    path.display()
-                ));
-                None
-            }
-        }
+        parse_daemon_json(path, &data, warnings)
     }
 
     fn emit(&mut self, warnings: Vec<String>) {
@@ -346,35 +322,13 @@ impl DockerResolver {
             ));
             return None;
         }
-        let cfg: ImageConfig = match serde_json::from_slice(&data) {
-            Ok(c) => c,
+        let meta = match parse_image_config(id, &rel, &data, scan.warnings) {
+            Ok(m) => Arc::new(m),
             Err(e) => {
-                scan.warn(format!("{}: invalid image config: {e}", path_display(&rel)));
+                scan.warn(e);
                 return None;
             }
         };
-        if let Some(bad) = cfg.rootfs.diff_ids.iter().find(|d| !is_digest(d)) {
-            scan.warn(format!("image {id}: invalid diff-id {bad:?}"));
-            return None;
-        }
-        let history: Vec<(String, Option<String>)> = cfg
-            .history
-            .into_iter()
-            .filter(|h| !h.empty_layer)
-            .map(|h| (h.created_by.unwrap_or_default(), h.comment))
-            .collect();
-        if history.len() != cfg.rootfs.diff_ids.len() {
-            scan.warn(format!(
-                "image {id}: {} non-empty history entries for {} layers; instructions matched from the base up",
-                history.len(),
-                cfg.rootfs.diff_ids.len()
-            ));
-        }
-        let meta = Arc::new(ImageMeta {
-            chain_ids: chain_ids(&cfg.rootfs.diff_ids),
-            diff_ids: cfg.rootfs.diff_ids,
-            history,
-        });
         self.images.insert(id.to_string(), meta.clone());
         Some(meta)
     }
@@ -717,27 +671,127 @@ impl Scan<'_> {
                 return HashMap::new();
             }
         };
-        let repos: Repositories = match serde_json::from_slice(&data) {
+        match parse_repositories(&data) {
             Ok(r) => r,
             Err(e) => {
                 self.warn(format!("{REPOSITORIES}: invalid JSON: {e}"));
-                return HashMap::new();
+                HashMap::new()
             }
-        };
-        let mut out: HashMap<String, Vec<String>> = HashMap::new();
-        for refs in repos.repositories.into_values() {
-            for (reference, id) in refs {
-                // `repo@sha256:...` entries are digests, not tags.
-                if !reference.contains('@') {
-                    out.entry(id).or_default().push(reference);
+        }
+    }
+}
+
+/// `data-root` (or the older `graph`) of daemon.json, if set and absolute.
+fn parse_daemon_json(path: &Path, data: &[u8], warnings: &mut Vec<String>) -> Option<PathBuf> {
+    match serde_json::from_slice::<DaemonJson>(data) {
+        Ok(d) => d
+            .data_root
+            .or(d.graph)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| {
+                let abs = p.is_absolute();
+                if !abs {
+                    warnings.push(format!(
+                        "{}: data-root {:?} is not absolute; ignoring it",
+                        path.display(),
+                        p
+                    ));
                 }
+                abs
+            }),
+        Err(e) => {
+            warnings.push(format!(
+                "{}: invalid JSON ({e}); ignoring it",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// An image config (`imagedb/content/sha256/<hex>`, already checked against its
+/// digest): its diff-ids, their chain-ids and the instructions of its layers.
+fn parse_image_config(
+    id: &str,
+    rel: &Path,
+    data: &[u8],
+    warnings: &mut Vec<String>,
+) -> Result<ImageMeta, String> {
+    let cfg: ImageConfig = serde_json::from_slice(data)
+        .map_err(|e| format!("{}: invalid image config: {e}", path_display(rel)))?;
+    if let Some(bad) = cfg.rootfs.diff_ids.iter().find(|d| !is_digest(d)) {
+        return Err(format!("image {id}: invalid diff-id {bad:?}"));
+    }
+    let history: Vec<(String, Option<String>)> = cfg
+        .history
+        .into_iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| (h.created_by.unwrap_or_default(), h.comment))
+        .collect();
+    if history.len() != cfg.rootfs.diff_ids.len() {
+        warnings.push(format!(
+            "image {id}: {} non-empty history entries for {} layers; instructions matched from the base up",
+            history.len(),
+            cfg.rootfs.diff_ids.len()
+        ));
+    }
+    Ok(ImageMeta {
+        chain_ids: chain_ids(&cfg.rootfs.diff_ids),
+        diff_ids: cfg.rootfs.diff_ids,
+        history,
+    })
+}
+
+/// repositories.json: image id -> sorted `repo:tag` names.
+fn parse_repositories(data: &[u8]) -> Result<HashMap<String, Vec<String>>, serde_json::Error> {
+    let repos: Repositories = serde_json::from_slice(data)?;
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for refs in repos.repositories.into_values() {
+        for (reference, id) in refs {
+            // `repo@sha256:...` entries are digests, not tags.
+            if !reference.contains('@') {
+                out.entry(id).or_default().push(reference);
             }
         }
-        for v in out.values_mut() {
-            v.sort();
-            v.dedup();
-        }
-        out
+    }
+    for v in out.values_mut() {
+        v.sort();
+        v.dedup();
+    }
+    Ok(out)
+}
+
+/// Runs every parser of Docker metadata on `data`, as each of the files and
+/// lines they read (daemon.json, config.v2.json, image configs,
+/// repositories.json, layer link targets, one-line layerdb files) and as a
+/// mountinfo whose overlays are matched to container layers. For the fuzz
+/// targets in tests/fuzz: it must not panic, whatever `data` is.
+#[doc(hidden)]
+pub fn fuzz_parsers(data: &[u8]) {
+    let mut warnings = Vec::new();
+    let _ = parse_daemon_json(Path::new("daemon.json"), data, &mut warnings);
+    if let Ok(c) = serde_json::from_slice::<ContainerConfig>(data) {
+        let _ = c.name.as_deref().map(|n| n.trim_start_matches('/'));
+        let _ = (
+            c.id,
+            c.image
+                .map(|i| i.strip_prefix("sha256:").is_some_and(is_hex64)),
+        );
+    }
+    let _ = parse_image_config("sha256:fuzz", Path::new("config"), data, &mut warnings);
+    let _ = parse_repositories(data);
+    let _ = parse_link_target(data);
+    if let Ok(line) = std::str::from_utf8(data) {
+        let line = line.trim();
+        let _ = (is_safe_name(line), is_digest(line), line.parse::<u64>());
+        let ids: Vec<String> = line.split(',').map(str::to_string).collect();
+        let _ = chain_ids(&ids);
+    }
+    let overlay2 = Path::new("/var/lib/docker/overlay2");
+    let mounts = crate::mounts::parse_mountinfo(data).mounts;
+    for m in &mounts {
+        let _ = rw_layer_id(overlay2, m);
     }
 }
 
@@ -1323,6 +1377,119 @@ mod tests {
         assert_eq!(c.layers[1].diff_id, None);
         assert!(c.layers[0].init, "falls back to the -init suffix");
         assert_eq!(w.len(), 3, "{w:?}");
+    }
+
+    /// A sparse file of `len` bytes (cheap however large).
+    fn huge(p: &Path, len: u64) {
+        let _ = fs::remove_file(p);
+        fs::File::create(p).unwrap().set_len(len).unwrap();
+    }
+
+    #[test]
+    fn huge_and_special_files_degrade_fields() {
+        use crate::resolve::safe_fs::MAX_SMALL;
+        // config.v2.json larger than the cap: no name or image, layers intact.
+        let fx = Fx::new("docker");
+        let cfg = fx
+            .root
+            .join("containers")
+            .join(&fx.cid)
+            .join("config.v2.json");
+        huge(&cfg, MAX_JSON + 1);
+        let (c, w) = fx.scan(&fx.mount(false));
+        assert!(
+            w.iter()
+                .any(|w| w.contains("config.v2.json") && w.contains("larger than")),
+            "{w:?}"
+        );
+        assert_eq!((c.name.as_ref(), c.image.id.as_ref()), (None, None));
+        assert_eq!(c.layers[3].diff_id.as_deref(), Some(fx.diffs[0].as_str()));
+
+        // A FIFO in its place is not read (and does not block the scan).
+        fs::remove_file(&cfg).unwrap();
+        let c_path = std::ffi::CString::new(cfg.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        let (c, w) = fx.scan(&fx.mount(false));
+        assert!(w.iter().any(|w| w.contains("not a regular file")), "{w:?}");
+        assert_eq!(c.name, None);
+
+        // A huge image config: no instructions, the layer store still answers.
+        let fx = Fx::new("docker");
+        let img = fx
+            .root
+            .join(IMAGEDB)
+            .join(fx.image_id.trim_start_matches("sha256:"));
+        huge(&img, MAX_JSON + 1);
+        let (c, w) = fx.scan(&fx.mount(false));
+        assert!(w.iter().any(|w| w.contains("larger than")), "{w:?}");
+        assert_eq!(c.name.as_deref(), Some("web-1"));
+        assert!(c.layers.iter().all(|l| l.created_by.is_none()));
+        assert_eq!(c.layers[1].size, Some(3_000_000));
+
+        // Oversized one-line files: that layer's chain (cache-id) or that
+        // field (size) is unknown, the rest resolves.
+        let fx = Fx::new("docker");
+        huge(&fx.chain_dir(1).join("cache-id"), MAX_SMALL + 1);
+        huge(&fx.chain_dir(2).join("size"), 1 << 40);
+        let (c, w) = fx.scan(&fx.mount(false));
+        assert!(
+            w.iter().filter(|w| w.contains("larger than")).count() >= 2,
+            "{w:?}"
+        );
+        assert_eq!(c.layers[1].size, None);
+        assert_eq!(
+            c.layers[2].chain_id,
+            Some(fx.chains[1].clone()),
+            "from the image"
+        );
+        assert_eq!(c.layers[3].size, Some(1000));
+
+        // A huge mount-id: the container cannot be matched, and says why.
+        let fx = Fx::new("docker");
+        huge(
+            &fx.root
+                .join(LAYERDB)
+                .join("mounts")
+                .join(&fx.cid)
+                .join("mount-id"),
+            MAX_SMALL + 1,
+        );
+        let (cs, w) = fx.resolver().scan_collect(&[fx.mount(false)]);
+        assert!(cs.is_empty());
+        assert!(
+            w.iter()
+                .any(|w| w.contains("mount-id") && w.contains("larger than")),
+            "{w:?}"
+        );
+
+        // A huge daemon.json is ignored with a warning, and the scan goes on.
+        let fx = Fx::new("docker");
+        let daemon = fx.base.join("daemon.json");
+        huge(&daemon, 2 << 20);
+        let mut r = DockerResolver::with_paths(None, daemon, fx.root.clone());
+        let (cs, w) = r.scan_collect(&[fx.mount(false)]);
+        assert!(
+            w.iter()
+                .any(|w| w.contains("daemon.json") && w.contains("larger than")),
+            "{w:?}"
+        );
+        assert_eq!(cs.len(), 1);
+    }
+
+    #[test]
+    fn fuzz_entry_point_takes_anything() {
+        for data in [
+            &b""[..],
+            b"{",
+            b"{\"rootfs\": {\"diff_ids\": [\"sha256:x\"]}}",
+            b"{\"Repositories\": {\"a\": {\"a:1\": \"x\", \"a@sha256:1\": \"y\"}}}",
+            b"../x/diff",
+            b"\xff\xfe",
+            b"1 2 0:5 / /m rw - overlay o rw,lowerdir=/var/lib/docker/overlay2/l/A,upperdir=/var/lib/docker/overlay2/x/diff",
+        ] {
+            fuzz_parsers(data);
+        }
     }
 
     fn fx_top_by() -> &'static str {
