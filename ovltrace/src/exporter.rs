@@ -494,6 +494,7 @@ mod tests {
         assert!(text.contains("} 7\n"), "{text}");
         assert_eq!(exporter.textfile(), Some(target.as_path()));
         // Never through a symlink.
+        let exporter = Exporter::prepare(None, Some(dir.path())).await.unwrap();
         std::fs::remove_file(&target).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", &target).unwrap();
         let err = exporter.finish(&sample_report(1)).unwrap_err();
