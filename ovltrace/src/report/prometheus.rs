@@ -42,6 +42,16 @@
 //!   theirs only if they copied up or looked up anything. At most
 //!   [`MAX_CONTAINER_SERIES`] containers get series, the busiest first.
 //!
+//! Histogram precision: copy-up and data-copy bucket counts come from the HDR
+//! histograms (3 significant digits: an observation within 0.1% of a bound
+//! may land on either side of it); `ovltrace_copy_up_seconds_sum` and
+//! `ovltrace_lookup_seconds_sum` are exact totals, `ovltrace_data_copy_seconds_sum`
+//! is computed from its HDR histogram. Lookup buckets are exact (the kernel
+//! keeps power-of-two buckets).
+//!
+//! The layer series follow the report's top layers, so a layer can enter or
+//! leave the set between scrapes as the ranking changes.
+//!
 //! Label values come from containers and images, which are untrusted: they are
 //! escaped as the format requires (backslash, double quote, line feed).
 
