@@ -2,7 +2,7 @@
 //! (`ovltrace run --prometheus ADDR`) and node_exporter textfile-collector
 //! output (`ovltrace run --textfile DIR`). Both ask the event loop for a
 //! report (a [`SnapshotRequest`]) and render it with
-//! [`report::prometheus::render`].
+//! [`crate::report::prometheus::render`].
 
 use std::{
     convert::Infallible,
