@@ -14,7 +14,8 @@
 //!   comes from the summed `total_ns` (from `mean × count` for reports
 //!   written before `total_ns` existed).
 //! - **Identity.** Device numbers repeat across hosts, so mounts and lookups
-//!   are keyed by (host, dev), files by (host, dev, path bytes), and layers
+//!   are keyed by (host, dev), files by (host, dev, path bytes, container)
+//!   (a device number is reused once its overlay is gone), and layers
 //!   without a diff-id by (host, dev, index). Containers are keyed by their
 //!   id, and layers with a diff-id by the diff-id alone: the same image layer
 //!   on two hosts is one layer. In a report of one host every item's `host`
@@ -261,10 +262,17 @@ fn path_bytes(f: &CopyUpFile) -> Vec<u8> {
         .unwrap_or_else(|| f.path.as_bytes().to_vec())
 }
 
-type FileKey = (DevKey, Vec<u8>, Option<String>);
+/// Device, path, host and container: a device number can be reused by
+/// another container's overlay once the first is unmounted.
+type FileKey = (DevKey, Vec<u8>, Option<String>, Option<String>);
 
 fn file_key(f: &CopyUpFile) -> FileKey {
-    (dev_key(&f.dev), path_bytes(f), f.host.clone())
+    (
+        dev_key(&f.dev),
+        path_bytes(f),
+        f.host.clone(),
+        f.container.clone(),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -541,7 +549,6 @@ impl Merger {
                         max: x.latency_ns.max.max(f.latency_ns.max),
                     };
                     first(&mut x.mountpoint, &f.mountpoint);
-                    first(&mut x.container, &f.container);
                     first(&mut x.layer, &f.layer);
                     x.pids = union_bounded(&x.pids, &f.pids, MAX_PIDS);
                     x.comms = union_bounded(&x.comms, &f.comms, MAX_COMMS);

@@ -282,6 +282,14 @@ fn lookup_lines(out: &mut String, l: &super::Lookups) {
     );
 }
 
+/// " on HOST" in a report merged from several hosts (`host` of the item).
+fn on_host(r: &Report, host: &Option<String>) -> String {
+    match host {
+        Some(h) if !r.hosts.is_empty() => format!(" on {}", sanitize(h)),
+        _ => String::new(),
+    }
+}
+
 /// The report without colour.
 pub fn render(r: &Report) -> String {
     render_styled(r, Style::default())
@@ -318,10 +326,11 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             .unwrap_or_else(|| c.id.chars().take(12).collect());
         let _ = writeln!(
             out,
-            "\n{} {} ({}) image {} overlay {}{}",
+            "\n{} {} ({}){} image {} overlay {}{}",
             st.heading("CONTAINER"),
             st.name(&sanitize(&name)),
             c.id.chars().take(12).collect::<String>(),
+            on_host(r, &c.host),
             sanitize(&image_label(c)),
             c.dev,
             if c.gone { " (gone)" } else { "" }
@@ -350,31 +359,31 @@ pub fn render_styled(r: &Report, st: Style) -> String {
         .mounts
         .iter()
         .filter(|m| {
-            let owned = r
-                .containers
-                .iter()
-                .any(|c| c.dev == m.dev && Some(&c.mountpoint) == m.mountpoint.as_ref());
+            let owned = r.containers.iter().any(|c| {
+                c.dev == m.dev && c.host == m.host && Some(&c.mountpoint) == m.mountpoint.as_ref()
+            });
             !owned
                 && (m.copy_up.count > 0
                     || r.lookups
                         .iter()
-                        .any(|l| l.dev == m.dev && l.container.is_none()))
+                        .any(|l| l.dev == m.dev && l.host == m.host && l.container.is_none()))
         })
         .collect();
     for m in plain {
         let _ = writeln!(
             out,
-            "\n{} {} ({})",
+            "\n{} {} ({}){}",
             st.heading("OVERLAY"),
             st.name(&sanitize(m.mountpoint.as_deref().unwrap_or("<gone>"))),
-            m.dev
+            m.dev,
+            on_host(r, &m.host)
         );
         let _ = writeln!(out, "  {}", latency_line(&m.copy_up));
         log2_hist(&mut out, &m.copy_up.latency_ns.buckets, "nsecs");
         let files: Vec<&CopyUpFile> = r
             .copy_ups
             .iter()
-            .filter(|f| f.container.is_none() && f.dev == m.dev)
+            .filter(|f| f.container.is_none() && f.dev == m.dev && f.host == m.host)
             .collect();
         if !files.is_empty() {
             let _ = writeln!(out, "  hot spots, by total copy-up time:");
@@ -383,7 +392,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
         for l in r
             .lookups
             .iter()
-            .filter(|l| l.dev == m.dev && l.container.is_none())
+            .filter(|l| l.dev == m.dev && l.host == m.host && l.container.is_none())
         {
             lookup_lines(&mut out, l);
             log2_hist(&mut out, &l.histogram, "nsecs");
