@@ -1193,6 +1193,63 @@ mod tests {
     }
 
     #[test]
+    fn extreme_values_do_not_panic() {
+        let evs = events(17, 300);
+        let la = lookups(4);
+        let mut r = report(Part {
+            events: &evs,
+            lookups: &la,
+            host: "h",
+            started: u64::MAX - 5,
+            duration: u64::MAX,
+            ringbuf_full: u64::MAX,
+            top: 10,
+        });
+        for t in r
+            .mounts
+            .iter_mut()
+            .map(|m| &mut m.copy_up)
+            .chain(r.containers.iter_mut().map(|c| &mut c.copy_up))
+        {
+            t.count = u64::MAX;
+            t.bytes = u64::MAX;
+            t.total_ns = u64::MAX;
+            t.errors = u64::MAX;
+        }
+        for f in &mut r.copy_ups {
+            f.count = u64::MAX;
+            f.total_ns = u64::MAX;
+            f.bytes = u64::MAX;
+            f.dev = "4294967295:99999999999999999999".into();
+            f.path_b64 = Some("%%%".into());
+        }
+        for l in &mut r.lookups {
+            l.count = u64::MAX;
+            l.total_ns = 0;
+            l.latency_ns.mean = u64::MAX;
+            l.histogram = vec![
+                Bucket {
+                    le_ns: 0,
+                    count: u64::MAX,
+                },
+                Bucket {
+                    le_ns: u64::MAX,
+                    count: u64::MAX,
+                },
+            ];
+        }
+        r.counters.events_received = u64::MAX;
+        let m = merge(&[r.clone(), r.clone(), r.clone()], Some(3)).unwrap();
+        assert_eq!(m.drops.total, u64::MAX);
+        assert_eq!(m.mounts[0].copy_up.count, u64::MAX);
+        assert_eq!(m.started_unix_ms, u64::MAX - 5);
+        let _ = crate::report::html::render(&m);
+        let _ = crate::report::terminal::render(&m);
+        let _ = crate::report::html::render(&r);
+        let _ = crate::report::terminal::render(&r);
+    }
+
+    #[test]
     fn hostile_histograms_are_errors_not_panics() {
         use std::io::Write as _;
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);

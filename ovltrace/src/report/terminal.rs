@@ -297,8 +297,10 @@ pub fn render(r: &Report) -> String {
 
 pub fn render_styled(r: &Report, st: Style) -> String {
     let mut out = String::new();
-    let total: u64 = r.mounts.iter().map(|m| m.copy_up.count).sum();
-    let bytes: u64 = r.mounts.iter().map(|m| m.copy_up.bytes).sum();
+    // Saturating: a report read back from a file may hold anything.
+    let sum = |it: &mut dyn Iterator<Item = u64>| it.fold(0u64, u64::saturating_add);
+    let total = sum(&mut r.mounts.iter().map(|m| m.copy_up.count));
+    let bytes = sum(&mut r.mounts.iter().map(|m| m.copy_up.bytes));
     let _ = writeln!(
         out,
         "{}",
@@ -308,7 +310,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             r.probe.strategy,
             total,
             fmt_bytes(bytes),
-            r.lookups.iter().map(|l| l.count).sum::<u64>(),
+            sum(&mut r.lookups.iter().map(|l| l.count)),
             r.drops.total
         ))
     );
