@@ -309,6 +309,16 @@ pub fn totals(g: &GroupAgg) -> CopyUpTotals {
 }
 
 /// Path bytes as JSON fields: lossy text plus the exact bytes when needed.
+///
+/// How file names reach the JSON report (names are chosen by containers and
+/// are bytes, not text):
+/// - `path` is always a valid JSON string: the path decoded as UTF-8, each
+///   invalid byte sequence replaced by U+FFFD. Control characters (newline,
+///   ESC, ...) stay in it, escaped the JSON way (`\n`, `\u001b`).
+/// - `path_b64` is present only when the path is not valid UTF-8: the exact
+///   bytes, in standard base64 (RFC 4648 alphabet, with `=` padding).
+/// - The exact bytes are therefore: base64-decode `path_b64` when present,
+///   otherwise UTF-8-encode `path`.
 pub fn path_fields(path: &[u8]) -> (String, Option<String>) {
     match std::str::from_utf8(path) {
         Ok(s) => (s.to_string(), None),
