@@ -15,7 +15,7 @@ use crate::{say, util};
 
 /// Debian packages: the eBPF toolchain (Debian's rustc with its std source and
 /// LLVM 22 for bpf-linker), the VM harness (qemu, busybox, cpio, xz, zstd,
-/// e2fsprogs) and tools later tests use inside VMs (docker.io, bpftrace,
+/// e2fsprogs) and tools later tests use inside VMs (docker.io, bpftrace, bpftool,
 /// prometheus for promtool).
 pub const PACKAGES: &[&str] = &[
     "rustc-web",
@@ -34,9 +34,12 @@ pub const PACKAGES: &[&str] = &[
     "docker.io",
     "prometheus",
     "bpftrace",
+    "bpftool",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz for the fuzz targets in tests/fuzz (run with nightly).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// The rustup toolchain name ovltrace/build.rs builds the eBPF crate with.
 const BPF_TOOLCHAIN: &str = "ovltrace-bpf";
 
@@ -51,10 +54,11 @@ pub enum Verbosity {
 
 pub fn run(verbosity: Verbosity) -> Result<()> {
     let started = Instant::now();
-    let steps: [(&str, Step); 3] = [
+    let steps: [(&str, Step); 4] = [
         ("apt packages", apt_packages),
         ("bpf-linker", bpf_linker),
         ("rustup toolchain ovltrace-bpf", rustup_link),
+        ("cargo-fuzz", cargo_fuzz),
     ];
     let mut did_work = false;
     for (name, step) in steps {
@@ -169,6 +173,29 @@ fn bpf_linker() -> Result<Outcome> {
             .env_remove("RUSTFLAGS"),
     )?;
     Ok(Outcome::Done(format!("bpf-linker {BPF_LINKER_VERSION}")))
+}
+
+/// An installed binary of `cargo install`, found on PATH or in Cargo's bin dir.
+fn installed(name: &str) -> Option<PathBuf> {
+    util::on_path(name).or_else(|| {
+        cargo_bin_dir()
+            .map(|d| d.join(name))
+            .filter(|p| p.is_file())
+    })
+}
+
+fn cargo_fuzz() -> Result<Outcome> {
+    if let Some(path) = installed("cargo-fuzz") {
+        return Ok(Outcome::Satisfied(path.display().to_string()));
+    }
+    util::run(
+        util::cargo()
+            .args(["install", "cargo-fuzz", "--locked"])
+            .args(["--version", CARGO_FUZZ_VERSION])
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS"),
+    )?;
+    Ok(Outcome::Done(format!("cargo-fuzz {CARGO_FUZZ_VERSION}")))
 }
 
 fn rustup_link() -> Result<Outcome> {

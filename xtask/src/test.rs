@@ -1,10 +1,11 @@
 //! `cargo xtask test`: the one test command (README and CI use it).
 //! setup, fmt check, clippy -D warnings, release build, then the tests of
 //! the workspace's default members with OVLTRACE_TEST_STRICT=1 (a missing
-//! prerequisite fails instead of skipping).
+//! prerequisite fails instead of skipping), then each cargo-fuzz target of
+//! tests/fuzz for a bounded time (a crash fails the step).
 
 use std::{
-    process::ExitCode,
+    process::{Command, ExitCode},
     time::{Duration, Instant},
 };
 
@@ -18,6 +19,9 @@ pub struct TestArgs {
     /// Skip fmt and clippy (quicker iteration on tests).
     #[arg(long)]
     pub no_lint: bool,
+    /// Seconds each fuzz target runs (0: skip fuzzing).
+    #[arg(long, default_value_t = FUZZ_SECS)]
+    pub fuzz_secs: u64,
     /// Extra arguments passed to `cargo test` (after `--` they go to the
     /// test binaries), e.g. `-- vm_smoke`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -77,6 +81,10 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         });
     }
 
+    if ok && args.fuzz_secs > 0 {
+        record("cargo fuzz (each target)", &mut || fuzz(args.fuzz_secs));
+    }
+
     say!("test: summary");
     let mut failed = 0;
     for step in &steps {
@@ -104,4 +112,59 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Default seconds per fuzz target in `cargo xtask test`.
+pub const FUZZ_SECS: u64 = 20;
+/// The cargo-fuzz project (its own workspace; needs nightly).
+const FUZZ_DIR: &str = "tests/fuzz";
+pub const FUZZ_TARGETS: [&str; 3] = ["mountinfo", "docker_metadata", "event_decode"];
+
+/// `cargo +nightly fuzz run` of every target for `secs` seconds each, from
+/// the committed seeds plus the corpus kept in tests/fuzz/corpus (ignored by
+/// git). libFuzzer exits non-zero on a crash, a leak or a timeout and leaves
+/// the input in tests/fuzz/artifacts.
+pub fn fuzz(secs: u64) -> Result<()> {
+    let nightly =
+        util::raw_output(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]))?;
+    if !nightly.status.success() {
+        anyhow::bail!(
+            "cargo-fuzz needs a nightly toolchain and rustup has none: `rustup toolchain install nightly`"
+        );
+    }
+    let root = util::workspace_root();
+    let mut failed = Vec::new();
+    for target in FUZZ_TARGETS {
+        let corpus = root.join(FUZZ_DIR).join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        let seeds = root.join(FUZZ_DIR).join("seeds").join(target);
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&root)
+            .args(["+nightly", "fuzz", "run", "--fuzz-dir", FUZZ_DIR, target])
+            .arg(&corpus)
+            .arg(&seeds)
+            .args([
+                "--",
+                &format!("-max_total_time={secs}"),
+                "-print_final_stats=1",
+            ])
+            // The fuzz build needs no eBPF programs (and must not build them
+            // with sanitizer flags); it keeps its own target dir.
+            .env("AYA_BUILD_SKIP", "1")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("RUSTUP_TOOLCHAIN");
+        say!("test: fuzz {target} for {secs} s");
+        if let Err(e) = util::run(&mut cmd) {
+            say!("test: fuzz {target} FAILED: {e:#}");
+            failed.push(target);
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "fuzz targets failed: {} (inputs in {FUZZ_DIR}/artifacts)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
 }
