@@ -231,6 +231,10 @@ impl Session {
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
     require_root()?;
+    // The JSON output fails fast too (a symlink, a missing directory).
+    if let Some(p) = &args.json {
+        report::json::check_target(p)?;
+    }
     // Metrics outputs fail fast (port in use, no such directory).
     let mut exporter =
         crate::exporter::Exporter::prepare(args.prometheus, args.textfile.as_deref()).await?;

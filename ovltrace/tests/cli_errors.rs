@@ -260,3 +260,41 @@ fn unknown_container_lists_the_running_ones() {
         stderr(&o)
     );
 }
+
+#[test]
+fn json_onto_a_symlink_is_refused_before_tracing() {
+    if !available("root", (!is_root()).then(|| "not root".into())) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "precious").unwrap();
+    let link = dir.path().join("out.json");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let o = ovltrace(&["run", "--json", link.to_str().unwrap()]);
+    let line = one_error_line(&o, 1);
+    assert_eq!(
+        line,
+        format!(
+            "ovltrace: error: refusing to write {}: it is a symbolic link",
+            link.display()
+        )
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "nothing else written"
+    );
+
+    let o = ovltrace(&["run", "--json", "/nonexistent-ovltrace-dir/r.json"]);
+    let line = one_error_line(&o, 1);
+    assert!(
+        line.ends_with("/nonexistent-ovltrace-dir is not a directory"),
+        "{line}"
+    );
+}

@@ -15,10 +15,8 @@ pub fn to_string(report: &Report) -> Result<String> {
     serde_json::to_string_pretty(report).context("serialising the report")
 }
 
-/// Writes `data` to `target` via a new temporary file in the same directory
-/// and a rename, so readers never see a partial file. An existing symlink at
-/// `target` is refused rather than replaced or followed.
-pub fn write_atomic(target: &Path, data: &[u8]) -> Result<()> {
+/// Refuses a target that is a symbolic link or a directory.
+fn check_not_link(target: &Path) -> Result<()> {
     if let Ok(meta) = fs::symlink_metadata(target) {
         if meta.file_type().is_symlink() {
             bail!(
@@ -30,10 +28,38 @@ pub fn write_atomic(target: &Path, data: &[u8]) -> Result<()> {
             bail!("cannot write {}: it is a directory", target.display());
         }
     }
-    let dir = match target.parent() {
+    Ok(())
+}
+
+fn dir_of(target: &Path) -> PathBuf {
+    match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
-    };
+    }
+}
+
+/// Checks, before a trace starts, what can be known early about writing
+/// `target` later: it is not a symlink or a directory, and its directory
+/// exists. [`write_atomic`] checks again (things change during a trace).
+pub fn check_target(target: &Path) -> Result<()> {
+    check_not_link(target)?;
+    let dir = dir_of(target);
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: {} is not a directory",
+            target.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `data` to `target` via a new temporary file in the same directory
+/// and a rename, so readers never see a partial file. An existing symlink at
+/// `target` is refused rather than replaced or followed.
+pub fn write_atomic(target: &Path, data: &[u8]) -> Result<()> {
+    check_not_link(target)?;
+    let dir = dir_of(target);
     let name = target
         .file_name()
         .with_context(|| format!("{} has no file name", target.display()))?;
@@ -93,6 +119,23 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
+    }
+
+    #[test]
+    fn checks_targets_before_a_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        check_target(&dir.path().join("new.json")).unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        let err = check_target(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        let err = check_target(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("directory"), "{err}");
+        let err = check_target(Path::new("/nonexistent-dir/x.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent-dir is not a directory"), "{err}");
+        check_target(Path::new("relative.json")).unwrap();
     }
 
     #[test]
