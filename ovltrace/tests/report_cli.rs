@@ -162,10 +162,18 @@ fn merges_reports_of_two_hosts() {
             text.contains(&format!("OVERLAY /tmp/plain/merged (0:27) on {h}\n")),
             "{text}"
         );
-        assert_eq!(text.matches(&format!(") on {h} image ")).count(), 2, "{text}");
+        assert_eq!(
+            text.matches(&format!(") on {h} image ")).count(),
+            2,
+            "{text}"
+        );
     }
     // One hot-spot row per host under each overlay, not two.
-    assert_eq!(text.matches("/tmp/plain/merged/data/table.bin").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("/tmp/plain/merged/data/table.bin").count(),
+        2,
+        "{text}"
+    );
     // Merging a report with itself doubles every count.
     let o = run(&["report", s(&a), s(&a), "--json"]);
     let twice: Report = serde_json::from_str(&stdout(&o)).unwrap();
