@@ -76,9 +76,12 @@ impl GroupAgg {
     }
 }
 
+/// A copied-up path: the same path on the same device is another file when
+/// it belongs to another container (device numbers are reused).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileKey {
     pub dev: u32,
+    pub container: Option<String>,
     pub path: Vec<u8>,
 }
 
@@ -244,6 +247,7 @@ impl Aggregator {
         }
         let key = FileKey {
             dev: ev.dev,
+            container: attr.container.clone(),
             path: ev.path.clone(),
         };
         self.files
@@ -349,6 +353,29 @@ mod tests {
         );
         assert_eq!(a.per_layer.len(), 2);
         assert_eq!(a.top_files(1)[0].1.attribution, db);
+    }
+
+    #[test]
+    fn same_path_of_two_containers_on_one_device_is_two_files() {
+        let mut a = Aggregator::new(1000);
+        let one = Attribution {
+            container: Some("c1".into()),
+            layer: Some(2),
+        };
+        let two = Attribution {
+            container: Some("c2".into()),
+            layer: Some(2),
+        };
+        a.add(&ev(7, "etc/app.conf", 100, 10), &one, None);
+        a.add(&ev(7, "etc/app.conf", 100, 10), &two, None);
+        let top = a.top_files(10);
+        assert_eq!(top.len(), 2);
+        assert!(top.iter().all(|(_, f)| f.count == 1));
+        let owners: BTreeSet<_> = top
+            .iter()
+            .map(|(_, f)| f.attribution.container.clone())
+            .collect();
+        assert_eq!(owners.len(), 2);
     }
 
     #[test]

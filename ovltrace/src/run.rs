@@ -344,12 +344,24 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             .unwrap_or_default()
     );
 
+    let mounts_changed = watch_mounts();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for events")?;
                 session.drain(guard.get_inner_mut());
                 guard.clear_ready();
+            }
+            _ = mounts_changed.notified() => {
+                // Queued events happened before the change: attribute them
+                // first, then learn the new mounts (and which have gone).
+                session.drain(ring.get_mut());
+                session.tracker.refresh();
+                if filter {
+                    if let Err(e) = session.tracker.update_filter(&mut session.ebpf, &args.containers) {
+                        log::warn!("updating the container filter: {e:#}");
+                    }
+                }
             }
             Some(reply) = snapshot_rx.recv() => {
                 let _ = reply.send(session.report());
@@ -442,6 +454,55 @@ fn humantime(d: Duration) -> String {
 
 /// How often mounts and containers are rescanned during a trace.
 const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// Least time between two rescans caused by changes of the mount table.
+const MOUNT_CHANGE_SPACING: Duration = Duration::from_millis(50);
+
+/// Notified when the mount table changes (the kernel flags
+/// /proc/self/mountinfo with POLLPRI), so that containers starting and
+/// stopping are seen promptly and device numbers handed from one container
+/// to the next are told apart. Notifications coalesce; a thread blocks in
+/// poll(2) for them. Without it (poll fails) the periodic rescan remains.
+fn watch_mounts() -> std::sync::Arc<tokio::sync::Notify> {
+    use std::os::fd::AsRawFd;
+    let notify = std::sync::Arc::new(tokio::sync::Notify::new());
+    let file = match std::fs::File::open(mounts::MOUNTINFO) {
+        Ok(f) => f,
+        Err(e) => {
+            log::debug!("not watching {}: {e}", mounts::MOUNTINFO);
+            return notify;
+        }
+    };
+    let tx = notify.clone();
+    let spawned = std::thread::Builder::new()
+        .name("mount-watch".into())
+        .spawn(move || loop {
+            let mut pfd = libc::pollfd {
+                fd: file.as_raw_fd(),
+                events: libc::POLLPRI,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; `file` outlives the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            if pfd.revents & libc::POLLNVAL != 0 {
+                return;
+            }
+            if pfd.revents & (libc::POLLPRI | libc::POLLERR) != 0 {
+                tx.notify_one();
+                // Changes meanwhile are reported by the next poll.
+                std::thread::sleep(MOUNT_CHANGE_SPACING);
+            }
+        });
+    if let Err(e) = spawned {
+        log::debug!("not watching the mount table: {e}");
+    }
+    notify
+}
 
 /// Attribution state of a trace: the catalog of mounts/containers, plus
 /// everything seen so far, kept after containers go away so late events and
@@ -477,7 +538,10 @@ impl Tracker {
     /// The container and source layer of one copy-up.
     fn attribute(&mut self, ev: &CopyUp) -> (Attribution, Option<SourceLayer>) {
         let dev = Dev::from_kernel(ev.dev);
-        let container = match self.catalog.lookup(dev) {
+        // Device numbers are reused as containers come and go: find the
+        // mount the copy-up happened on (None when that cannot be told).
+        let instance = self.catalog.resolve_event(dev, ev.start_ns, ev.cgroup_id);
+        let container = match instance.and_then(|i| self.catalog.instance(dev, i)) {
             Some(e) => {
                 // Periodic refreshes keep known entries current; only new
                 // ones are recorded here (the hot path).
@@ -492,7 +556,7 @@ impl Tracker {
             }
             None => None,
         };
-        let source = self.catalog.source_layer(dev, &ev.path);
+        let source = instance.and_then(|i| self.catalog.source_layer_in(dev, i, &ev.path));
         let attr = Attribution {
             container,
             layer: source.as_ref().map(|s| s.index),

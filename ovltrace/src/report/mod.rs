@@ -468,9 +468,16 @@ pub fn build(inp: Inputs<'_>) -> Report {
                     created_by: info.and_then(|l| l.created_by.clone()),
                 }
             });
+            // A container's own mountpoint: the device may have been another
+            // container's mount since.
+            let mountpoint = container
+                .as_deref()
+                .and_then(|id| by_id.get(id))
+                .map(|c| crate::mounts::path_display(&c.info.mountpoint))
+                .or_else(|| meta(k.dev).mountpoint);
             CopyUpFile {
                 host: None,
-                mountpoint: meta(k.dev).mountpoint,
+                mountpoint,
                 dev: dev_string(k.dev),
                 path,
                 path_b64,
