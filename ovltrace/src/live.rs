@@ -76,7 +76,12 @@ pub fn summary(r: &Report, elapsed: Duration, _style: Style) -> String {
     let mut out = String::new();
     let count: u64 = r.mounts.iter().map(|m| m.copy_up.count).sum();
     let bytes: u64 = r.mounts.iter().map(|m| m.copy_up.bytes).sum();
-    let p99 = r.mounts.iter().map(|m| m.copy_up.latency_ns.p99).max().unwrap_or(0);
+    let p99 = r
+        .mounts
+        .iter()
+        .map(|m| m.copy_up.latency_ns.p99)
+        .max()
+        .unwrap_or(0);
     let lookups: u64 = r.lookups.iter().map(|l| l.count).sum();
     let missing: u64 = r.lookups.iter().map(|l| l.not_found).sum();
     let _ = writeln!(
@@ -89,7 +94,10 @@ pub fn summary(r: &Report, elapsed: Duration, _style: Style) -> String {
         r.drops.total
     );
     for c in r.containers.iter().filter(|c| c.copy_up.count > 0) {
-        let name = c.name.clone().unwrap_or_else(|| c.id.chars().take(12).collect());
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| c.id.chars().take(12).collect());
         let top = r
             .copy_ups
             .iter()
@@ -184,7 +192,10 @@ mod tests {
         let i = Interval::new(10, vec![(1, a)]);
         let d = i.lookup_delta(&[(1, b), (2, a)]);
         assert_eq!(d.len(), 2);
-        assert_eq!((d[0].1.found, d[0].1.not_found, d[0].1.hist[3]), (15, 2, 17));
+        assert_eq!(
+            (d[0].1.found, d[0].1.not_found, d[0].1.hist[3]),
+            (15, 2, 17)
+        );
         // A device first seen in this interval counts whole.
         assert_eq!(d[1].1.found, 10);
         // No change: not listed.
@@ -194,7 +205,10 @@ mod tests {
     #[test]
     fn status_text_shows_the_figures() {
         let s = status_text(Duration::from_secs(12), 340.4, 1234, 45 << 20, 3);
-        assert_eq!(s, "ovltrace     12s |     340 events/s | 1234 copy-ups | 45.0 MiB | 3 dropped");
+        assert_eq!(
+            s,
+            "ovltrace     12s |     340 events/s | 1234 copy-ups | 45.0 MiB | 3 dropped"
+        );
     }
 
     #[test]

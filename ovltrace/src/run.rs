@@ -397,13 +397,18 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     drop(session);
 
     print!("{}", report::terminal::render_styled(&report, style));
-    if let Some(path) = &args.json {
-        let text = report::json::to_string(&report)?;
-        report::json::write_atomic(path, text.as_bytes())
-            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
-        eprintln!("JSON report written to {}", path.display());
-    }
-    exporter.finish(&report)?;
+    // Every output is attempted even when an earlier one fails.
+    let json = match &args.json {
+        Some(path) => report::json::to_string(&report).and_then(|text| {
+            report::json::write_atomic(path, text.as_bytes())
+                .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+            eprintln!("JSON report written to {}", path.display());
+            Ok(())
+        }),
+        None => Ok(()),
+    };
+    let textfile = exporter.finish(&report);
+    json.and(textfile)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,8 +15,8 @@ use crate::{say, util};
 
 /// Debian packages: the eBPF toolchain (Debian's rustc with its std source and
 /// LLVM 22 for bpf-linker), the VM harness (qemu, busybox, cpio, xz, zstd,
-/// e2fsprogs) and tools later tests use inside VMs (docker.io, bpftrace, bpftool,
-/// prometheus for promtool).
+/// e2fsprogs), tools tests use on the host and inside VMs (docker.io, bpftrace,
+/// bpftool, prometheus for promtool) and chromium for the HTML report test.
 pub const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -35,6 +35,7 @@ pub const PACKAGES: &[&str] = &[
     "prometheus",
     "bpftrace",
     "bpftool",
+    "chromium",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
