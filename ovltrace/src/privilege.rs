@@ -220,6 +220,16 @@ pub fn drop_privileges(base: Vec<Keep>, maps_work: &mut dyn FnMut() -> bool) -> 
     if effective != kept_now {
         anyhow::bail!("capabilities left after dropping: {effective:?}, expected {kept_now:?}");
     }
+    // Capabilities are per thread: a thread started before this one dropped
+    // them would still have them.
+    let mask: u64 = kept_now.iter().map(|c| c.bitmask()).sum();
+    for (tid, prm) in permitted_by_thread() {
+        if prm & !mask != 0 {
+            anyhow::bail!(
+                "thread {tid} still has capabilities {prm:016x} (it started before they were dropped)"
+            );
+        }
+    }
     Ok(Dropped {
         kept: keep
             .into_iter()
@@ -227,6 +237,27 @@ pub fn drop_privileges(base: Vec<Keep>, maps_work: &mut dyn FnMut() -> bool) -> 
             .collect(),
         threads,
     })
+}
+
+/// `CapPrm` of every thread of this process, from /proc/self/task/*/status.
+fn permitted_by_thread() -> Vec<(String, u64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            let hex = status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapPrm:"))?
+                .trim();
+            Some((
+                t.file_name().to_string_lossy().into_owned(),
+                u64::from_str_radix(hex, 16).ok()?,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -273,5 +304,15 @@ mod tests {
         // directories are left to the write to report.
         assert_eq!(output_dir(Path::new("x.json")), PathBuf::from("."));
         assert!(root_can_create_in(Path::new("/nonexistent-ovltrace-dir")));
+    }
+
+    #[test]
+    fn reads_every_thread() {
+        let here = caps::read(None, CapSet::Permitted).unwrap();
+        let mask: u64 = here.iter().map(|c| c.bitmask()).sum();
+        let threads = permitted_by_thread();
+        assert!(!threads.is_empty());
+        // The test harness runs this on its own thread: it is listed.
+        assert!(threads.iter().any(|(_, prm)| *prm == mask), "{threads:?}");
     }
 }
