@@ -1,5 +1,6 @@
 //! Build, test and VM tooling for ovltrace: `cargo xtask <subcommand>`.
 
+mod bench;
 mod cpio;
 mod demo;
 mod initramfs;
@@ -30,6 +31,9 @@ enum Cmd {
     Test(test::TestArgs),
     /// Boot a VM and show ovltrace tracing copy-ups of a small workload.
     Demo,
+    /// Overhead in a VM (ratios to untraced, bpftrace and the empty-probe
+    /// floor) and user-space costs on the host; rewrites BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => setup::run(setup::Verbosity::Summary).and_then(|()| vm::run(args)),
         Cmd::Test(args) => test::run(args),
         Cmd::Demo => setup::run(setup::Verbosity::Summary).and_then(|()| demo::run()),
+        Cmd::Bench(args) => setup::run(setup::Verbosity::Summary).and_then(|()| bench::run(args)),
     };
     match result {
         Ok(code) => code,
