@@ -209,9 +209,10 @@ fn host_benchmarks(bin: &Path, events: u64, out_dir: &Path) -> Result<Value> {
     let mut cases: Vec<(String, Vec<String>)> = Vec::new();
     for mode in ["decode", "aggregate", "full"] {
         let mut a = vec!["ingest", "--mode", mode, "--events", &events];
-        // Attribution walks real directories: a smaller stream keeps it short.
+        // Attribution walks real directories per event: a shorter stream
+        // keeps the run short (the rate does not depend on its length).
         if mode == "full" {
-            a = vec!["ingest", "--mode", mode, "--events", "100000"];
+            a = vec!["ingest", "--mode", mode, "--events", "20000"];
         }
         cases.push((
             format!("ingest-{mode}"),
@@ -242,7 +243,10 @@ fn host_benchmarks(bin: &Path, events: u64, out_dir: &Path) -> Result<Value> {
     ));
     for (name, argv) in cases {
         let mut reps = Vec::new();
-        for rep in 1..=3 {
+        // The resolver repeats its scan inside one process (generating the
+        // root is the slow part).
+        let processes = if name.starts_with("resolver") { 1 } else { 3 };
+        for rep in 1..=processes {
             let load = loadavg();
             let mut cmd = Command::new(bin);
             cmd.args(&argv)
@@ -483,6 +487,7 @@ struct SetupStats {
     runs_ms: Vec<f64>,
     median_ms: f64,
     tracer_cpu_ms: f64,
+    tracer_switches: f64,
 }
 
 fn setup_stats(runs: &[Value], workload: &str, setup: &str) -> Option<SetupStats> {
@@ -502,10 +507,15 @@ fn setup_stats(runs: &[Value], workload: &str, setup: &str) -> Option<SetupStats
         .filter_map(|r| r["tracer_cpu_ns"].as_f64())
         .map(|ns| ns / 1e6)
         .collect();
+    let mut switches: Vec<f64> = sel
+        .iter()
+        .filter_map(|r| r["extra"]["tracer_switches"].as_str()?.parse().ok())
+        .collect();
     Some(SetupStats {
         runs_ms,
         median_ms,
         tracer_cpu_ms: median(&mut cpu).unwrap_or(0.0),
+        tracer_switches: median(&mut switches).unwrap_or(0.0),
     })
 }
 
@@ -576,9 +586,9 @@ fn render_vm(s: &mut String, vm: &Value) {
     let _ = writeln!(s, "Command: `{}`\n", vm["command"].as_str().unwrap_or("?"));
     let _ = writeln!(
         s,
-        "| workload | set-up | runs (ms) | median (ms) | ratio to untraced | added (ms) | tracer CPU (ms, median) |"
+        "| workload | set-up | runs (ms) | median (ms) | ratio to untraced | added (ms) | tracer CPU (ms) | tracer context switches |"
     );
-    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|");
     let mut goals = Vec::new();
     for w in [Workload::Copyup, Workload::Bigfiles, Workload::Lookups] {
         let stats: Vec<(&str, SetupStats)> = SETUPS
@@ -596,7 +606,7 @@ fn render_vm(s: &mut String, vm: &Value) {
             let runs_ms: Vec<String> = x.runs_ms.iter().map(|v| format!("{v:.1}")).collect();
             let _ = writeln!(
                 s,
-                "| {} | {st} | {} | {:.1} | {:.3} | {:+.1} | {} |",
+                "| {} | {st} | {} | {:.1} | {:.3} | {:+.1} | {} | {} |",
                 w.name(),
                 runs_ms.join(", "),
                 x.median_ms,
@@ -606,6 +616,11 @@ fn render_vm(s: &mut String, vm: &Value) {
                     "-".to_string()
                 } else {
                     format!("{:.1}", x.tracer_cpu_ms)
+                },
+                if *st == "untraced" {
+                    "-".to_string()
+                } else {
+                    format!("{:.0}", x.tracer_switches)
                 },
             );
         }
@@ -711,8 +726,9 @@ fn render_host(s: &mut String, h: &Value) {
     let _ = writeln!(s, "### Host figures (no kernel probes)\n");
     let _ = writeln!(
         s,
-        "Release build, on the machine above, 3 runs each, medians (all runs \
-         in target/bench/host-raw.json). Rates per CPU-second count only \
+        "Release build, on the machine above; ingest: 3 processes per stage, \
+         resolver: 3 scans with a new catalog each in one process; medians \
+         (all runs in target/bench/host-raw.json). Rates per CPU-second count only \
          the process's own CPU time (user + system), so they hold while \
          other jobs share the 2 CPUs; wall-clock rates are given too, with \
          the load average before each run.\n"
@@ -791,10 +807,10 @@ fn render_host(s: &mut String, h: &Value) {
     }
     let _ = writeln!(
         s,
-        "\n| resolver start-up | distinct layers | first scan (s) | rescan (s) | peak RSS | load avg before |"
+        "\n| resolver start-up | distinct layers | first scan: CPU s (wall s) | full rescan: CPU s (wall s) | unchanged-table rescan (s) | peak RSS | load avg before |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---|");
-    let mut worst: Option<f64> = None;
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
+    let mut worst: Option<(f64, f64)> = None;
     for (name, label) in [
         (
             "resolver-distinct",
@@ -804,21 +820,28 @@ fn render_host(s: &mut String, h: &Value) {
     ] {
         let Some(c) = case(name) else { continue };
         let first = med(&c, "first_refresh_seconds").unwrap_or(f64::NAN);
-        worst = Some(worst.map_or(first, |w: f64| w.max(first)));
+        let first_cpu = med(&c, "first_refresh_cpu_seconds").unwrap_or(f64::NAN);
+        worst = Some(match worst {
+            Some((w, wc)) => (w.max(first), wc.max(first_cpu)),
+            None => (first, first_cpu),
+        });
         let _ = writeln!(
             s,
-            "| {label} | {} | {first:.3} | {:.3} | {:.1} MiB | {} |",
+            "| {label} | {} | {first_cpu:.2} ({first:.2}) | {:.2} ({:.2}) | {:.4} | {:.1} MiB | {} |",
             c["runs"][0]["distinct_layers"],
-            med(&c, "rescan_seconds").unwrap_or(f64::NAN),
+            med(&c, "full_rescan_cpu_seconds").unwrap_or(f64::NAN),
+            med(&c, "full_rescan_seconds").unwrap_or(f64::NAN),
+            med(&c, "unchanged_refresh_seconds").unwrap_or(f64::NAN),
             med(&c, "max_rss_kb").unwrap_or(0.0) / 1024.0,
             loads(&c)
         );
     }
-    if let Some(w) = worst {
+    if let Some((w, wc)) = worst {
         let _ = writeln!(
             s,
-            "\nResolver goal (start-up under {RESOLVER_GOAL_S} s on 1,000 x 50): {} (worst median {w:.3} s).",
-            yes_no(w < RESOLVER_GOAL_S)
+            "\nResolver goal (start-up under {RESOLVER_GOAL_S} s on 1,000 x 50, judged on CPU time): {} \
+             (worst case {wc:.2} s of CPU, {w:.2} s wall).",
+            yes_no(wc < RESOLVER_GOAL_S)
         );
     }
     let _ = writeln!(s, "\nCommands:\n");
