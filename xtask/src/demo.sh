@@ -1,37 +1,48 @@
 #!/bin/sh
 # The workload of `cargo xtask demo` (runs inside the VM; xtask/src/demo.sh).
-# Builds a 3-layer overlay in /tmp, traces it with ovltrace for a few seconds
-# and causes copy-ups by writing to lower-layer files.
+# dockerd is running and the demo image is loaded. ovltrace traces while two
+# containers of the image write to files that come from different layers,
+# then prints its report: per container, the hot files with the layer and
+# Dockerfile instruction they were copied up from.
 set -u
-d=/tmp/demo
-mkdir -p $d/l1 $d/l2 $d/l3 $d/upper $d/work $d/merged
-mkdir -p $d/l3/etc $d/l2/var/log $d/l1/app/data
-echo "base config" > $d/l3/etc/app.conf
-dd if=/dev/zero of=$d/l2/var/log/big.log bs=1024 count=4096 2>/dev/null
-echo "v1" > $d/l1/app/data/state
-mount -t overlay overlay \
-	-o lowerdir=$d/l1:$d/l2:$d/l3,upperdir=$d/upper,workdir=$d/work $d/merged
+IMG=demo/shop-api:2.3
+COLOR=${COLOR:-never}
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+[ "$COLOR" = always ] || say() { printf '\n== %s\n' "$*"; }
 
-ovltrace run --duration 5s 2> /tmp/ovltrace.err &
+say "ovltrace run (tracing every overlay mount; Ctrl-C ends it, here SIGINT)"
+ovltrace run --color "$COLOR" --top 8 > /tmp/report.txt 2> /tmp/ovltrace.err &
 tracer=$!
 # ovltrace prints a line starting with "Tracing" once every probe is attached.
 i=0
 until grep -q '^Tracing' /tmp/ovltrace.err 2>/dev/null; do
 	if ! kill -0 $tracer 2>/dev/null || [ $i -ge 600 ]; then
-		break
+		echo "ovltrace did not start:" >&2
+		cat /tmp/ovltrace.err >&2
+		exit 1
 	fi
 	sleep 0.1
 	i=$((i + 1))
 done
+grep '^Tracing' /tmp/ovltrace.err
 
-echo "one more line" >> $d/merged/etc/app.conf
-echo "appended" >> $d/merged/var/log/big.log
-echo "v2" > $d/merged/app/data/state
-ls $d/merged/etc/missing 2>/dev/null
+say "docker run --name shop-api $IMG: appends to the catalog, the index and the config"
+docker run --network none --name shop-api $IMG sh -c '
+	echo "order 1001" >> /var/lib/app/catalog.db
+	echo "warm" >> /var/cache/app/index.bin
+	echo "workers=4" >> /etc/app/app.conf' || exit 1
 
+say "docker run --name shop-worker $IMG: chown -R /srv/static (300 files), touches the index"
+docker run --network none --name shop-worker $IMG sh -c '
+	chown -R 1000:1000 /srv/static
+	echo "warm" >> /var/cache/app/index.bin' || exit 1
+
+kill -INT $tracer
 wait $tracer
 rc=$?
-cat /tmp/ovltrace.err >&2
-echo "ovltrace exited with $rc"
-echo "upper layer now holds:"
-find $d/upper | sort
+say "ovltrace report"
+cat /tmp/report.txt
+if [ $rc != 0 ]; then
+	cat /tmp/ovltrace.err >&2
+fi
+exit $rc
