@@ -78,7 +78,7 @@ fn ev(dev: u32, path: &str, latency_ns: u64, bytes: u64) -> CopyUp {
         tgid: 1,
         tid: 1,
         dev,
-        ret: if latency_ns % 7 == 0 { -28 } else { 0 },
+        ret: if latency_ns.is_multiple_of(7) { -28 } else { 0 },
         kind: FileKind::Regular,
         path: path.as_bytes().to_vec(),
         path_truncated: false,
