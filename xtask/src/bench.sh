@@ -122,6 +122,9 @@ settle() {
 }
 
 # --------------------------------------------------------------- workloads --
+# Entries in the run's upper layer, itself not counted: the copy-ups made.
+copied_up() { echo $(($(find $d/up | wc -l) - 1)); }
+
 # prep_W builds the lower layers once; mount_W mounts a fresh overlay on $d/m
 # (upper $d/up); timed_W runs the timed part and sets ELAPSED (ns) and EXTRA.
 
@@ -135,7 +138,7 @@ timed_copyup() {
 	set -- $($H time chown -R 1:1 $d/m/tree)
 	[ "${2:-1}" = 0 ] || die "chown -R failed"
 	ELAPSED=$1
-	EXTRA="copied_up=$(find $d/up | wc -l)"
+	EXTRA="copied_up=$(copied_up)"
 }
 
 prep_bigfiles() {
@@ -153,7 +156,7 @@ timed_bigfiles() {
 	set -- $($H time sh /tmp/append.sh $d/m/f*)
 	[ "${2:-1}" = 0 ] || die "appends failed"
 	ELAPSED=$1
-	EXTRA="upper_kb=$(du -sk $d/up | cut -f1)"
+	EXTRA="copied_up=$(copied_up) upper_kb=$(du -sk $d/up | cut -f1)"
 }
 
 prep_lookups() {
@@ -172,7 +175,7 @@ timed_lookups() {
 	set -- $($H lookups $d/m/d $LK_EXISTING $LK_PASSES)
 	[ $# -eq 3 ] || die "lookups failed"
 	ELAPSED=$1
-	EXTRA="found=$2 missing=$3"
+	EXTRA="found=$2 missing=$3 copied_up=$(copied_up)"
 }
 
 # ------------------------------------------------------------------- main --
