@@ -92,7 +92,8 @@ pub struct BenchArgs {
     /// Events per ingest run.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
-    /// Don't rewrite the generated section of BENCHMARKS.md.
+    /// Don't rewrite the generated section of BENCHMARKS.md (partial runs
+    /// never do).
     #[arg(long)]
     pub no_write: bool,
     /// Run nothing: render the tables again from the last run's saved
@@ -170,10 +171,28 @@ fn finish(args: &BenchArgs, results: &Value, out_dir: &Path, started: Instant) -
         md_path.display(),
         json_path.display()
     );
-    if !args.no_write {
+    // BENCHMARKS.md only ever holds complete runs.
+    let complete = results.get("host_benchmarks").is_some()
+        && results.get("vm").is_some()
+        && results["vm"]["reps"].as_u64().unwrap_or(0) >= 3
+        && [Workload::Copyup, Workload::Bigfiles, Workload::Lookups]
+            .iter()
+            .all(|w| {
+                setup_stats(
+                    results["vm"]["runs"].as_array().map_or(&[], |v| v),
+                    w.name(),
+                    "untraced",
+                )
+                .is_some()
+            });
+    if args.no_write {
+        say!("bench: --no-write: BENCHMARKS.md left alone");
+    } else if complete {
         let doc = util::workspace_root().join("BENCHMARKS.md");
         splice_into(&doc, &md)?;
         say!("bench: rewrote the generated section of {}", doc.display());
+    } else {
+        say!("bench: partial run (or fewer than 3 runs per set-up): BENCHMARKS.md left alone");
     }
     say!(
         "bench: done in {:.1} min",
