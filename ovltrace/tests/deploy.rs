@@ -1437,7 +1437,8 @@ fn evaluate_in_prometheus(
             let alert = format!("Q{}", names.len());
             names.push(format!(
                 "{alert}: panel {:?} {}",
-                panel["title"], t["refId"]
+                panel["title"].as_str().unwrap_or("?"),
+                t["refId"].as_str().unwrap_or("?")
             ));
             rules.push_str(&format!(
                 "      - alert: {alert}\n        expr: {}\n",
