@@ -274,18 +274,51 @@ impl Aggregator {
         }
     }
 
-    /// The `n` files with the largest total copy-up time (ties: more bytes, then path).
+    /// The hot spots: the `n` files with the largest total copy-up time, then
+    /// those of the `n` with the most bytes that are not among them.
     pub fn top_files(&self, n: usize) -> Vec<(&FileKey, &FileAgg)> {
-        let mut v: Vec<_> = self.files.iter().collect();
-        v.sort_by(|a, b| {
-            b.1.total_ns
-                .cmp(&a.1.total_ns)
-                .then(b.1.bytes.cmp(&a.1.bytes))
-                .then_with(|| a.0.cmp(b.0))
-        });
-        v.truncate(n);
-        v
+        select_top(
+            self.files.iter().collect(),
+            Some(n),
+            |f| f.1.total_ns,
+            |f| f.1.bytes,
+            |f| f.0,
+        )
     }
+}
+
+/// The top `n` items by time, followed by the items of the top `n` by bytes
+/// that are not already in (all items by time when `n` is None). Ties are
+/// broken by `key`, so the choice is deterministic; reports and merges of
+/// reports make their lists with this one function.
+pub fn select_top<T, K: Ord>(
+    mut items: Vec<T>,
+    n: Option<usize>,
+    time: impl Fn(&T) -> u64,
+    bytes: impl Fn(&T) -> u64,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    items.sort_by(|a, b| time(b).cmp(&time(a)).then_with(|| key(a).cmp(&key(b))));
+    let Some(n) = n else {
+        return items;
+    };
+    let mut by_bytes: Vec<usize> = (0..items.len()).collect();
+    by_bytes.sort_by(|&a, &b| {
+        bytes(&items[b])
+            .cmp(&bytes(&items[a]))
+            .then_with(|| key(&items[a]).cmp(&key(&items[b])))
+    });
+    let mut chosen: Vec<usize> = (0..items.len().min(n)).collect();
+    for i in by_bytes.into_iter().take(n) {
+        if i >= n {
+            chosen.push(i);
+        }
+    }
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    chosen
+        .into_iter()
+        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+        .collect()
 }
 
 #[cfg(test)]
@@ -405,6 +438,26 @@ mod tests {
         a.add_plain(&ev(1, "slow", 90_000_000_000, 1));
         let h = &a.per_dev[&1].latency;
         assert!(h.equivalent(h.max(), 90_000_000_000));
+    }
+
+    #[test]
+    fn top_lists_take_the_slowest_then_the_biggest() {
+        let mut a = Aggregator::new(1000);
+        a.add_plain(&ev(1, "slow", 9_000, 1));
+        a.add_plain(&ev(1, "slower", 10_000, 2));
+        a.add_plain(&ev(1, "big", 10, 1 << 30));
+        a.add_plain(&ev(1, "small", 5, 1));
+        let top: Vec<&[u8]> = a
+            .top_files(2)
+            .iter()
+            .map(|(k, _)| k.path.as_slice())
+            .collect();
+        // Two by time, plus the biggest that was not among them.
+        assert_eq!(top, vec![&b"slower"[..], b"slow", b"big"]);
+        let all = select_top(vec![3u64, 1, 2], None, |x| *x, |_| 0, |x| *x);
+        assert_eq!(all, vec![3, 2, 1]);
+        let none: Vec<u64> = select_top(vec![], Some(3), |x| *x, |x| *x, |x| *x);
+        assert!(none.is_empty());
     }
 
     #[test]

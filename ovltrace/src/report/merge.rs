@@ -58,7 +58,7 @@ use super::{
     lookup_latency, Advice, Bucket, Container, CopyUpFile, CopyUpTotals, Counters, Drops, Hist,
     Latency, LayerCost, Lookups, Mount, ProbeInfo, Report, Tool, SCHEMA_VERSION,
 };
-use crate::aggregate::new_histogram;
+use crate::aggregate::{new_histogram, select_top};
 
 /// Bounds the aggregator applies to a file's pids and comms, and to a layer's
 /// containers.
@@ -190,15 +190,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             .then_with(|| a.name.cmp(&b.name))
             .then_with(|| a.id.cmp(&b.id))
     });
-    out.copy_ups.sort_by(|a, b| {
-        b.total_ns
-            .cmp(&a.total_ns)
-            .then(b.bytes.cmp(&a.bytes))
-            .then_with(|| file_key(a).cmp(&file_key(b)))
-    });
-    if let Some(n) = top {
-        out.copy_ups.truncate(n);
-    }
+    out.copy_ups = select_files(std::mem::take(&mut out.copy_ups), top);
     out.layers = select_layers(out.layers, top);
     if !multi {
         clear_hosts(&mut out);
@@ -208,7 +200,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
 
 /// Applies `--top` to a single report the way [`merge`] does.
 pub fn cut(r: &mut Report, top: usize) {
-    r.copy_ups.truncate(top);
+    r.copy_ups = select_files(std::mem::take(&mut r.copy_ups), Some(top));
     r.layers = select_layers(std::mem::take(&mut r.layers), Some(top));
 }
 
@@ -293,36 +285,21 @@ fn layer_key(l: &LayerCost) -> LayerKey {
 }
 
 /// The top `n` layers by total time plus the top `n` by bytes (all, by
-/// time, without `n`), in the order `build` gives them.
-fn select_layers(mut layers: Vec<LayerCost>, n: Option<usize>) -> Vec<LayerCost> {
-    layers.sort_by(|a, b| {
-        b.copy_up
-            .total_ns
-            .cmp(&a.copy_up.total_ns)
-            .then_with(|| layer_key(a).cmp(&layer_key(b)))
-    });
-    let Some(n) = n else {
-        return layers;
-    };
-    let mut by_bytes: Vec<usize> = (0..layers.len()).collect();
-    by_bytes.sort_by(|&a, &b| {
-        layers[b]
-            .copy_up
-            .bytes
-            .cmp(&layers[a].copy_up.bytes)
-            .then_with(|| layer_key(&layers[a]).cmp(&layer_key(&layers[b])))
-    });
-    let mut chosen: Vec<usize> = (0..layers.len().min(n)).collect();
-    for i in by_bytes.into_iter().take(n) {
-        if !chosen.contains(&i) {
-            chosen.push(i);
-        }
-    }
-    let mut slots: Vec<Option<LayerCost>> = layers.into_iter().map(Some).collect();
-    chosen
-        .into_iter()
-        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
-        .collect()
+/// time, without `n`), as `build` chooses them.
+fn select_layers(layers: Vec<LayerCost>, n: Option<usize>) -> Vec<LayerCost> {
+    select_top(
+        layers,
+        n,
+        |l| l.copy_up.total_ns,
+        |l| l.copy_up.bytes,
+        layer_key,
+    )
+}
+
+/// The hot spots as `build` chooses them: the top `n` files by total time
+/// plus the top `n` by bytes.
+fn select_files(files: Vec<CopyUpFile>, n: Option<usize>) -> Vec<CopyUpFile> {
+    select_top(files, n, |f| f.total_ns, |f| f.bytes, file_key)
 }
 
 /// Running sum of [`CopyUpTotals`], with the histograms decoded.
@@ -1008,13 +985,12 @@ mod tests {
         assert_same(merged, whole.clone(), &[&ra, &rb]);
 
         // Cut to a top N: the same selection as `build` makes.
-        let whole5 = report(part(&evs, &whole_lookups, 1_000, 1_200, 7));
-        let whole5 = Report {
-            copy_ups: whole5.copy_ups[..5].to_vec(),
-            ..whole5
-        };
+        let mut whole5 = report(part(&evs, &whole_lookups, 1_000, 1_200, 7));
+        cut(&mut whole5, 5);
         let mut merged5 = merge(&[ra.clone(), rb.clone()], Some(5)).unwrap();
-        assert_eq!(merged5.copy_ups.len(), 5);
+        // The 5 slowest files plus the biggest of the rest (at most 10).
+        assert!((5..=10).contains(&merged5.copy_ups.len()));
+        assert_eq!(merged5.copy_ups.len(), whole5.copy_ups.len());
         let (w5, m5) = (normalize(whole5).0, normalize(merged5.clone()).0);
         for (m, w) in m5.copy_ups.iter().zip(&w5.copy_ups) {
             assert_eq!((&m.dev, &m.path, m.total_ns), (&w.dev, &w.path, w.total_ns));

@@ -556,27 +556,17 @@ pub fn build(inp: Inputs<'_>) -> Report {
 
 /// Top `n` layers by total copy-up time, plus the top `n` by bytes.
 fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
-    use crate::aggregate::LayerKey;
-    let mut by_time: Vec<(&LayerKey, &crate::aggregate::LayerAgg)> = agg.per_layer.iter().collect();
-    by_time.sort_by(|a, b| {
-        b.1.total
-            .total_ns
-            .cmp(&a.1.total.total_ns)
-            .then_with(|| a.0.cmp(b.0))
-    });
-    let mut by_bytes = by_time.clone();
-    by_bytes.sort_by(|a, b| {
-        b.1.total
-            .bytes
-            .cmp(&a.1.total.bytes)
-            .then_with(|| a.0.cmp(b.0))
-    });
-    let mut chosen: Vec<&LayerKey> = by_time.iter().take(n).map(|(k, _)| *k).collect();
-    for (k, _) in by_bytes.iter().take(n) {
-        if !chosen.contains(k) {
-            chosen.push(k);
-        }
-    }
+    use crate::aggregate::{select_top, LayerKey};
+    let chosen: Vec<&LayerKey> = select_top(
+        agg.per_layer.iter().collect(),
+        Some(n),
+        |l| l.1.total.total_ns,
+        |l| l.1.total.bytes,
+        |l| l.0,
+    )
+    .into_iter()
+    .map(|(k, _)| k)
+    .collect();
     chosen
         .into_iter()
         .filter_map(|k| {
