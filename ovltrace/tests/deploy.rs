@@ -670,6 +670,18 @@ fn dockerfile_problems(text: &str) -> Vec<String> {
             if !r.contains("llvm-22") {
                 p.push("bpf-linker not built for LLVM 22".into());
             }
+            // LLVM_PREFIX picks the libLLVM bpf-linker links: set in the
+            // command or by an ENV before it.
+            let at = ins
+                .iter()
+                .position(|(k, x)| k == "RUN" && x == r)
+                .unwrap_or(0);
+            let env_before = ins[..at]
+                .iter()
+                .any(|(k, x)| k == "ENV" && x.contains("LLVM_PREFIX=/usr/lib/llvm-22"));
+            if !env_before && !r.contains("LLVM_PREFIX=/usr/lib/llvm-22") {
+                p.push("bpf-linker built without LLVM_PREFIX=/usr/lib/llvm-22".into());
+            }
         }
         (i, v) => p.push(format!("bpf-linker install {i:?}, setup.rs version {v:?}")),
     }
@@ -701,6 +713,7 @@ fn dockerfile_has_what_the_image_needs() {
         ("USER 0:0", "USER 65534"),
         ("\"0.0.0.0:9435\"", "\"9435\""),
         ("--version \"${BPF_LINKER_VERSION}\"", "--version 0.12.0"),
+        ("    LLVM_PREFIX=/usr/lib/llvm-22\n", "    LLVM=22\n"),
     ] {
         assert!(text.contains(from), "{from:?}");
         let broken = text.replacen(from, to, 1);
