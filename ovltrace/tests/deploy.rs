@@ -26,6 +26,7 @@ mod common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    io::Write as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -45,7 +46,12 @@ fn missing(tool: &str, how: &str) -> Option<PathBuf> {
     if strict() {
         panic!("{tool} not found ({how}); OVLTRACE_TEST_STRICT=1 makes this a failure");
     }
-    eprintln!("\n******** SKIPPED: {tool} not found ({how}) ********\n");
+    // Straight to stderr, not through eprintln!: the test harness would
+    // capture it and show nothing for a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n******** SKIPPED: {tool} not found ({how}) ********\n"
+    );
     None
 }
 
