@@ -307,6 +307,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            pod: None,
             mount_id: 1,
         };
         let t = table(&[c], &[]);

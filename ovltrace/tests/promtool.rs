@@ -125,6 +125,7 @@ fn busy_report() -> Report {
                 diff_id: Some(diff_id.clone()),
                 ..Default::default()
             }],
+            pod: None,
             mount_id: 0,
         };
         mounts.insert(

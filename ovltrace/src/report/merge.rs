@@ -732,6 +732,7 @@ mod tests {
                     layer(2, Some(2), if i < 2 { "a2" } else { "b2" }),
                     layer(3, Some(1), if i < 2 { "a1" } else { "b1" }),
                 ],
+                pod: None,
                 mount_id: i as u32,
             })
             .collect()

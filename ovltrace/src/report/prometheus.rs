@@ -746,6 +746,7 @@ mod tests {
                 diff_id: Some("sha256:l1".into()),
                 ..Default::default()
             }],
+            pod: None,
             mount_id: 0,
         }
     }

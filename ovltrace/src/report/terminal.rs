@@ -571,6 +571,7 @@ pub(crate) mod tests {
                 ),
                 layer(3, Some(1), "0123456789ab", ""),
             ],
+            pod: None,
             mount_id: 1,
         };
         let ev = |dev: u32, path: &[u8], ns: u64, bytes: u64, comm: &str| CopyUp {

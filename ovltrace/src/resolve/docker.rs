@@ -304,6 +304,7 @@ impl DockerResolver {
             runtime: "docker",
             upperdir,
             layers,
+            pod: None,
             mount_id: m.mount_id,
         }
     }

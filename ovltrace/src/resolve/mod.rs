@@ -6,9 +6,13 @@
 //! meets an unknown device, keeps entries of mounts that have gone away, and answers
 //! which lower layer a copied-up path came from.
 
+pub mod bolt;
 pub mod cgroup;
+pub mod containerd;
 pub mod docker;
 pub mod layer;
+pub mod oci;
+pub mod podman;
 pub mod safe_fs;
 
 use std::{
@@ -47,6 +51,9 @@ pub struct ContainerInfo {
     pub upperdir: Option<PathBuf>,
     /// One per lowerdir, uppermost first: `layers[i].index == i + 1`.
     pub layers: Vec<LayerInfo>,
+    /// The Kubernetes pod the container is in (from the runtime's labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodInfo>,
     /// mountinfo id of the mount this was resolved from.
     #[serde(skip)]
     pub mount_id: u32,
@@ -74,6 +81,13 @@ impl ContainerInfo {
             && (self.name.as_deref() == Some(filter.trim_start_matches('/'))
                 || self.id.starts_with(filter))
     }
+}
+
+/// A Kubernetes pod, as the runtime's labels or metadata name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInfo {
+    pub name: String,
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -679,6 +693,7 @@ mod tests {
                             ..Default::default()
                         })
                         .collect(),
+                    pod: None,
                     mount_id: m.mount_id,
                 })
                 .collect()
@@ -906,6 +921,7 @@ mod tests {
             runtime: "docker",
             upperdir: None,
             layers: vec![],
+            pod: None,
             mount_id: 1,
         };
         assert!(c.matches("web-1"));

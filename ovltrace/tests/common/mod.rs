@@ -66,6 +66,7 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
                 layer(2, Some(2), format!("{:064x}", 200 + i), &s.created_by),
                 layer(3, Some(1), format!("{:064x}", 300), "ADD rootfs.tar /"),
             ],
+            pod: None,
             mount_id: i as u32,
         };
         mounts.insert(

@@ -1,0 +1,727 @@
+//! containers/storage with the overlay driver: Podman, Buildah and CRI-O.
+//!
+//! Layout under the storage root (rootful default /var/lib/containers/storage):
+//! - `overlay/<layer-id>/{diff,link,lower,work,merged}`, `overlay/l/<short> ->
+//!   ../<layer-id>/diff`; `lower` is `l/<short>:l/<short>...`, uppermost first,
+//!   up to 500 entries;
+//! - `overlay-layers/layers.json` (and `volatile-layers.json` for layers kept
+//!   off disk syncs): `[{id, parent, diff-digest, diff-size,
+//!   compressed-diff-digest, ...}]`;
+//! - `overlay-images/images.json`: `[{id, names, layer (top), ...}]`; the
+//!   image config is the big-data item `sha256:<id>`, stored as
+//!   `overlay-images/<id>/=<base64 of the key>`;
+//! - `overlay-containers/containers.json`: `[{id, names, image, layer,
+//!   metadata}]`; CRI-O's `metadata` (a JSON string) names the pod.
+//!
+//! A container's mount has its own layer as upperdir
+//! (`overlay/<layer>/diff`) and its image's layers as lowerdirs. Everything
+//! below the root is read through [`SafeRoot`]: no symlink is followed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Component, Path, PathBuf},
+    sync::Arc,
+};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::{
+    oci::{self, ImageMeta},
+    safe_fs::{is_hex64, is_safe_name, is_safe_name_bytes, SafeRoot},
+    ContainerInfo, ImageInfo, LayerInfo, PodInfo, Resolver,
+};
+use crate::mounts::{bytes_display, path_display, OverlayMount};
+
+pub const DEFAULT_ROOT: &str = "/var/lib/containers/storage";
+pub const STORAGE_CONF: &str = "/etc/containers/storage.conf";
+/// Largest of layers.json, images.json, containers.json read.
+const MAX_STORE_JSON: u64 = 64 << 20;
+/// Largest image config read.
+const MAX_CONFIG: u64 = 16 << 20;
+/// containers/storage's deepest layer stack.
+pub const MAX_DEPTH: usize = 500;
+
+#[derive(Debug)]
+pub struct PodmanResolver {
+    explicit_root: Option<PathBuf>,
+    storage_conf: PathBuf,
+    default_root: PathBuf,
+    configs: HashMap<String, Arc<ImageMeta>>,
+    warned: HashSet<String>,
+    last_roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct LayerRec {
+    id: String,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default, rename = "diff-digest")]
+    diff_digest: Option<String>,
+    #[serde(default, rename = "diff-size")]
+    diff_size: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ImageRec {
+    id: String,
+    #[serde(default)]
+    names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ContainerRec {
+    id: String,
+    #[serde(default)]
+    names: Vec<String>,
+    #[serde(default)]
+    image: Option<String>,
+    layer: String,
+    #[serde(default)]
+    metadata: Option<String>,
+}
+
+/// CRI-O's (and Podman's) container metadata.
+#[derive(Debug, Default, Deserialize)]
+struct CtrMetadata {
+    #[serde(default, rename = "pod-name")]
+    pod_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default, rename = "metadata-name")]
+    metadata_name: Option<String>,
+}
+
+/// Per-root scan state.
+struct Scan<'a> {
+    root: SafeRoot,
+    overlay: PathBuf,
+    warnings: &'a mut Vec<String>,
+    layers: HashMap<String, LayerRec>,
+}
+
+impl PodmanResolver {
+    pub fn new(explicit_root: Option<PathBuf>) -> Self {
+        Self::with_paths(
+            explicit_root,
+            PathBuf::from(STORAGE_CONF),
+            PathBuf::from(DEFAULT_ROOT),
+        )
+    }
+
+    pub fn with_paths(
+        explicit_root: Option<PathBuf>,
+        storage_conf: PathBuf,
+        default_root: PathBuf,
+    ) -> Self {
+        Self {
+            explicit_root,
+            storage_conf,
+            default_root,
+            configs: HashMap::new(),
+            warned: HashSet::new(),
+            last_roots: Vec::new(),
+        }
+    }
+
+    /// The storage roots the latest scan used.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.last_roots
+    }
+
+    /// [`Resolver::scan`] that returns its warnings instead of logging them.
+    pub fn scan_collect(&mut self, mounts: &[OverlayMount]) -> (Vec<ContainerInfo>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let out = self.scan_inner(mounts, &mut warnings);
+        (out, warnings)
+    }
+
+    /// Candidate roots: the flag, storage.conf's graphroot, the default, and
+    /// every `<root>/overlay` the mounts point into that has containers/storage
+    /// metadata beside it.
+    fn candidate_roots(&self, mounts: &[OverlayMount], warnings: &mut Vec<String>) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = Vec::new();
+        let mut add = |p: PathBuf| {
+            if !roots.contains(&p) {
+                roots.push(p);
+            }
+        };
+        if let Some(p) = &self.explicit_root {
+            add(p.clone());
+        }
+        if let Some(p) = graphroot(&self.storage_conf, warnings) {
+            add(p);
+        }
+        add(self.default_root.clone());
+        for m in mounts {
+            for p in std::iter::once(&m.mountpoint).chain(m.upperdir.iter()) {
+                if let Some(r) = root_of(p) {
+                    if r.join("overlay-containers").is_dir() {
+                        add(r);
+                    }
+                }
+            }
+        }
+        roots
+    }
+
+    fn scan_inner(
+        &mut self,
+        mounts: &[OverlayMount],
+        warnings: &mut Vec<String>,
+    ) -> Vec<ContainerInfo> {
+        self.last_roots.clear();
+        let mut out: Vec<ContainerInfo> = Vec::new();
+        for root in self.candidate_roots(mounts, warnings) {
+            let explicit = self.explicit_root.as_ref() == Some(&root);
+            if !root.join("overlay-containers").is_dir() {
+                if explicit {
+                    warnings.push(format!(
+                        "{}: no containers/storage metadata (overlay-containers/)",
+                        root.display()
+                    ));
+                }
+                continue;
+            }
+            let safe = match SafeRoot::open(&root) {
+                Ok(s) => s,
+                Err(e) => {
+                    warnings.push(format!("opening the storage root: {e}"));
+                    continue;
+                }
+            };
+            self.last_roots.push(root.clone());
+            let mut scan = Scan {
+                overlay: root.join("overlay"),
+                root: safe,
+                warnings,
+                layers: HashMap::new(),
+            };
+            let containers: Vec<ContainerRec> =
+                scan.store_json("overlay-containers/containers.json");
+            let by_layer: HashMap<&str, &ContainerRec> = containers
+                .iter()
+                .filter(|c| is_safe_name(&c.layer))
+                .map(|c| (c.layer.as_str(), c))
+                .collect();
+            let mut matched: Vec<(&OverlayMount, &ContainerRec)> = Vec::new();
+            for m in mounts {
+                if out.iter().any(|c| c.dev == m.dev) || matched.iter().any(|x| x.0.dev == m.dev) {
+                    continue;
+                }
+                if let Some(c) =
+                    rw_layer_id(&scan.overlay, m).and_then(|l| by_layer.get(l.as_str()))
+                {
+                    matched.push((m, c));
+                }
+            }
+            if matched.is_empty() {
+                continue;
+            }
+            let mut layers: Vec<LayerRec> = scan.store_json("overlay-layers/layers.json");
+            layers.extend(scan.store_json_opt::<LayerRec>("overlay-layers/volatile-layers.json"));
+            scan.layers = layers
+                .into_iter()
+                .filter(|l| is_safe_name(&l.id))
+                .map(|l| (l.id.clone(), l))
+                .collect();
+            let images: Vec<ImageRec> = scan.store_json("overlay-images/images.json");
+            for (m, c) in matched {
+                let info = self.container(&mut scan, m, c, &images);
+                out.push(info);
+            }
+        }
+        out
+    }
+
+    fn container(
+        &mut self,
+        scan: &mut Scan,
+        m: &OverlayMount,
+        c: &ContainerRec,
+        images: &[ImageRec],
+    ) -> ContainerInfo {
+        let meta: CtrMetadata = c
+            .metadata
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        let pod = meta.pod_name.clone().map(|name| PodInfo {
+            name,
+            namespace: meta.namespace.clone(),
+        });
+        let name = meta
+            .metadata_name
+            .clone()
+            .filter(|_| pod.is_some())
+            .or_else(|| c.names.first().cloned());
+        let image_rec = c
+            .image
+            .as_deref()
+            .and_then(|id| images.iter().find(|i| i.id == id));
+        let image_id = image_rec.map(|i| i.id.clone()).filter(|id| is_hex64(id));
+        let image_meta = image_id.as_deref().and_then(|id| self.config(scan, id));
+        let mut tags = image_rec.map(|i| i.names.clone()).unwrap_or_default();
+        tags.sort();
+        tags.dedup();
+
+        // The layer chain the container's layer sits on, top first.
+        let chain = scan.parents(&c.layer);
+        let lowers = scan.lower_layer_ids(m, &c.layer);
+        let n = lowers.len();
+        let mut layers = Vec::with_capacity(n);
+        for (i, (id, short)) in lowers.into_iter().enumerate() {
+            let mut l = LayerInfo {
+                index: i + 1,
+                short_id: short,
+                position: Some(n - i),
+                ..Default::default()
+            };
+            if let Some(id) = &id {
+                if chain.get(i) != Some(id) {
+                    scan.warn(format!(
+                        "container {}: lower layer {} is {id}, but its layer chain has {} there",
+                        c.id,
+                        i + 1,
+                        chain.get(i).map(String::as_str).unwrap_or("nothing")
+                    ));
+                }
+                l.dir = scan.layer_dir(id);
+                if let Some(rec) = scan.layers.get(id) {
+                    l.diff_id = rec.diff_digest.clone().filter(|d| oci::is_digest(d));
+                    l.size = rec.diff_size.and_then(|s| u64::try_from(s).ok());
+                } else {
+                    scan.warn(format!("layer {id} is not in layers.json"));
+                }
+            }
+            if let Some(img) = &image_meta {
+                if !oci::describe_layer(img, n - i, &mut l) {
+                    scan.warn(format!(
+                        "container {}: layer {} ({}) does not match its image at position {}; instruction unknown",
+                        c.id,
+                        i + 1,
+                        l.diff_id.as_deref().unwrap_or("no diff-id"),
+                        n - i
+                    ));
+                }
+            }
+            l.cache_id = id;
+            layers.push(l);
+        }
+        if let Some(img) = &image_meta {
+            if img.diff_ids.len() != n {
+                scan.warn(format!(
+                    "container {}: {n} layers mounted but the image has {}",
+                    c.id,
+                    img.diff_ids.len()
+                ));
+            }
+        }
+        ContainerInfo {
+            id: c.id.clone(),
+            name,
+            image: ImageInfo {
+                id: image_id.map(|id| format!("sha256:{id}")),
+                tags,
+            },
+            mountpoint: m.mountpoint.clone(),
+            dev: m.dev,
+            runtime: if pod.is_some() { "cri-o" } else { "podman" },
+            upperdir: Some(scan.overlay.join(&c.layer).join("diff")),
+            layers,
+            pod,
+            mount_id: m.mount_id,
+        }
+    }
+
+    /// The image config (`overlay-images/<id>/=<base64("sha256:<id>")>`),
+    /// checked against the image id (its digest).
+    fn config(&mut self, scan: &mut Scan, id: &str) -> Option<Arc<ImageMeta>> {
+        if let Some(m) = self.configs.get(id) {
+            return Some(m.clone());
+        }
+        let key = format!("sha256:{id}");
+        let file = big_data_name(&key);
+        let rel = PathBuf::from(format!("overlay-images/{id}/{file}"));
+        let data = match scan.root.read(&rel, MAX_CONFIG) {
+            Ok(d) => d,
+            Err(e) => {
+                scan.warn(e.to_string());
+                return None;
+            }
+        };
+        if oci::sha256_hex(&data) != id {
+            scan.warn(format!(
+                "{}: content does not match the image id; image metadata ignored",
+                path_display(&scan.root.path().join(&rel))
+            ));
+            return None;
+        }
+        match oci::parse_image_config(&format!("image {id}"), &data, scan.warnings) {
+            Ok(m) => {
+                let m = Arc::new(m);
+                self.configs.insert(id.to_string(), m.clone());
+                Some(m)
+            }
+            Err(e) => {
+                scan.warn(e);
+                None
+            }
+        }
+    }
+
+    fn emit(&mut self, warnings: Vec<String>) {
+        for w in warnings {
+            if self.warned.len() < 10_000 && self.warned.insert(w.clone()) {
+                log::warn!("podman: {w}");
+            }
+        }
+    }
+}
+
+impl Resolver for PodmanResolver {
+    fn runtime(&self) -> &'static str {
+        "podman"
+    }
+
+    fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
+        let (out, warnings) = self.scan_collect(mounts);
+        self.emit(warnings);
+        out
+    }
+}
+
+impl Scan<'_> {
+    fn warn(&mut self, w: String) {
+        self.warnings.push(w);
+    }
+
+    fn store_json<T: for<'de> Deserialize<'de>>(&mut self, rel: &str) -> Vec<T> {
+        match self.root.read(Path::new(rel), MAX_STORE_JSON) {
+            Ok(d) => self.parse_list(rel, &d),
+            Err(e) => {
+                self.warn(e.to_string());
+                Vec::new()
+            }
+        }
+    }
+
+    fn store_json_opt<T: for<'de> Deserialize<'de>>(&mut self, rel: &str) -> Vec<T> {
+        match self.root.read(Path::new(rel), MAX_STORE_JSON) {
+            Ok(d) => self.parse_list(rel, &d),
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => {
+                self.warn(e.to_string());
+                Vec::new()
+            }
+        }
+    }
+
+    /// A JSON array; entries that do not parse are skipped with a warning.
+    fn parse_list<T: for<'de> Deserialize<'de>>(&mut self, rel: &str, data: &[u8]) -> Vec<T> {
+        let p = path_display(&self.root.path().join(rel));
+        let items: Vec<serde_json::Value> = match serde_json::from_slice(data) {
+            Ok(v) => v,
+            Err(e) => {
+                self.warn(format!("{p}: invalid JSON: {e}"));
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut bad = 0usize;
+        for v in items {
+            match serde_json::from_value(v) {
+                Ok(t) => out.push(t),
+                Err(_) => bad += 1,
+            }
+        }
+        if bad > 0 {
+            self.warn(format!("{p}: {bad} malformed entries skipped"));
+        }
+        out
+    }
+
+    /// The layers below `layer`, nearest first (at most [`MAX_DEPTH`]; a
+    /// cycle ends the walk).
+    fn parents(&mut self, layer: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut cur = self.layers.get(layer).and_then(|l| l.parent.clone());
+        while let Some(p) = cur.filter(|p| !p.is_empty()) {
+            if out.len() >= MAX_DEPTH || out.contains(&p) {
+                self.warn(format!("layer {layer}: parent chain too deep or cyclic"));
+                break;
+            }
+            cur = self.layers.get(&p).and_then(|l| l.parent.clone());
+            out.push(p);
+        }
+        out
+    }
+
+    /// Each lowerdir's (layer id, short link id). When a lowerdir cannot be
+    /// read (e.g. a relative path after a chdir), the container layer's
+    /// `lower` file fills it in, if it lists as many layers as are mounted.
+    fn lower_layer_ids(
+        &mut self,
+        m: &OverlayMount,
+        rw: &str,
+    ) -> Vec<(Option<String>, Option<String>)> {
+        let mut out: Vec<(Option<String>, Option<String>)> =
+            m.lowerdirs.iter().map(|l| self.lowerdir(l)).collect();
+        if out.iter().any(|(id, _)| id.is_none()) {
+            if let Some(lower) = self.lower_file(rw) {
+                if lower.len() == out.len() {
+                    for (slot, short) in out.iter_mut().zip(lower) {
+                        if slot.0.is_none() {
+                            *slot = self.short_link(&short);
+                        }
+                    }
+                } else {
+                    self.warn(format!(
+                        "layer {rw}: its lower file lists {} layers, {} are mounted",
+                        lower.len(),
+                        out.len()
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// `overlay/<rw>/lower`: the short ids, uppermost first.
+    fn lower_file(&mut self, rw: &str) -> Option<Vec<String>> {
+        let rel = PathBuf::from(format!("overlay/{rw}/lower"));
+        let text = match self.root.read(&rel, 64 * 1024) {
+            Ok(d) => String::from_utf8_lossy(&d).into_owned(),
+            Err(e) => {
+                if !e.is_not_found() {
+                    self.warn(e.to_string());
+                }
+                return None;
+            }
+        };
+        let mut shorts = Vec::new();
+        for entry in text.trim().split(':').filter(|s| !s.is_empty()) {
+            match entry.strip_prefix("l/").filter(|s| is_safe_name(s)) {
+                Some(s) if shorts.len() < MAX_DEPTH => shorts.push(s.to_string()),
+                Some(_) => {
+                    self.warn(format!("layer {rw}: lower file longer than {MAX_DEPTH}"));
+                    return None;
+                }
+                None => {
+                    self.warn(format!("layer {rw}: bad lower entry {entry:?}"));
+                    return None;
+                }
+            }
+        }
+        Some(shorts)
+    }
+
+    /// `l/<short>` -> (layer id, short).
+    fn short_link(&mut self, short: &str) -> (Option<String>, Option<String>) {
+        let link = PathBuf::from(format!("overlay/l/{short}"));
+        let target = match self.root.read_link(&link) {
+            Ok(t) => t,
+            Err(e) => {
+                self.warn(e.to_string());
+                return (None, Some(short.to_string()));
+            }
+        };
+        match parse_link_target(&target) {
+            Some(id) => (Some(id), Some(short.to_string())),
+            None => {
+                self.warn(format!(
+                    "{}: points to {:?}, expected ../<layer-id>/diff; not followed",
+                    path_display(&self.root.path().join(&link)),
+                    bytes_display(&target)
+                ));
+                (None, Some(short.to_string()))
+            }
+        }
+    }
+
+    /// (layer id, short) of a lowerdir `<root>/overlay/l/<short>`,
+    /// `<root>/overlay/<id>/diff`, or either relative to `<root>/overlay`.
+    fn lowerdir(&mut self, lower: &Path) -> (Option<String>, Option<String>) {
+        let rel = if lower.is_absolute() {
+            match lower.strip_prefix(&self.overlay) {
+                Ok(r) => r,
+                Err(_) => return (None, None),
+            }
+        } else {
+            lower
+        };
+        let comps: Vec<&[u8]> = rel
+            .components()
+            .map(|c| match c {
+                Component::Normal(n) => std::os::unix::ffi::OsStrExt::as_bytes(n),
+                _ => b"/".as_slice(),
+            })
+            .collect();
+        match comps.as_slice() {
+            [b"l", short] if is_safe_name_bytes(short) => {
+                self.short_link(&String::from_utf8_lossy(short))
+            }
+            [id, b"diff"] if is_safe_name_bytes(id) && *id != b"l" => {
+                let id = String::from_utf8_lossy(id).into_owned();
+                let short = self
+                    .root
+                    .read_line(&PathBuf::from(format!("overlay/{id}/link")))
+                    .ok()
+                    .filter(|s| is_safe_name(s));
+                (Some(id), short)
+            }
+            _ => (None, None),
+        }
+    }
+
+    fn layer_dir(&mut self, id: &str) -> Option<PathBuf> {
+        let rel = PathBuf::from(format!("overlay/{id}/diff"));
+        if self.root.is_dir(&rel) {
+            Some(self.root.path().join(rel))
+        } else {
+            self.warn(format!(
+                "{}: not a directory (or a symlink); layer not inspected",
+                path_display(&self.root.path().join(rel))
+            ));
+            None
+        }
+    }
+}
+
+/// containers/storage's file name for a big-data key: the key itself when it
+/// is only `[0-9a-z.]`, else `=` and its base64.
+pub fn big_data_name(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b == b'.' || b.is_ascii_digit() || b.is_ascii_lowercase())
+    {
+        key.to_string()
+    } else {
+        format!("={}", base64::engine::general_purpose::STANDARD.encode(key))
+    }
+}
+
+/// `graphroot` of storage.conf's `[storage]` table, if set and absolute.
+fn graphroot(conf: &Path, warnings: &mut Vec<String>) -> Option<PathBuf> {
+    use std::io::Read;
+    let f = match std::fs::File::open(conf) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warnings.push(format!("{}: {e}", conf.display()));
+            return None;
+        }
+    };
+    let mut text = String::new();
+    if f.take(1 << 20).read_to_string(&mut text).is_err() {
+        warnings.push(format!("{}: not UTF-8 text; ignored", conf.display()));
+        return None;
+    }
+    parse_graphroot(&text)
+}
+
+/// The `graphroot = "..."` line of the `[storage]` table (a minimal TOML
+/// reading: basic strings, comments).
+fn parse_graphroot(text: &str) -> Option<PathBuf> {
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            table = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
+            continue;
+        }
+        if table != "storage" {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k.trim() != "graphroot" {
+            continue;
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.split_once('"'))
+            .map(|(s, _)| s)
+            .or_else(|| {
+                v.strip_prefix('\'')
+                    .and_then(|v| v.split_once('\''))
+                    .map(|(s, _)| s)
+            })?;
+        let p = PathBuf::from(v);
+        return (p.is_absolute() && !v.contains('\\')).then_some(p);
+    }
+    None
+}
+
+/// `<root>/overlay/<id>/{merged,diff}` -> root.
+fn root_of(p: &Path) -> Option<PathBuf> {
+    let last = p.file_name()?;
+    if last != "merged" && last != "diff" {
+        return None;
+    }
+    let overlay = p.parent()?.parent()?;
+    (overlay.file_name()? == "overlay").then(|| overlay.parent().map(Path::to_path_buf))?
+}
+
+/// The container layer of a mount: from `upperdir` (`<overlay>/<id>/diff`, or
+/// `<id>/diff` relative when the mount point is `<overlay>/<id>/merged`).
+fn rw_layer_id(overlay: &Path, m: &OverlayMount) -> Option<String> {
+    let two = |p: &Path, last: &str| -> Option<String> {
+        let mut it = p.components();
+        let (Some(Component::Normal(id)), Some(Component::Normal(l)), None) =
+            (it.next(), it.next(), it.next())
+        else {
+            return None;
+        };
+        (l == last)
+            .then(|| id.to_str())
+            .flatten()
+            .filter(|s| is_safe_name(s) && *s != "l")
+            .map(str::to_string)
+    };
+    let from_mountpoint = m
+        .mountpoint
+        .strip_prefix(overlay)
+        .ok()
+        .and_then(|r| two(r, "merged"));
+    match &m.upperdir {
+        Some(u) if u.is_absolute() => u.strip_prefix(overlay).ok().and_then(|r| two(r, "diff")),
+        Some(u) => from_mountpoint.as_ref().and_then(|_| two(u, "diff")),
+        None => None,
+    }
+}
+
+/// `../<id>/diff` -> id.
+fn parse_link_target(t: &[u8]) -> Option<String> {
+    let rest = t.strip_prefix(b"../")?;
+    let id = rest.strip_suffix(b"/diff")?;
+    (is_safe_name_bytes(id) && id != b"l").then(|| String::from_utf8_lossy(id).into_owned())
+}
+
+/// Runs the parsers on anything (fuzzing).
+#[doc(hidden)]
+pub fn fuzz_parsers(data: &[u8]) {
+    let _ = parse_link_target(data);
+    let _ = serde_json::from_slice::<Vec<LayerRec>>(data);
+    let _ = serde_json::from_slice::<Vec<ImageRec>>(data);
+    let _ = serde_json::from_slice::<Vec<ContainerRec>>(data);
+    let _ = serde_json::from_slice::<CtrMetadata>(data);
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = (parse_graphroot(s), big_data_name(s), root_of(Path::new(s)));
+    }
+    let overlay = Path::new("/var/lib/containers/storage/overlay");
+    for m in &crate::mounts::parse_mountinfo(data).mounts {
+        let _ = rw_layer_id(overlay, m);
+    }
+}
+
+#[cfg(test)]
+mod tests;
