@@ -123,6 +123,11 @@ pub struct DockerArgs {
     /// then what mountinfo shows, then /var/lib/docker).
     #[arg(long, value_name = "DIR")]
     pub docker_root: Option<PathBuf>,
+    /// containers/storage's graph root of Podman or CRI-O (default: graphroot
+    /// from /etc/containers/storage.conf, /var/lib/containers/storage, and
+    /// the roots mountinfo shows). containerd's roots are found in mountinfo.
+    #[arg(long, value_name = "DIR")]
+    pub podman_root: Option<PathBuf>,
 }
 
 /// Parses durations like `500ms`, `30s`, `5m`, `1h30m`, or a bare number of seconds.

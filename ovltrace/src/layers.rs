@@ -7,32 +7,66 @@ use serde::Serialize;
 use crate::{
     cli::LayersArgs,
     mounts::{self, path_display, OverlayMount},
-    resolve::{docker::DockerResolver, inventory, ContainerInfo, LayerInfo, Resolver},
+    resolve::{
+        containerd::ContainerdResolver, docker::DockerResolver, inventory, podman::PodmanResolver,
+        ContainerInfo, LayerInfo, Resolver,
+    },
 };
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `runtimes` (each with its roots) replaced the single `runtime`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 struct Output<'a> {
     schema_version: u32,
-    runtime: &'static str,
+    /// The runtimes looked for, and the roots where each found metadata.
+    runtimes: Vec<RuntimeRoots>,
     docker_root: Option<String>,
     containers: &'a [ContainerInfo],
     mounts: &'a [OverlayMount],
 }
 
+#[derive(Serialize)]
+struct RuntimeRoots {
+    name: &'static str,
+    roots: Vec<String>,
+}
+
 pub fn main(args: LayersArgs) -> anyhow::Result<ExitCode> {
     let all = mounts::read_overlay_mounts()?;
     let mut docker = DockerResolver::new(&args.docker);
-    let mut inv = inventory([&mut docker as &mut dyn Resolver], &all);
+    let mut containerd = ContainerdResolver::new();
+    let mut podman = PodmanResolver::new(args.docker.podman_root.clone());
+    let mut inv = inventory(
+        [
+            &mut docker as &mut dyn Resolver,
+            &mut containerd as &mut dyn Resolver,
+            &mut podman as &mut dyn Resolver,
+        ],
+        &all,
+    );
     inv.containers
         .sort_by(|a, b| a.display_name().cmp(b.display_name()).then(a.id.cmp(&b.id)));
-    let runtime = docker.runtime();
     let docker_root = docker.root().map(|(p, _)| path_display(p));
+    let roots = |ps: &[std::path::PathBuf]| ps.iter().map(|p| path_display(p)).collect();
+    let runtimes = vec![
+        RuntimeRoots {
+            name: docker.runtime(),
+            roots: docker_root.iter().cloned().collect(),
+        },
+        RuntimeRoots {
+            name: containerd.runtime(),
+            roots: roots(containerd.roots()),
+        },
+        RuntimeRoots {
+            name: podman.runtime(),
+            roots: roots(podman.roots()),
+        },
+    ];
     if args.json {
         let out = Output {
             schema_version: SCHEMA_VERSION,
-            runtime,
+            runtimes,
             docker_root,
             containers: &inv.containers,
             mounts: &inv.mounts,
@@ -44,7 +78,7 @@ pub fn main(args: LayersArgs) -> anyhow::Result<ExitCode> {
         print_out(&table(&inv.containers, &inv.mounts))?;
     }
     if inv.containers.is_empty() && unsafe { libc::geteuid() } != 0 {
-        eprintln!("ovltrace: note: Docker's metadata is only readable by root; try sudo");
+        eprintln!("ovltrace: note: container runtimes' metadata is only readable by root; try sudo");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -81,6 +115,18 @@ pub fn table(containers: &[ContainerInfo], plain: &[OverlayMount]) -> String {
             (Some(id), true) => short_digest(id),
             (None, _) => "unknown".into(),
         };
+        let _ = writeln!(s, "  runtime: {}", escape(c.runtime));
+        if let Some(pod) = &c.pod {
+            let _ = writeln!(
+                s,
+                "  pod:     {}{}",
+                escape(&pod.name),
+                pod.namespace
+                    .as_deref()
+                    .map(|n| format!(" (namespace {})", escape(n)))
+                    .unwrap_or_default()
+            );
+        }
         let _ = writeln!(s, "  image:   {image}");
         let _ = writeln!(
             s,
@@ -157,7 +203,7 @@ fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
         .unwrap_or_else(|| "-".into());
     let size = l.size.map(human_size).unwrap_or_else(|| "-".into());
     let what = if l.init {
-        "(Docker init layer: /etc/hosts, /etc/resolv.conf, ...)".to_string()
+        "(init layer: /etc/hosts, /etc/resolv.conf, ...)".to_string()
     } else {
         match (&l.created_by, &l.comment) {
             (Some(c), _) if !c.trim().is_empty() => instruction(c),

@@ -26,7 +26,7 @@ use crate::{
     privilege,
     probe::{self, Plan},
     report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo},
-    resolve::{docker::DockerResolver, Catalog, MountEntry, SourceLayer},
+    resolve::{Catalog, MountEntry, SourceLayer},
 };
 
 /// The programs, built for bpfel by build.rs.
@@ -238,9 +238,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     // Metrics outputs fail fast (port in use, no such directory).
     let mut exporter =
         crate::exporter::Exporter::prepare(args.prometheus, args.textfile.as_deref()).await?;
-    let mut tracker = Tracker::new(Catalog::new(vec![Box::new(DockerResolver::new(
-        &args.docker,
-    ))]));
+    let mut tracker = Tracker::new(Catalog::new(crate::resolve::all_resolvers(&args.docker)));
     tracker.refresh();
     let filter = !args.containers.is_empty();
     if filter {

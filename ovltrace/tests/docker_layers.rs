@@ -402,8 +402,8 @@ fn layers_json_matches_docker() {
     let before = running_ids();
     let report: Value = serde_json::from_str(&ovltrace_layers(&["--json"])).expect("JSON report");
     let after = running_ids();
-    assert_eq!(report["schema_version"], 1);
-    assert_eq!(report["runtime"], "docker");
+    assert_eq!(report["schema_version"], 2);
+    assert_eq!(report["runtimes"][0]["name"], "docker");
 
     // Every running container is there (others may start or stop meanwhile).
     let got: BTreeSet<String> = report["containers"]

@@ -328,10 +328,11 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             .unwrap_or_else(|| c.id.chars().take(12).collect());
         let _ = writeln!(
             out,
-            "\n{} {} ({}){} image {} overlay {}{}",
+            "\n{} {} ({}, {}){} image {} overlay {}{}",
             st.heading("CONTAINER"),
             st.name(&sanitize(&name)),
             c.id.chars().take(12).collect::<String>(),
+            sanitize(&c.runtime),
             on_host(r, &c.host),
             sanitize(&image_label(c)),
             c.dev,

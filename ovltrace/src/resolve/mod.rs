@@ -131,6 +131,17 @@ pub struct SourceLayer {
     pub created_by: Option<String>,
 }
 
+/// Every runtime's resolver, in the order they claim mounts: Docker
+/// (overlay2), containerd (its overlayfs snapshotter, also Docker's
+/// containerd store), containers/storage (Podman, CRI-O).
+pub fn all_resolvers(docker: &crate::cli::DockerArgs) -> Vec<Box<dyn Resolver>> {
+    vec![
+        Box::new(docker::DockerResolver::new(docker)),
+        Box::new(containerd::ContainerdResolver::new()),
+        Box::new(podman::PodmanResolver::new(docker.podman_root.clone())),
+    ]
+}
+
 /// Containers and the overlay mounts no resolver claimed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Inventory {
