@@ -78,7 +78,9 @@ pub fn main(args: LayersArgs) -> anyhow::Result<ExitCode> {
         print_out(&table(&inv.containers, &inv.mounts))?;
     }
     if inv.containers.is_empty() && unsafe { libc::geteuid() } != 0 {
-        eprintln!("ovltrace: note: container runtimes' metadata is only readable by root; try sudo");
+        eprintln!(
+            "ovltrace: note: container runtimes' metadata is only readable by root; try sudo"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
