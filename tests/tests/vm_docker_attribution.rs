@@ -48,6 +48,29 @@ echo $? | ovl_section rc
 ovl_section report /tmp/r.txt
 ovl_section stderr /tmp/r.err
 ovl_section json /tmp/r.json
+
+# --container: only keep-1 is traced; keep-2's work is skipped in the kernel.
+docker run -d --network none --name keep-1 $IMG sleep 600 > /dev/null || exit 6
+docker run -d --network none --name keep-2 $IMG sleep 600 > /dev/null || exit 7
+ovltrace run --container nosuch 2>&1 | ovl_section unknown-container
+ovltrace run --container keep-1 --top 200 --json /tmp/f.json > /tmp/f.txt 2> /tmp/f.err &
+pid=$!
+i=0
+until grep -q '^Tracing' /tmp/f.err; do
+    i=$((i + 1))
+    if [ $i -ge 600 ] || ! kill -0 $pid 2>/dev/null; then
+        cat /tmp/f.err >&2
+        exit 8
+    fi
+    sleep 0.1
+done
+docker exec keep-2 sh -c 'echo x >> /data/big.bin; echo y >> /app/cache.db' || exit 9
+docker exec keep-1 sh -c 'echo x >> /data/big.bin' || exit 10
+docker inspect --format '{{.Id}} {{.Name}}' keep-1 keep-2 | ovl_section keep
+kill -INT $pid
+wait $pid
+echo $? | ovl_section filter-rc
+ovl_section filter-json /tmp/f.json
 "#;
 
 /// A regular-file copy-up the workload must cause, and nothing else.
@@ -323,6 +346,68 @@ fn attribution(kernel: &str) {
     );
     out.assert_exit(0);
     check(&out, &img);
+    check_filter(&out);
+}
+
+/// `--container keep-1`: keep-1's copy-up is reported, keep-2's are not even
+/// seen (the kernel skips its overlay device), and an unknown name lists the
+/// running containers.
+fn check_filter(out: &vm::VmOutput) {
+    let dump = || out.dump();
+    let unknown = out.section("unknown-container").unwrap_or_default();
+    assert_eq!(unknown.lines().count(), 1, "one line: {unknown}");
+    assert!(
+        unknown.contains("\"nosuch\" matches no running container")
+            && unknown.contains("keep-1")
+            && unknown.contains("keep-2"),
+        "{unknown}"
+    );
+    assert_eq!(
+        out.section("filter-rc").as_deref().map(str::trim),
+        Some("0"),
+        "{}",
+        dump()
+    );
+    let ids: BTreeMap<String, String> = out
+        .section("keep")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, name)| (name.trim_start_matches('/').to_string(), id.to_string()))
+        .collect();
+    let json = out
+        .section("filter-json")
+        .unwrap_or_else(|| panic!("no JSON\n{}", dump()));
+    let r: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad JSON ({e}): {json}"));
+    let files = r["copy_ups"].as_array().expect("copy_ups[]");
+    assert!(!files.is_empty(), "{json}");
+    for f in files {
+        assert_eq!(
+            f["container"],
+            ids["keep-1"].as_str(),
+            "only keep-1 is traced: {json}"
+        );
+    }
+    let big: Vec<&Value> = files
+        .iter()
+        .filter(|f| f["path"] == "data/big.bin")
+        .collect();
+    assert_eq!(big.len(), 1, "{json}");
+    assert_eq!(big[0]["bytes"], sizes::BIG_BIN);
+    assert!(files.iter().all(|f| f["path"] != "app/cache.db"), "{json}");
+    // keep-2's copy-ups and lookups reached the kernel filter and stopped there.
+    assert!(
+        r["counters"]["filtered"].as_u64().unwrap_or(0) >= 2,
+        "{json}"
+    );
+    let keep2 = r["containers"]
+        .as_array()
+        .expect("containers[]")
+        .iter()
+        .find(|c| c["id"] == ids["keep-2"].as_str());
+    if let Some(c) = keep2 {
+        assert_eq!(c["copy_up"]["count"], 0, "{json}");
+    }
 }
 
 #[test]
