@@ -15,8 +15,9 @@ use crate::{say, util};
 
 /// Debian packages: the eBPF toolchain (Debian's rustc with its std source and
 /// LLVM 22 for bpf-linker), the VM harness (qemu, busybox, cpio, xz, zstd,
-/// e2fsprogs), tools tests use on the host and inside VMs (docker.io, bpftrace,
-/// bpftool, prometheus for promtool), chromium for the HTML report test and
+/// e2fsprogs), tools tests use on the host and inside VMs (docker.io,
+/// containerd, podman, bpftrace, bpftool, prometheus for promtool), chromium
+/// for the HTML report test and
 /// python3-venv for the deploy linters' venv.
 pub const PACKAGES: &[&str] = &[
     "rustc-web",
@@ -33,6 +34,8 @@ pub const PACKAGES: &[&str] = &[
     "xz-utils",
     "zstd",
     "docker.io",
+    "containerd",
+    "podman",
     "prometheus",
     "bpftrace",
     "bpftool",
