@@ -150,7 +150,13 @@ fn rerender(out_dir: &Path) -> Result<Value> {
             fs::read_to_string(&raw).with_context(|| format!("reading {}", raw.display()))?;
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
         let mut vm = parse_vm_output(&lines)?;
-        for key in ["command", "vm_seconds", "reps", "memory_mb"] {
+        for key in [
+            "command",
+            "vm_seconds",
+            "lock_wait_seconds",
+            "reps",
+            "memory_mb",
+        ] {
             vm[key] = results["vm"][key].clone();
         }
         results["vm"] = vm;
@@ -383,7 +389,9 @@ fn vm_benchmarks(args: &BenchArgs, guest_helper: &Path, out_dir: &Path) -> Resul
     // VMs run one at a time (the test helpers queue on the same lock).
     let lock = util::cache_dir()?.join("vm.lock");
     say!("bench: waiting for the VM lock {}", lock.display());
+    let waited = Instant::now();
     let _lock = util::FileLock::acquire(&lock)?;
+    let lock_wait_s = waited.elapsed().as_secs_f64();
     say!("bench: {shown}");
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let vm_started = Instant::now();
@@ -417,6 +425,7 @@ fn vm_benchmarks(args: &BenchArgs, guest_helper: &Path, out_dir: &Path) -> Resul
     let mut v = parse_vm_output(&lines)?;
     v["command"] = json!(shown);
     v["vm_seconds"] = json!(vm_started.elapsed().as_secs_f64());
+    v["lock_wait_seconds"] = json!(lock_wait_s);
     v["reps"] = json!(args.reps);
     v["memory_mb"] = json!(VM_MEM_MB);
     Ok(v)
@@ -628,7 +637,7 @@ fn render_vm(s: &mut String, vm: &Value) {
          instruction executed): they are not host times, only the ratios \
          between set-ups mean anything. {} runs per set-up, interleaved \
          (untraced, ovltrace, bpftrace, floor, then again), each on a fresh \
-         overlay; medians. The VM took {:.1} min.\n",
+         overlay; medians. The VM took {:.1} min{}.\n",
         info["guest_kernel"].as_str().unwrap_or("?"),
         info["guest_cpus"].as_str().unwrap_or("?"),
         vm["memory_mb"],
@@ -637,6 +646,13 @@ fn render_vm(s: &mut String, vm: &Value) {
         info["ovltrace"].as_str().unwrap_or("ovltrace ?"),
         vm["reps"],
         vm["vm_seconds"].as_f64().unwrap_or(0.0) / 60.0,
+        match vm["lock_wait_seconds"].as_f64() {
+            Some(w) if w >= 1.0 => format!(
+                " (after waiting {:.1} min for other VMs to finish)",
+                w / 60.0
+            ),
+            _ => String::new(),
+        },
     );
     let _ = writeln!(s, "Command: `{}`\n", vm["command"].as_str().unwrap_or("?"));
     let _ = writeln!(
