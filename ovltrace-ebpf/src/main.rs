@@ -20,7 +20,9 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    EbpfContext,
 };
+use aya_log_ebpf::{debug, warn};
 use ovltrace_ebpf::{
     Config, CopyUpEvent, EventHeader, LookupStats, Offsets, Stat, COMM_LEN, EVENT_COPY_UP,
     FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED, HIST_SLOTS, MAX_COMPONENTS,
@@ -172,7 +174,10 @@ fn current_ids(cfg: &Config) -> Option<(u32, u32)> {
 
 // ---------------------------------------------------------------- copy-up --
 
-fn copy_up_enter(dentry: u64) {
+// Logging (aya-log, shown with RUST_LOG=debug/warn) only on rare failure
+// paths: the hot paths count into STATS instead.
+
+fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
@@ -197,6 +202,7 @@ fn copy_up_enter(dentry: u64) {
         // The previous copy-up on this thread never reported its return
         // (kretprobe maxactive exhausted): that event is lost.
         count(Stat::LostReturn);
+        warn!(ctx, "copy-up return lost on thread {}", tid);
     }
     let entry = Inflight {
         start_ns: now(),
@@ -212,10 +218,14 @@ fn copy_up_enter(dentry: u64) {
     };
     if INFLIGHT.insert(&tid, &entry, 0).is_err() {
         count(Stat::InflightFull);
+        warn!(
+            ctx,
+            "copy-up in-flight table full: thread {} not timed", tid
+        );
     }
 }
 
-fn copy_up_exit(ret: i64) {
+fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     let cfg = config();
     let Some((tgid, tid)) = current_ids(&cfg) else {
         return;
@@ -235,7 +245,7 @@ fn copy_up_exit(ret: i64) {
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points to reserved ring-buffer memory of the right size;
     // every field is written through raw pointers before submit.
-    unsafe {
+    let path_flags = unsafe {
         (*ev).header = EventHeader {
             kind: EVENT_COPY_UP,
             size: core::mem::size_of::<CopyUpEvent>() as u32,
@@ -256,8 +266,15 @@ fn copy_up_exit(ret: i64) {
         (*ev).path_len = path_len;
         (*ev).components = components;
         (*ev).flags = inflight.flags | path_flags;
-    }
+        path_flags
+    };
     slot.submit(0);
+    if path_flags & FLAG_PATH_FAULT != 0 {
+        debug!(
+            ctx,
+            "copy-up path on dev {} could not be read whole", inflight.dev
+        );
+    }
 }
 
 /// Writes the path of `dentry` relative to its overlay root into `ev.path`,
@@ -341,7 +358,7 @@ fn data_copy_exit() {
 
 // ----------------------------------------------------------------- lookup --
 
-fn lookup_enter(dentry: u64) {
+fn lookup_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
@@ -360,6 +377,7 @@ fn lookup_enter(dentry: u64) {
     };
     if LOOKUP_START.insert(&tid, &start, 0).is_err() {
         count(Stat::InflightFull);
+        warn!(ctx, "lookup in-flight table full: thread {} not timed", tid);
     }
 }
 
@@ -447,13 +465,13 @@ fn log2(mut v: u64) -> u32 {
 
 #[kprobe]
 pub fn kp_copy_up_one(ctx: ProbeContext) -> u32 {
-    copy_up_enter(ctx.arg::<u64>(1).unwrap_or(0));
+    copy_up_enter(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
     0
 }
 
 #[kretprobe]
 pub fn krp_copy_up_one(ctx: RetProbeContext) -> u32 {
-    copy_up_exit(ctx.ret::<i64>());
+    copy_up_exit(&ctx, ctx.ret::<i64>());
     0
 }
 
@@ -483,7 +501,7 @@ pub fn krp_data_copy(_ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kp_lookup(ctx: ProbeContext) -> u32 {
-    lookup_enter(ctx.arg::<u64>(1).unwrap_or(0));
+    lookup_enter(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
     0
 }
 
@@ -499,13 +517,13 @@ pub fn krp_lookup(ctx: RetProbeContext) -> u32 {
 
 #[fentry(function = "ovl_copy_up_one")]
 pub fn fe_copy_up_one(ctx: FEntryContext) -> i32 {
-    copy_up_enter(ctx.arg::<u64>(1));
+    copy_up_enter(&ctx, ctx.arg::<u64>(1));
     0
 }
 
 #[fexit(function = "ovl_copy_up_one")]
 pub fn fx_copy_up_one(ctx: FExitContext) -> i32 {
-    copy_up_exit(ctx.arg::<i64>(3));
+    copy_up_exit(&ctx, ctx.arg::<i64>(3));
     0
 }
 
@@ -525,7 +543,7 @@ pub fn fx_data_copy(_ctx: FExitContext) -> i32 {
 
 #[fentry(function = "ovl_lookup")]
 pub fn fe_lookup(ctx: FEntryContext) -> i32 {
-    lookup_enter(ctx.arg::<u64>(1));
+    lookup_enter(&ctx, ctx.arg::<u64>(1));
     0
 }
 

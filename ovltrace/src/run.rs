@@ -95,10 +95,24 @@ pub fn prepare(
     let ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &offsets, true)
         .override_global("CONFIG", &config, true)
+        // Kernel-side log statements below the user's level are skipped in the kernel.
+        .override_global("AYA_LOG_LEVEL", &kernel_log_level(), false)
         .map_max_entries("EVENTS", ring_buffer_size)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object (maps)")?;
     Ok(Prepared { ebpf, plan })
+}
+
+/// aya-log's level numbering (error = 1 ... trace = 5) for `log::max_level()`.
+fn kernel_log_level() -> u8 {
+    match log::max_level() {
+        log::LevelFilter::Off => 0,
+        log::LevelFilter::Error => 1,
+        log::LevelFilter::Warn => 2,
+        log::LevelFilter::Info => 3,
+        log::LevelFilter::Debug => 4,
+        log::LevelFilter::Trace => 5,
+    }
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
@@ -252,6 +266,17 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     for w in &attached.warnings {
         log::warn!("{w}");
     }
+    // The programs' own log records (rare failure paths), through `log`.
+    let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        // SAFETY: the logger owns its ring buffer fd for the AsyncFd's lifetime.
+        Ok(l) => unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
+            .map_err(|e| log::warn!("kernel log unavailable: {e}"))
+            .ok(),
+        Err(e) => {
+            log::warn!("kernel log unavailable: {e}");
+            None
+        }
+    };
     let ring = RingBuf::try_from(
         ebpf.take_map("EVENTS")
             .ok_or_else(|| anyhow!("EVENTS map missing from the object"))?,
@@ -348,6 +373,13 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for events")?;
                 session.drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            Some(mut guard) = async { match kernel_log.as_mut() {
+                Some(l) => l.readable_mut().await.ok(),
+                None => std::future::pending().await,
+            } } => {
+                guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
             _ = mounts_changed.notified() => {
