@@ -4,6 +4,8 @@
 //!   `cargo xtask vm`, capture its output and exit code, extract sections.
 //! - [`host_docker`]: a Docker daemon on the host and offline-built images
 //!   to load into VMs.
+//! - [`attribution`]: checks of a traced workload on the attribution image
+//!   for runtimes without an init layer (containerd, Podman).
 //! - [`images`]: the cached multi-layer attribution image and Docker's own
 //!   description of it (layers, diff-ids, instructions).
 //! - [`require_or_skip`]: the skip policy for missing prerequisites. With
@@ -22,6 +24,7 @@
 //! assert!(out.section("version").unwrap().starts_with("ovltrace"));
 //! ```
 
+pub mod attribution;
 pub mod host_docker;
 pub mod images;
 pub mod vm;

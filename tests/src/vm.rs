@@ -27,6 +27,10 @@ pub struct VmOpts {
     pub docker: bool,
     /// `--with bpftrace`.
     pub bpftrace: bool,
+    /// `--with containerd`: a standalone containerd is running.
+    pub containerd: bool,
+    /// `--with podman`: podman, conmon and runc are installed.
+    pub podman: bool,
     /// `--docker-image TAR`: `docker save` tarballs loaded before the script.
     pub docker_images: Vec<PathBuf>,
     /// `--include HOST:GUEST`.
@@ -54,6 +58,16 @@ impl VmOpts {
         self
     }
 
+    pub fn with_containerd(mut self) -> Self {
+        self.containerd = true;
+        self
+    }
+
+    pub fn with_podman(mut self) -> Self {
+        self.podman = true;
+        self
+    }
+
     pub fn docker_image(mut self, tar: impl Into<PathBuf>) -> Self {
         self.docker_images.push(tar.into());
         self
@@ -76,6 +90,12 @@ impl VmOpts {
         }
         if self.bpftrace {
             args.extend(["--with".into(), "bpftrace".into()]);
+        }
+        if self.containerd {
+            args.extend(["--with".into(), "containerd".into()]);
+        }
+        if self.podman {
+            args.extend(["--with".into(), "podman".into()]);
         }
         for tar in &self.docker_images {
             args.extend(["--docker-image".into(), tar.display().to_string()]);

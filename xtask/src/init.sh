@@ -36,18 +36,46 @@ ko=$(find /lib/modules -name overlay.ko | head -n 1)
 insmod "$ko" || fail "insmod $ko"
 
 VM_DOCKER=0
+VM_CONTAINERD=0
+VM_PODMAN=0
 VM_DOCKER_TIMEOUT=120
 VM_IMAGES=
 . /etc/ovltrace-vm/config || fail "reading /etc/ovltrace-vm/config"
 
-if [ "$VM_DOCKER" = 1 ]; then
-	mkdir -p /sys/fs/cgroup /dev/pts /dev/shm /var/lib /var/run
+if [ "$VM_DOCKER" = 1 ] || [ "$VM_CONTAINERD" = 1 ] || [ "$VM_PODMAN" = 1 ]; then
+	mkdir -p /sys/fs/cgroup /dev/pts /dev/shm /var/lib /var/run /var/tmp
 	mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail "mounting cgroup2"
 	mount -t devpts devpts /dev/pts
 	mount -t tmpfs tmpfs /dev/shm
 	mount -t tmpfs tmpfs /var/lib
 	# Loopback is the only network; containers run with --network none.
 	ip link set lo up
+fi
+
+if [ "$VM_PODMAN" = 1 ]; then
+	# An initramfs root cannot pivot_root; no systemd, no journald.
+	mkdir -p /etc/containers
+	printf '[engine]\nno_pivot_root = true\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "runc"\n' \
+		> /etc/containers/containers.conf
+	printf '[storage]\ndriver = "overlay"\nrunroot = "/run/containers/storage"\ngraphroot = "/var/lib/containers/storage"\n' \
+		> /etc/containers/storage.conf
+fi
+
+if [ "$VM_CONTAINERD" = 1 ] && [ "$VM_DOCKER" != 1 ]; then
+	containerd > /var/log/containerd.log 2>&1 &
+	waited=0
+	until ctr version > /dev/null 2>&1; do
+		if [ "$waited" -ge "$VM_DOCKER_TIMEOUT" ]; then
+			tail -n 30 /var/log/containerd.log > /dev/ttyS2
+			fail "containerd did not answer within ${VM_DOCKER_TIMEOUT}s"
+		fi
+		sleep 1
+		waited=$((waited + 1))
+	done
+	log "containerd ready after ${waited}s"
+fi
+
+if [ "$VM_DOCKER" = 1 ]; then
 	containerd > /var/log/containerd.log 2>&1 &
 	# An initramfs root cannot pivot_root: DOCKER_RAMDISK makes runc use chroot.
 	DOCKER_RAMDISK=true dockerd --bridge=none --iptables=false --ip6tables=false \

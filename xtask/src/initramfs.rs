@@ -345,6 +345,46 @@ pub fn docker() -> Result<Recipe> {
     Ok(r)
 }
 
+/// Standalone containerd from Debian's containerd package: the daemon, its
+/// runc shim, runc and ctr.
+pub fn containerd() -> Result<Recipe> {
+    let mut r = Recipe::new("containerd");
+    for name in ["containerd", "containerd-shim-runc-v2", "runc", "ctr"] {
+        let host = find_system_binary(name).with_context(|| {
+            format!("{name} not found in /usr/sbin or /usr/bin (package containerd)")
+        })?;
+        r.binary_with_libs(&host)?;
+    }
+    Ok(r)
+}
+
+/// Podman from Debian's podman package: podman, conmon, runc, and
+/// containers-common's policy.json, containers.conf and seccomp.json.
+pub fn podman() -> Result<Recipe> {
+    let mut r = Recipe::new("podman");
+    for name in ["podman", "conmon", "runc"] {
+        let host = find_system_binary(name).with_context(|| {
+            format!("{name} not found in /usr/sbin or /usr/bin (package podman)")
+        })?;
+        r.binary_with_libs(&host)?;
+    }
+    for file in [
+        "/etc/containers/policy.json",
+        "/usr/share/containers/containers.conf",
+        "/usr/share/containers/seccomp.json",
+    ] {
+        let host = Path::new(file);
+        if !host.is_file() {
+            bail!("{file} is missing (package golang-github-containers-common)");
+        }
+        r.push(Entry::HostFile {
+            guest: file.trim_start_matches('/').into(),
+            host: host.into(),
+        });
+    }
+    Ok(r)
+}
+
 /// bpftrace and its libraries.
 pub fn bpftrace() -> Result<Recipe> {
     let mut r = Recipe::new("bpftrace");

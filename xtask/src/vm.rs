@@ -41,6 +41,12 @@ pub enum With {
     Docker,
     /// bpftrace and its libraries.
     Bpftrace,
+    /// containerd (standalone, overlayfs snapshotter), its runc shim, runc and
+    /// ctr; /init starts containerd.
+    Containerd,
+    /// Podman (rootful, daemonless), conmon, runc and containers-common's
+    /// configuration; /init prepares cgroup2 and /var/lib.
+    Podman,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -48,7 +54,7 @@ pub struct VmArgs {
     /// Kernel series to boot (the current Debian cloud kernel of it).
     #[arg(long, value_enum)]
     pub kernel: Series,
-    /// Guest memory in MB [default: 1024, 2048 with docker].
+    /// Guest memory in MB [default: 1024, 2048 with a container runtime].
     #[arg(long, value_name = "MB")]
     pub mem: Option<u32>,
     /// Guest CPUs [default: 2; 1 with --icount].
@@ -95,6 +101,19 @@ impl VmArgs {
     fn docker(&self) -> bool {
         self.with.contains(&With::Docker) || !self.docker_image.is_empty()
     }
+
+    fn containerd(&self) -> bool {
+        self.with.contains(&With::Containerd)
+    }
+
+    fn podman(&self) -> bool {
+        self.with.contains(&With::Podman)
+    }
+
+    /// Some container runtime runs in the guest.
+    fn containers(&self) -> bool {
+        self.docker() || self.containerd() || self.podman()
+    }
 }
 
 pub fn run(args: &VmArgs) -> Result<ExitCode> {
@@ -113,6 +132,12 @@ pub fn run(args: &VmArgs) -> Result<ExitCode> {
     }
     if args.with.contains(&With::Bpftrace) {
         parts.push(initramfs::bpftrace()?.cached()?);
+    }
+    if args.containerd() {
+        parts.push(initramfs::containerd()?.cached()?);
+    }
+    if args.podman() {
+        parts.push(initramfs::podman()?.cached()?);
     }
     let per_run = run_dir.path.join("run.cpio");
     per_run_recipe(args, &ovltrace)?.write(&per_run)?;
@@ -236,8 +261,10 @@ fn per_run_recipe(args: &VmArgs, ovltrace: &Path) -> Result<Recipe> {
         images.push(guest);
     }
     let config = format!(
-        "VM_DOCKER={}\nVM_IMAGES={}\n",
+        "VM_DOCKER={}\nVM_CONTAINERD={}\nVM_PODMAN={}\nVM_IMAGES={}\n",
         u8::from(args.docker()),
+        u8::from(args.containerd()),
+        u8::from(args.podman()),
         util::sh_quote(&images.join(" "))
     );
     r.bytes(&format!("{VM_ETC}/config"), 0o644, config);
@@ -339,7 +366,9 @@ fn boot_qemu(args: &VmArgs, vmlinuz: &Path, initrd: &Path, dir: &Path) -> Result
         ctl_w.as_raw_fd(),
     ];
 
-    let mem = args.mem.unwrap_or(if args.docker() { 2048 } else { 1024 });
+    let mem = args
+        .mem
+        .unwrap_or(if args.containers() { 2048 } else { 1024 });
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-no-reboot", "-cpu", "max", "-m", &mem.to_string()]);

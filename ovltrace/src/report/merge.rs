@@ -492,6 +492,7 @@ impl Merger {
                     let (x, acc) = e.get_mut();
                     acc.add(&c.copy_up, &what)?;
                     first(&mut x.name, &c.name);
+                    first(&mut x.pod, &c.pod);
                     if x.image == Default::default() {
                         x.image.clone_from(&c.image);
                     }

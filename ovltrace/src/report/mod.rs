@@ -94,6 +94,9 @@ pub struct Container {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     pub name: Option<String>,
+    /// The Kubernetes pod the container is in (absent: none known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<crate::resolve::PodInfo>,
     pub image: ImageInfo,
     pub runtime: String,
     pub mountpoint: String,
@@ -428,6 +431,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 id: c.id.clone(),
                 host: None,
                 name: c.name.clone(),
+                pod: c.pod.clone(),
                 image: c.image.clone(),
                 runtime: c.runtime.to_string(),
                 mountpoint: crate::mounts::path_display(&c.mountpoint),

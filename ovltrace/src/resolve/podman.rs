@@ -198,8 +198,9 @@ impl PodmanResolver {
                 warnings,
                 layers: HashMap::new(),
             };
+            // Absent until the first container is created.
             let containers: Vec<ContainerRec> =
-                scan.store_json("overlay-containers/containers.json");
+                scan.store_json_opt("overlay-containers/containers.json");
             let by_layer: HashMap<&str, &ContainerRec> = containers
                 .iter()
                 .filter(|c| is_safe_name(&c.layer))
