@@ -415,7 +415,7 @@ pub fn render(r: &Report) -> String {
         for c in &r.containers {
             let _ = write!(
                 o,
-                "<tr><td class=\"name\"><b>{}</b>{}<br><code class=\"muted\" title=\"{}\">{}</code></td>",
+                "<tr><td class=\"name\"><b>{}</b>{}<br><code class=\"muted\" title=\"{}\">{}</code> <span class=\"muted\">{}</span>{}</td>",
                 t(&container_name(c)),
                 if c.gone {
                     " <span class=\"muted\">(gone)</span>"
@@ -423,7 +423,19 @@ pub fn render(r: &Report) -> String {
                     ""
                 },
                 t(&c.id),
-                t(&c.id.chars().take(12).collect::<String>())
+                t(&c.id.chars().take(12).collect::<String>()),
+                t(&c.runtime),
+                c.pod
+                    .as_ref()
+                    .map(|p| format!(
+                        "<br><span class=\"muted\">pod {}{}</span>",
+                        p.namespace
+                            .as_deref()
+                            .map(|n| format!("{}/", t(n)))
+                            .unwrap_or_default(),
+                        t(&p.name)
+                    ))
+                    .unwrap_or_default()
             );
             if multi {
                 let _ = write!(o, "<td>{}</td>", host_of(&c.host));
