@@ -48,6 +48,9 @@ struct Listing {
     opaque: bool,
 }
 
+/// (layer index, directory relative path): one layer's view of a directory.
+type ListingKey = (usize, Box<[u8]>);
+
 /// The lower layers of one overlay mount, uppermost first (`layers[0]` is overlay
 /// index 1). `None` marks a layer whose directory is unknown; it is treated as empty.
 #[derive(Debug)]
@@ -55,7 +58,7 @@ pub struct LayerStack {
     layers: Vec<Option<PathBuf>>,
     cache: BoundedCache,
     /// (layer index, directory relative path) -> its listing; None: absent there.
-    listings: HashMap<(usize, Box<[u8]>), Option<Rc<Listing>>>,
+    listings: HashMap<ListingKey, Option<Rc<Listing>>>,
     /// Merged directory -> the layers contributing to it, uppermost first;
     /// None: no such directory in the merged view.
     merged: HashMap<Box<[u8]>, Option<Rc<Vec<usize>>>>,
