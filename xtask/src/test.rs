@@ -42,8 +42,8 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         let t = Instant::now();
         let result = f().map_err(|e| format!("{e:#}"));
         let ok = result.is_ok();
-        if let Err(e) = &result {
-            say!("test: {name} FAILED: {e}");
+        if result.is_err() {
+            say!("test: {name} FAILED (why: at the end)");
         }
         steps.push(Step {
             name,
@@ -62,7 +62,11 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
         // Default members only: --workspace would build the eBPF crate's
         // binary for the host, which cannot work.
         record("cargo clippy", &mut || {
-            util::run(util::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+            util::run_logged(
+                util::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+                &log("clippy"),
+                true,
+            )
         });
     }
     if ok {
@@ -77,7 +81,7 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             cmd.args(["test", "--no-fail-fast"])
                 .args(&args.cargo_test_args)
                 .env("OVLTRACE_TEST_STRICT", "1");
-            util::run(&mut cmd)
+            util::run_logged(&mut cmd, &log("cargo-test"), true)
         });
     }
 
@@ -102,6 +106,12 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
             step.elapsed.as_secs_f64()
         );
     }
+    // Why each failed step failed, last: CI logs are read from the end.
+    for step in &steps {
+        if let Err(e) = &step.result {
+            say!("test: why `{}` failed: {e}", step.name);
+        }
+    }
     say!(
         "test: {} in {:.1} s",
         if failed == 0 { "all passed" } else { "FAILED" },
@@ -112,6 +122,13 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Where a step's full output is kept (the terminal gets a digest on failure).
+fn log(step: &str) -> std::path::PathBuf {
+    util::workspace_root()
+        .join("target/xtask-logs")
+        .join(format!("{step}.log"))
 }
 
 /// Default seconds per fuzz target in `cargo xtask test`.
@@ -154,10 +171,26 @@ pub fn fuzz(secs: u64) -> Result<()> {
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTFLAGS")
             .env_remove("RUSTUP_TOOLCHAIN");
-        say!("test: fuzz {target} for {secs} s");
-        if let Err(e) = util::run(&mut cmd) {
-            say!("test: fuzz {target} FAILED: {e:#}");
-            failed.push(target);
+        // libFuzzer's progress lines go to the log only.
+        let log = log(&format!("fuzz-{target}"));
+        say!(
+            "test: fuzz {target} for {secs} s (output: {})",
+            log.display()
+        );
+        match util::run_logged(&mut cmd, &log, false) {
+            Ok(()) => {
+                let out = std::fs::read_to_string(&log).unwrap_or_default();
+                for line in out
+                    .lines()
+                    .filter(|l| l.starts_with("stat::") || l.starts_with("Done "))
+                {
+                    say!("test: fuzz {target}: {line}");
+                }
+            }
+            Err(e) => {
+                say!("test: fuzz {target} FAILED: {e:#}");
+                failed.push(target);
+            }
         }
     }
     if !failed.is_empty() {

@@ -70,6 +70,104 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs a command with stdout and stderr merged into one pipe, copied to
+/// `log` and (when `echo`) to our stderr. On failure the error carries a
+/// digest: the lines that say what failed (panics, compiler errors, failed
+/// tests) and the last lines, so that the end of a long CI log tells why.
+pub fn run_logged(cmd: &mut Command, log: &Path, echo: bool) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    if let Some(dir) = log.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = File::create(log).with_context(|| format!("creating log {}", log.display()))?;
+    let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+    cmd.stdout(writer.try_clone().context("duplicating a pipe")?)
+        .stderr(writer);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting `{}`", describe(cmd)))?;
+    // Our copies of the write end must go, or the reader never sees EOF.
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut digest = Digest::default();
+    for line in BufReader::new(reader).split(b'\n') {
+        let line = line.context("reading a child's output")?;
+        let line = String::from_utf8_lossy(&line);
+        if echo {
+            eprintln!("{line}");
+        }
+        writeln!(file, "{line}").with_context(|| format!("writing {}", log.display()))?;
+        digest.push(&line);
+    }
+    let status = child.wait().context("waiting for a child")?;
+    if !status.success() {
+        bail!(
+            "`{}` failed: {status} (full output: {})\n{}",
+            describe(cmd),
+            log.display(),
+            digest.render()
+        );
+    }
+    Ok(())
+}
+
+/// What a failure digest keeps of a long output.
+#[derive(Default)]
+struct Digest {
+    notable: Vec<String>,
+    tail: std::collections::VecDeque<String>,
+}
+
+impl Digest {
+    const NOTABLE: usize = 120;
+    const TAIL: usize = 25;
+
+    fn push(&mut self, line: &str) {
+        let keep = [
+            "panicked at",
+            "error[",
+            "error:",
+            "FAILED",
+            "failures:",
+            "---- ",
+            "SKIPPED",
+            "assertion",
+            "left:",
+            "right:",
+            "==ERROR",
+            "SUMMARY:",
+        ];
+        if self.notable.len() < Self::NOTABLE && keep.iter().any(|k| line.contains(k)) {
+            self.notable.push(truncate(line, 400));
+        }
+        if self.tail.len() == Self::TAIL {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(truncate(line, 400));
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::from("--- lines that say what failed:\n");
+        for l in &self.notable {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str("--- last lines:\n");
+        for l in &self.tail {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+}
+
+fn truncate(line: &str, max: usize) -> String {
+    match line.char_indices().nth(max) {
+        Some((i, _)) => format!("{} [...]", &line[..i]),
+        None => line.to_string(),
+    }
+}
+
 /// Runs a command capturing its output; fails unless it exits with 0, and
 /// then includes its stderr in the error.
 pub fn output(cmd: &mut Command) -> Result<String> {
