@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use hdrhistogram::Histogram;
+use smallvec::SmallVec;
 
 use crate::{
     event::{CopyUp, FileKind},
@@ -124,9 +125,12 @@ pub struct FileAgg {
     pub max_ns: u64,
     pub errors: u64,
     pub truncated: bool,
-    samples: Vec<u64>,
-    pub pids: BTreeSet<u32>,
-    pub comms: BTreeSet<String>,
+    // Inline storage: most files are copied up once, by one process.
+    samples: SmallVec<[u64; 2]>,
+    /// Distinct process ids, sorted (bounded).
+    pub pids: SmallVec<[u32; 2]>,
+    /// Distinct process names, sorted (bounded).
+    pub comms: SmallVec<[String; 1]>,
 }
 
 impl FileAgg {
@@ -141,9 +145,9 @@ impl FileAgg {
             max_ns: 0,
             errors: 0,
             truncated: false,
-            samples: Vec::new(),
-            pids: BTreeSet::new(),
-            comms: BTreeSet::new(),
+            samples: SmallVec::new(),
+            pids: SmallVec::new(),
+            comms: SmallVec::new(),
         }
     }
 
@@ -166,10 +170,14 @@ impl FileAgg {
             self.samples[slot] = ev.latency_ns;
         }
         if self.pids.len() < MAX_PIDS {
-            self.pids.insert(ev.tgid);
+            if let Err(i) = self.pids.binary_search(&ev.tgid) {
+                self.pids.insert(i, ev.tgid);
+            }
         }
         if self.comms.len() < MAX_COMMS {
-            self.comms.insert(ev.comm.clone());
+            if let Err(i) = self.comms.binary_search(&ev.comm) {
+                self.comms.insert(i, ev.comm.clone());
+            }
         }
     }
 
@@ -261,17 +269,19 @@ impl Aggregator {
 
     /// Keeps the most expensive half of the file table (amortised O(1) per event).
     fn prune(&mut self) {
-        let keep = self.max_files / 2;
-        let mut costs: Vec<(u64, FileKey)> = self
-            .files
-            .iter()
-            .map(|(k, f)| (f.total_ns, k.clone()))
-            .collect();
-        costs.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        for (_, key) in costs.into_iter().skip(keep) {
-            self.files.remove(&key);
-            self.evicted_files += 1;
-        }
+        // Keep the quarter costliest by time and the quarter biggest by bytes
+        // (what the hot-spot lists draw from); no key is cloned.
+        let k = (self.max_files / 4).max(1);
+        let mut time = Quota::new(self.files.values().map(|f| f.total_ns), k);
+        let mut bytes = Quota::new(self.files.values().map(|f| f.bytes), k);
+        let before = self.files.len();
+        self.files.retain(|_, f| {
+            // Both quotas see every file, so each keeps exactly its k.
+            let by_time = time.keep(f.total_ns);
+            let by_bytes = bytes.keep(f.bytes);
+            by_time || by_bytes
+        });
+        self.evicted_files += (before - self.files.len()) as u64;
     }
 
     /// The hot spots: the `n` files with the largest total copy-up time, then
@@ -284,6 +294,42 @@ impl Aggregator {
             |f| f.1.bytes,
             |f| f.0,
         )
+    }
+}
+
+/// Admits the `k` largest values of a set seen once more in any order:
+/// everything above the k-th largest, and as many equal to it as fit.
+struct Quota {
+    threshold: u64,
+    ties_left: usize,
+}
+
+impl Quota {
+    fn new(values: impl Iterator<Item = u64>, k: usize) -> Self {
+        let mut v: Vec<u64> = values.collect();
+        if v.len() <= k {
+            return Self {
+                threshold: 0,
+                ties_left: usize::MAX,
+            };
+        }
+        let (_, &mut threshold, _) = v.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        let above = v.iter().filter(|&&x| x > threshold).count();
+        Self {
+            threshold,
+            ties_left: k - above,
+        }
+    }
+
+    fn keep(&mut self, x: u64) -> bool {
+        if x > self.threshold {
+            true
+        } else if x == self.threshold && self.ties_left > 0 {
+            self.ties_left -= 1;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -471,8 +517,22 @@ mod tests {
         assert!(a.evicted_files >= 9_900);
         assert_eq!(a.files.len() as u64 + a.evicted_files, 10_001);
         assert_eq!(a.top_files(1)[0].0.path, b"expensive");
+        // A quick but huge copy-up survives pruning too (the bytes list).
+        let mut a = Aggregator::new(100);
+        a.add_plain(&ev(1, "huge", 1, 1 << 40));
+        for i in 0..10_000 {
+            a.add_plain(&ev(1, &format!("f{i}"), 10 + i % 7, 1));
+        }
+        assert!(a.files.keys().any(|k| k.path == b"huge"));
+        // Many equal costs: pruning still bounds the table.
+        let mut a = Aggregator::new(100);
+        for i in 0..1_000 {
+            a.add_plain(&ev(1, &format!("same{i}"), 5, 5));
+        }
+        assert!(a.files.len() <= 100);
         // Mount totals are unaffected by eviction.
-        assert_eq!(a.per_dev[&1].count, 10_001);
+        assert_eq!(a.per_dev[&1].count, 1_000);
+        assert_eq!(a.files.len() as u64 + a.evicted_files, 1_000);
     }
 
     #[test]
