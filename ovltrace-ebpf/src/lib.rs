@@ -80,7 +80,10 @@ pub struct Config {
     pub tracer_tgid: u32,
     /// 1: only devices present in the `DEVS` map are traced.
     pub filter_devs: u32,
-    pub _pad: [u32; 2],
+    /// Events are submitted without waking the reader (it polls while events
+    /// arrive) until this many bytes wait in the ring buffer; 0: wake per event.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
 }
 
 /// Common first field of every ring-buffer event.

@@ -89,7 +89,8 @@ pub fn prepare(
     let config = Config {
         tracer_tgid: std::process::id(),
         filter_devs: filter_devs as u32,
-        _pad: [0; 2],
+        wakeup_bytes: wakeup_bytes(ring_buffer_size),
+        _pad: 0,
     };
     raise_memlock();
     let ebpf = EbpfLoader::new()
@@ -224,8 +225,11 @@ impl Session {
         }) + self.decode_errors
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Reads every event waiting in the ring buffer; returns how many.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
+        let mut n = 0;
         while let Some(item) = ring.next() {
+            n += 1;
             match event::decode(&item) {
                 Ok(ev) => {
                     let (attr, source) = self.tracker.attribute(&ev);
@@ -240,6 +244,7 @@ impl Session {
                 }
             }
         }
+        n
     }
 }
 
@@ -368,12 +373,22 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     );
 
     let mounts_changed = watch_mounts();
+    // The kernel wakes us only once a backlog builds up (Config::wakeup_bytes),
+    // so the ring buffer is also polled: often while events arrive, seldom
+    // when none do.
+    let poll = tokio::time::sleep(POLL_IDLE);
+    tokio::pin!(poll);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for events")?;
                 session.drain(guard.get_inner_mut());
                 guard.clear_ready();
+            }
+            _ = &mut poll => {
+                let n = session.drain(ring.get_mut());
+                let next = if n > 0 { POLL_BUSY } else { POLL_IDLE };
+                poll.as_mut().reset(tokio::time::Instant::now() + next);
             }
             Some(mut guard) = async { match kernel_log.as_mut() {
                 Some(l) => l.readable_mut().await.ok(),
@@ -394,6 +409,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
                 }
             }
             Some(reply) = snapshot_rx.recv() => {
+                // A scrape sees every event that happened before it.
+                session.drain(ring.get_mut());
                 let _ = reply.send(session.report());
             }
             _ = rescan.tick() => {
@@ -405,6 +422,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
                 }
             }
             _ = interval.tick(), if args.interval.is_some() => {
+                session.drain(ring.get_mut());
                 if let Some(r) = session.interval_report() {
                     status.clear();
                     print!("{}", live::summary(&r, session.started.elapsed(), style));
@@ -485,6 +503,18 @@ fn humantime(d: Duration) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// Ring-buffer poll period while events arrive, and when none did at the last
+/// poll. Events wait at most POLL_IDLE (plus one POLL_BUSY) before they are
+/// read, unless the backlog wakes the reader first.
+const POLL_BUSY: Duration = Duration::from_millis(20);
+const POLL_IDLE: Duration = Duration::from_millis(200);
+
+/// Backlog (bytes waiting in the ring buffer) at which the kernel wakes the
+/// reader: 1/16 of the buffer, far from full at the poll rate.
+fn wakeup_bytes(ring_buffer_size: u32) -> u32 {
+    (ring_buffer_size / 16).max(1)
 }
 
 /// How often mounts and containers are rescanned during a trace.
