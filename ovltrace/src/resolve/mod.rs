@@ -539,7 +539,15 @@ impl Catalog {
             }
         }
         if !self.entries.contains_key(&dev) {
-            self.lookup(dev);
+            if t > self.scan_ns {
+                // Mounted after the latest scan (a runtime mounts, then at
+                // once writes into the mount): always worth a scan, however
+                // recent the last one. Bounded: the scan is newer than every
+                // queued event.
+                self.rescan(false);
+            } else {
+                self.lookup(dev);
+            }
         }
         // Newer than what is known: is the current mount still there?
         let is_mounted = self.is_mounted;
@@ -899,6 +907,29 @@ mod tests {
         let i = cat.resolve_event(dev, 400, host);
         assert_eq!(name_of(&cat, dev, i).as_deref(), Some("c12"));
         assert_eq!(cat.resolve_event(dev, 200, host), None);
+    }
+
+    #[test]
+    fn a_mount_newer_than_the_last_scan_is_always_looked_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mi = tmp.path().join("mountinfo");
+        std::fs::write(&mi, "").unwrap();
+        let mut cat = Catalog::with_mountinfo(vec![Box::new(Fake)], mi.clone());
+        cat.is_mounted = |_, _| false;
+        cat.set_min_rescan(Duration::from_secs(3600));
+        cat.refresh().unwrap();
+        // Another mount just changed the table (a scan ran), then the
+        // container's overlay is mounted and written to at once.
+        let (line, _) = parsed(11, 40, "/c/a");
+        std::fs::write(&mi, line).unwrap();
+        let dev = Dev::new(0, 40);
+        let t = monotonic_ns();
+        let i = cat.resolve_event(dev, t, 1);
+        assert_eq!(name_of(&cat, dev, i).as_deref(), Some("c11"));
+        // An older event on an unknown device does not force scans.
+        let scans = cat.scan_ns;
+        assert_eq!(cat.resolve_event(Dev::new(0, 41), t, 1), None);
+        assert_eq!(cat.scan_ns, scans);
     }
 
     #[test]
