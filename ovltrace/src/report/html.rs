@@ -625,14 +625,7 @@ pub fn render(r: &Report) -> String {
         let mut layers: Vec<&super::LayerCost> = r.layers.iter().collect();
         layers.sort_by_key(|l| std::cmp::Reverse(l.copy_up.total_ns));
         for l in layers {
-            let label = match (&l.diff_id, &l.dev, l.index) {
-                (Some(d), _, _) => d.trim_start_matches("sha256:").chars().take(12).collect(),
-                (None, Some(dev), Some(i)) => match (&l.host, multi) {
-                    (Some(h), true) => format!("{h} {dev} lower {i}"),
-                    _ => format!("{dev} lower {i}"),
-                },
-                _ => "?".into(),
-            };
+            let label = l.label(r);
             let by = l.created_by.as_deref().unwrap_or("");
             let _ = write!(
                 o,

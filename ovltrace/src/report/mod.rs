@@ -179,6 +179,36 @@ pub struct LayerCost {
     pub copy_up: CopyUpTotals,
 }
 
+impl LayerCost {
+    /// Short name of the layer: its short diff-id; Docker's init layer as
+    /// "init of NAME"; otherwise "DEV lower N".
+    pub fn label(&self, r: &Report) -> String {
+        if let Some(d) = &self.diff_id {
+            return d.trim_start_matches("sha256:").chars().take(12).collect();
+        }
+        let (Some(dev), Some(i)) = (&self.dev, self.index) else {
+            return "?".into();
+        };
+        let init_of = self.containers.iter().find_map(|id| {
+            let c = r.containers.iter().find(|c| &c.id == id)?;
+            let l = c.layers.iter().find(|l| l.index == i)?;
+            l.init.then(|| {
+                c.name
+                    .clone()
+                    .unwrap_or_else(|| c.id.chars().take(12).collect())
+            })
+        });
+        let host = match (&self.host, !r.hosts.is_empty()) {
+            (Some(h), true) => format!("{h} "),
+            _ => String::new(),
+        };
+        match init_of {
+            Some(name) => format!("{host}init of {name}"),
+            None => format!("{host}{dev} lower {i}"),
+        }
+    }
+}
+
 /// A suggestion backed by measurements.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Advice {
@@ -616,6 +646,48 @@ pub(crate) mod tests {
             warnings: vec![],
             top: 10,
         })
+    }
+
+    #[test]
+    fn layer_labels_name_the_init_layers_container() {
+        let mut r = empty_report();
+        let layer = |index: usize, init: bool| LayerInfo {
+            index,
+            init,
+            ..Default::default()
+        };
+        r.containers.push(Container {
+            id: "c0ffee".repeat(10),
+            host: None,
+            name: Some("web-1".into()),
+            pod: None,
+            image: Default::default(),
+            runtime: "docker".into(),
+            mountpoint: "/m".into(),
+            dev: "0:31".into(),
+            layers: vec![layer(1, true), layer(2, false)],
+            gone: false,
+            copy_up: Default::default(),
+        });
+        let cost = |index: usize, diff_id: Option<&str>| LayerCost {
+            diff_id: diff_id.map(str::to_string),
+            created_by: None,
+            dev: Some("0:31".into()),
+            host: None,
+            index: Some(index),
+            containers: vec!["c0ffee".repeat(10)],
+            copy_up: Default::default(),
+        };
+        assert_eq!(cost(1, None).label(&r), "init of web-1");
+        assert_eq!(cost(2, None).label(&r), "0:31 lower 2");
+        assert_eq!(
+            cost(2, Some("sha256:0123456789abcdef")).label(&r),
+            "0123456789ab"
+        );
+        // An overlay of no container.
+        let mut plain = cost(1, None);
+        plain.containers.clear();
+        assert_eq!(plain.label(&r), "0:31 lower 1");
     }
 
     #[test]

@@ -423,13 +423,8 @@ pub fn render_styled(r: &Report, st: Style) -> String {
         let mut layers: Vec<&super::LayerCost> = r.layers.iter().collect();
         layers.sort_by_key(|l| std::cmp::Reverse(l.copy_up.total_ns));
         for l in layers {
-            let label = match (&l.diff_id, &l.dev, l.index) {
-                (Some(d), _, _) => d.trim_start_matches("sha256:").chars().take(12).collect(),
-                (None, Some(dev), Some(i)) => format!("{dev} lower {i}"),
-                _ => "?".into(),
-            };
             t.add_row(vec![
-                label,
+                l.label(r),
                 instruction_text(l.created_by.as_deref()),
                 l.containers.len().to_string(),
                 l.copy_up.count.to_string(),
