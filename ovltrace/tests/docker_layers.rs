@@ -406,10 +406,12 @@ fn layers_json_matches_docker() {
     assert_eq!(report["runtimes"][0]["name"], "docker");
 
     // Every running container is there (others may start or stop meanwhile).
+    // Other runtimes' containers on this host are not `docker ps`'s business.
     let got: BTreeSet<String> = report["containers"]
         .as_array()
         .expect("containers[]")
         .iter()
+        .filter(|c| c["runtime"] == "docker")
         .map(|c| s(&c["id"]).to_string())
         .collect();
     let stable: BTreeSet<String> = before.intersection(&after).cloned().collect();
