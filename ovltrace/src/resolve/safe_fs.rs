@@ -61,6 +61,8 @@ static OPENAT2: AtomicU8 = AtomicU8::new(OPENAT2_UNKNOWN);
 pub struct SafeRoot {
     fd: OwnedFd,
     path: PathBuf,
+    /// The root named in escape errors: a [`SafeRoot::subdir`] reports its parent's.
+    limit: PathBuf,
 }
 
 impl SafeRoot {
@@ -78,6 +80,18 @@ impl SafeRoot {
         Ok(Self {
             fd,
             path: path.to_path_buf(),
+            limit: path.to_path_buf(),
+        })
+    }
+
+    /// The directory `rel` below the root, as a root of its own (reads from it walk
+    /// fewer components). Errors name the same paths and root as reads through `self`.
+    pub fn subdir(&self, rel: &Path) -> Result<Self> {
+        let fd = self.open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY)?;
+        Ok(Self {
+            fd,
+            path: self.full(rel),
+            limit: self.limit.clone(),
         })
     }
 
@@ -95,7 +109,7 @@ impl SafeRoot {
         if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::EXDEV) {
             SafeFsError::Escape {
                 path: self.full(rel),
-                root: self.path.clone(),
+                root: self.limit.clone(),
             }
         } else {
             SafeFsError::Io {
@@ -163,7 +177,7 @@ impl SafeRoot {
                 if link {
                     SafeFsError::Escape {
                         path: self.full(rel),
-                        root: self.path.clone(),
+                        root: self.limit.clone(),
                     }
                 } else {
                     self.io_err(rel, e)
@@ -174,7 +188,7 @@ impl SafeRoot {
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                 return Err(SafeFsError::Escape {
                     path: self.full(rel),
-                    root: self.path.clone(),
+                    root: self.limit.clone(),
                 });
             }
             cur = Some(fd);
@@ -186,7 +200,7 @@ impl SafeRoot {
             if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
                 return Err(SafeFsError::Escape {
                     path: self.full(rel),
-                    root: self.path.clone(),
+                    root: self.limit.clone(),
                 });
             }
         }
@@ -203,23 +217,44 @@ impl SafeRoot {
                 path: self.full(rel),
             });
         }
-        if st.st_size as u64 > max {
+        let size = st.st_size.max(0) as u64;
+        if size > max {
             return Err(SafeFsError::TooLarge {
                 path: self.full(rel),
                 max,
             });
         }
-        let mut buf = Vec::new();
-        std::fs::File::from(fd)
-            .take(max + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| self.io_err(rel, e))?;
-        if buf.len() as u64 > max {
-            return Err(SafeFsError::TooLarge {
-                path: self.full(rel),
-                max,
-            });
+        // One byte more than fstat's size: a read that then returns exactly `size`
+        // bytes has met the end of the file, so no further read is needed.
+        let cap = max.saturating_add(1);
+        let mut buf = vec![0u8; (size + 1) as usize];
+        let mut file = std::fs::File::from(fd);
+        let mut n = 0;
+        loop {
+            if n == buf.len() {
+                if n as u64 >= cap {
+                    return Err(SafeFsError::TooLarge {
+                        path: self.full(rel),
+                        max,
+                    });
+                }
+                // The file grew since fstat.
+                let grown = (n as u64).saturating_mul(2).clamp(64, cap);
+                buf.resize(grown as usize, 0);
+            }
+            match file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    n += k;
+                    if n as u64 == size && n < buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_err(rel, e)),
+            }
         }
+        buf.truncate(n);
         Ok(buf)
     }
 
@@ -263,17 +298,15 @@ impl SafeRoot {
             }
             None => self.fd.as_fd(),
         };
-        let st = rustix::fs::statat(base, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.io_err(rel, e))?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
-            return Err(SafeFsError::Io {
+        // EINVAL: it exists but is not a symlink.
+        match rustix::fs::readlinkat(base, name, Vec::new()) {
+            Ok(target) => Ok(target.into_bytes()),
+            Err(rustix::io::Errno::INVAL) => Err(SafeFsError::Io {
                 path: self.full(rel),
                 source: io::Error::new(io::ErrorKind::InvalidData, "not a symlink"),
-            });
+            }),
+            Err(e) => Err(self.io_err(rel, e)),
         }
-        let target =
-            rustix::fs::readlinkat(base, name, Vec::new()).map_err(|e| self.io_err(rel, e))?;
-        Ok(target.into_bytes())
     }
 
     /// Whether `rel` is a directory (not a symlink to one) below the root.
@@ -363,6 +396,23 @@ mod tests {
         assert_eq!(r.read_link(Path::new("a/b/rel")).unwrap(), b"../../a/b/f");
         assert!(r.read_link(Path::new("a/out/secret")).is_err());
         assert!(r.read_link(Path::new("a/b/f")).is_err());
+    }
+
+    #[test]
+    fn subdirs_read_like_their_parent() {
+        let (root, _o) = tree();
+        let r = SafeRoot::open(root.path()).unwrap();
+        both_modes(|| {
+            let a = r.subdir(Path::new("a")).unwrap();
+            assert_eq!(a.read(Path::new("b/f"), 100).unwrap(), b"hello\n");
+            assert_eq!(a.read_link(Path::new("b/rel")).unwrap(), b"../../a/b/f");
+            for p in ["out/secret", "b/link", "b/missing", "b"] {
+                let e = a.read(Path::new(p), 100).unwrap_err().to_string();
+                let parent = r.read(&Path::new("a").join(p), 100).unwrap_err();
+                assert_eq!(e, parent.to_string());
+            }
+            assert!(r.subdir(Path::new("a/out")).is_err());
+        });
     }
 
     #[test]
