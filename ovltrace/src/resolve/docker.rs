@@ -21,7 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    safe_fs::{is_hex64, is_safe_name, is_safe_name_bytes, SafeRoot, MAX_JSON},
+    safe_fs::{is_hex64, is_safe_name, is_safe_name_bytes, SafeFsError, SafeRoot, MAX_JSON},
     ContainerInfo, ImageInfo, LayerInfo, Resolver,
 };
 use crate::{
@@ -55,6 +55,20 @@ pub struct DockerResolver {
     /// Warnings already printed (rescans must not repeat them).
     warned: HashSet<String>,
     last_root: Option<(PathBuf, RootSource)>,
+    /// Layer-store entries of `chains_root`, by chain id (hex).
+    chains: HashMap<String, ChainMeta>,
+    chains_root: Option<PathBuf>,
+}
+
+/// What was read of a layer-store entry (`layerdb/sha256/<chain>`). The entry is
+/// content-addressed and written once, so this is kept across scans while the
+/// entry is listed; only values read without error are kept, so a broken file is
+/// read (and warned about) again on every scan.
+#[derive(Debug, Clone, Default)]
+struct ChainMeta {
+    cache_id: String,
+    diff: Option<String>,
+    size: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -123,8 +137,27 @@ struct RwLayer {
 struct Scan<'a> {
     root: SafeRoot,
     overlay2: PathBuf,
+    /// `overlay2`, `overlay2/l` and `layerdb/sha256` opened once (when they are
+    /// real directories; otherwise reads go through `root` and fail as before).
+    o2_dir: Option<SafeRoot>,
+    l_dir: Option<SafeRoot>,
+    chain_dir: Option<SafeRoot>,
     warnings: &'a mut Vec<String>,
     cache_to_chain: Option<HashMap<String, String>>,
+    /// Carried over from the previous scan of the same root.
+    chains: HashMap<String, ChainMeta>,
+    /// Lowerdir -> (cache-id, short id) and cache-id -> checked directory, with
+    /// the warnings each gave: containers sharing layers read them once a scan.
+    lowers: HashMap<PathBuf, Memo<LowerIds>>,
+    dirs: HashMap<String, Memo<Option<PathBuf>>>,
+}
+
+/// `(cache-id, short id)` of a lowerdir.
+type LowerIds = (Option<String>, Option<String>);
+
+struct Memo<T> {
+    value: T,
+    warnings: Vec<String>,
 }
 
 impl DockerResolver {
@@ -149,6 +182,8 @@ impl DockerResolver {
             images: HashMap::new(),
             warned: HashSet::new(),
             last_root: None,
+            chains: HashMap::new(),
+            chains_root: None,
         }
     }
 
@@ -224,12 +259,30 @@ impl DockerResolver {
                 return Vec::new();
             }
         };
+        if self.chains_root.as_ref() != Some(&root) {
+            self.chains.clear();
+            self.chains_root = Some(root.clone());
+        }
+        let sub = |p: &str| safe.subdir(Path::new(p)).ok();
         let mut scan = Scan {
+            o2_dir: sub("overlay2"),
+            l_dir: sub("overlay2/l"),
+            chain_dir: sub(&format!("{LAYERDB}/sha256")),
             root: safe,
             overlay2: root.join("overlay2"),
             warnings,
             cache_to_chain: None,
+            chains: std::mem::take(&mut self.chains),
+            lowers: HashMap::new(),
+            dirs: HashMap::new(),
         };
+        let out = self.containers(&mut scan, mounts);
+        // Entries no longer listed were dropped by the listing (when it was read).
+        self.chains = std::mem::take(&mut scan.chains);
+        out
+    }
+
+    fn containers(&mut self, scan: &mut Scan, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
         let rw_layers = scan.rw_layers();
         if rw_layers.is_empty() {
             return Vec::new();
@@ -247,7 +300,7 @@ impl DockerResolver {
                 continue;
             }
             let tags = tags.get_or_insert_with(|| scan.repositories());
-            let c = self.container(&mut scan, m, &rw_id, rw, tags);
+            let c = self.container(scan, m, &rw_id, rw, tags);
             out.push(c);
         }
         out
@@ -361,22 +414,8 @@ impl DockerResolver {
                 l.position = Some(n - i);
                 let chain = cache_id.as_deref().and_then(|c| scan.chain_of(c));
                 if let Some(chain) = &chain {
-                    let dir = PathBuf::from(format!("{LAYERDB}/sha256/{chain}"));
                     l.chain_id = Some(format!("sha256:{chain}"));
-                    l.diff_id = scan.line(&dir.join("diff")).filter(|d| {
-                        let ok = is_digest(d);
-                        if !ok {
-                            scan.warn(format!("{}: invalid diff-id {d:?}", path_display(&dir)));
-                        }
-                        ok
-                    });
-                    l.size = scan.line(&dir.join("size")).and_then(|s| match s.parse() {
-                        Ok(v) => Some(v),
-                        Err(_) => {
-                            scan.warn(format!("{}/size: not a number: {s:?}", path_display(&dir)));
-                            None
-                        }
-                    });
+                    (l.diff_id, l.size) = scan.diff_and_size(chain);
                 } else if let Some(c) = &cache_id {
                     scan.warn(format!(
                         "container {cid}: no layerdb entry has cache-id {c}; its size is unknown"
@@ -471,16 +510,6 @@ impl Scan<'_> {
         }
     }
 
-    fn line(&mut self, rel: &Path) -> Option<String> {
-        match self.root.read_line(rel) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                self.warn(e.to_string());
-                None
-            }
-        }
-    }
-
     fn json<T: for<'de> Deserialize<'de>>(&mut self, rel: &Path) -> Option<T> {
         let data = self.read(rel, MAX_JSON)?;
         match serde_json::from_slice(&data) {
@@ -553,23 +582,37 @@ impl Scan<'_> {
         self.cache_to_chain.as_ref()?.get(cache_id).cloned()
     }
 
+    /// cache-id -> chain over the layer store's listing; cache-ids already read
+    /// in an earlier scan are not read again, entries no longer listed are dropped.
     fn read_cache_ids(&mut self) -> HashMap<String, String> {
         let dir = PathBuf::from(format!("{LAYERDB}/sha256"));
         let names = match self.root.read_dir(&dir) {
             Ok(n) => n,
             Err(e) => {
                 self.warn(e.to_string());
+                self.chains.clear();
                 return HashMap::new();
             }
         };
-        let mut map = HashMap::new();
+        let mut old = std::mem::take(&mut self.chains);
+        let mut map = HashMap::with_capacity(names.len());
         for name in names {
             let Some(chain) = name.to_str().filter(|s| is_hex64(s)) else {
                 continue;
             };
-            match self.root.read_line(&dir.join(chain).join("cache-id")) {
+            if let Some(meta) = old.remove(chain) {
+                map.insert(meta.cache_id.clone(), chain.to_string());
+                self.chains.insert(chain.to_string(), meta);
+                continue;
+            }
+            match self.chain_line(chain, "cache-id") {
                 Ok(c) if is_safe_name(&c) => {
-                    map.insert(c, chain.to_string());
+                    map.insert(c.clone(), chain.to_string());
+                    let meta = ChainMeta {
+                        cache_id: c,
+                        ..Default::default()
+                    };
+                    self.chains.insert(chain.to_string(), meta);
                 }
                 Ok(c) => self.warn(format!("layer {chain}: invalid cache-id {c:?}")),
                 // Layers being created or removed lack it for a moment.
@@ -580,9 +623,95 @@ impl Scan<'_> {
         map
     }
 
+    /// `layerdb/sha256/<chain>/<file>`, one line.
+    fn chain_line(&self, chain: &str, file: &str) -> Result<String, SafeFsError> {
+        match &self.chain_dir {
+            Some(d) => d.read_line(&Path::new(chain).join(file)),
+            None => self
+                .root
+                .read_line(&PathBuf::from(format!("{LAYERDB}/sha256/{chain}/{file}"))),
+        }
+    }
+
+    /// The layer store's diff-id and size of a chain listed by [`Self::read_cache_ids`].
+    fn diff_and_size(&mut self, chain: &str) -> (Option<String>, Option<u64>) {
+        let cached = self.chains.get(chain).cloned().unwrap_or_default();
+        let dir = || PathBuf::from(format!("{LAYERDB}/sha256/{chain}"));
+        let diff = cached
+            .diff
+            .or_else(|| match self.chain_line(chain, "diff") {
+                Ok(d) if is_digest(&d) => Some(d),
+                Ok(d) => {
+                    self.warn(format!("{}: invalid diff-id {d:?}", path_display(&dir())));
+                    None
+                }
+                Err(e) => {
+                    self.warn(e.to_string());
+                    None
+                }
+            });
+        let size = cached
+            .size
+            .or_else(|| match self.chain_line(chain, "size") {
+                Ok(s) => match s.parse() {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        self.warn(format!(
+                            "{}/size: not a number: {s:?}",
+                            path_display(&dir())
+                        ));
+                        None
+                    }
+                },
+                Err(e) => {
+                    self.warn(e.to_string());
+                    None
+                }
+            });
+        if let Some(meta) = self.chains.get_mut(chain) {
+            meta.diff.clone_from(&diff);
+            meta.size = size;
+        }
+        (diff, size)
+    }
+
+    /// `f` run once per scan for each key of `table`; later calls repeat its
+    /// warnings, so the warnings are those of an unmemoized scan.
+    fn memoized<K, T: Clone>(
+        &mut self,
+        key: &K,
+        table: fn(&mut Self) -> &mut HashMap<K, Memo<T>>,
+        f: impl FnOnce(&mut Self) -> T,
+    ) -> T
+    where
+        K: std::hash::Hash + Eq + Clone,
+    {
+        if let Some(m) = table(self).get(key) {
+            let (value, warnings) = (m.value.clone(), m.warnings.clone());
+            self.warnings.extend(warnings);
+            return value;
+        }
+        let before = self.warnings.len();
+        let value = f(self);
+        let warnings = self.warnings[before..].to_vec();
+        table(self).insert(
+            key.clone(),
+            Memo {
+                value: value.clone(),
+                warnings,
+            },
+        );
+        value
+    }
+
     /// `(cache-id, short id)` of a lowerdir entry, which is `<root>/overlay2/l/<short>`,
     /// `<root>/overlay2/<cache-id>/diff`, or either relative to `<root>/overlay2`.
-    fn lowerdir(&mut self, lower: &Path) -> (Option<String>, Option<String>) {
+    fn lowerdir(&mut self, lower: &Path) -> LowerIds {
+        let key = lower.to_path_buf();
+        self.memoized(&key, |s| &mut s.lowers, |s| s.lowerdir_uncached(&key))
+    }
+
+    fn lowerdir_uncached(&mut self, lower: &Path) -> LowerIds {
         let rel = if lower.is_absolute() {
             match lower.strip_prefix(&self.overlay2) {
                 Ok(r) => r,
@@ -609,7 +738,11 @@ impl Scan<'_> {
             [b"l", short] if is_safe_name_bytes(short) => {
                 let short = String::from_utf8_lossy(short).into_owned();
                 let link = PathBuf::from(format!("overlay2/l/{short}"));
-                let target = match self.root.read_link(&link) {
+                let target = match &self.l_dir {
+                    Some(l) => l.read_link(Path::new(&short)),
+                    None => self.root.read_link(&link),
+                };
+                let target = match target {
                     Ok(t) => t,
                     Err(e) => {
                         self.warn(e.to_string());
@@ -630,8 +763,13 @@ impl Scan<'_> {
             }
             [cache, b"diff"] if is_safe_name_bytes(cache) && *cache != b"l" => {
                 let cache = String::from_utf8_lossy(cache).into_owned();
-                let link = PathBuf::from(format!("overlay2/{cache}/link"));
-                let short = match self.root.read_line(&link) {
+                let short = match &self.o2_dir {
+                    Some(o2) => o2.read_line(&Path::new(&cache).join("link")),
+                    None => self
+                        .root
+                        .read_line(&PathBuf::from(format!("overlay2/{cache}/link"))),
+                };
+                let short = match short {
                     Ok(s) if is_safe_name(&s) => Some(s),
                     _ => None,
                 };
@@ -648,9 +786,20 @@ impl Scan<'_> {
     }
 
     /// `<root>/overlay2/<cache-id>/diff` if it is a real directory (no symlinks).
+    /// Checked on every scan, not only the first: the layer's directory is what the
+    /// source-layer lookup later opens.
     fn layer_dir(&mut self, cache_id: &str) -> Option<PathBuf> {
+        let key = cache_id.to_string();
+        self.memoized(&key, |s| &mut s.dirs, |s| s.layer_dir_uncached(&key))
+    }
+
+    fn layer_dir_uncached(&mut self, cache_id: &str) -> Option<PathBuf> {
         let rel = PathBuf::from(format!("overlay2/{cache_id}/diff"));
-        if self.root.is_dir(&rel) {
+        let is_dir = match &self.o2_dir {
+            Some(o2) => o2.is_dir(&Path::new(cache_id).join("diff")),
+            None => self.root.is_dir(&rel),
+        };
+        if is_dir {
             Some(self.root.path().join(rel))
         } else {
             self.warn(format!(
@@ -1082,6 +1231,36 @@ mod tests {
             (cs.remove(0), w)
         }
 
+        /// Another running container of the image (its own RW and init layers).
+        fn add_container(&self, name: &str, minor: u32) -> OverlayMount {
+            let (cid, rw) = (hex(name), hex(&format!("{name}-rw")));
+            let init = format!("{rw}-init");
+            let init_short = format!("I{minor:025}");
+            self.add_cache_dir(&rw, &format!("R{minor:025}"));
+            self.add_cache_dir(&init, &init_short);
+            let m = self.root.join(LAYERDB).join("mounts").join(&cid);
+            write(&m.join("mount-id"), &rw);
+            write(&m.join("init-id"), &init);
+            write(
+                &self
+                    .root
+                    .join("containers")
+                    .join(&cid)
+                    .join("config.v2.json"),
+                serde_json::to_vec(&serde_json::json!({
+                    "ID": cid, "Name": format!("/{name}"), "Image": self.image_id
+                }))
+                .unwrap(),
+            );
+            let mut mount = self.mount(false);
+            mount.mount_id = 300 + minor;
+            mount.dev = Dev::new(0, minor);
+            mount.mountpoint = self.o2().join(&rw).join("merged");
+            mount.upperdir = Some(self.o2().join(&rw).join("diff"));
+            mount.lowerdirs[0] = self.o2().join("l").join(init_short);
+            mount
+        }
+
         fn chain_dir(&self, i: usize) -> PathBuf {
             self.root
                 .join(LAYERDB)
@@ -1193,6 +1372,53 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         assert_complete(&fx, &cs[0]);
         assert_eq!(r.root().map(|r| r.1), Some(RootSource::Flag));
+    }
+
+    #[test]
+    fn rescans_reuse_the_layer_store_and_notice_changes() {
+        let fx = Fx::new("docker");
+        let mut r = fx.resolver();
+        let (cs, w) = r.scan_collect(&[fx.mount(false)]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_complete(&fx, &cs[0]);
+        // A container started since is picked up, and the rescan gives what a
+        // new resolver gives.
+        let mounts = [fx.mount(false), fx.add_container("second", 78)];
+        let again = r.scan_collect(&mounts);
+        assert_eq!(again.0.len(), 2);
+        assert_eq!(again.0[1].name.as_deref(), Some("second"));
+        assert_eq!(again, fx.resolver().scan_collect(&mounts));
+        assert_eq!(again.0[0].layers[1..], again.0[1].layers[1..]);
+
+        // Layer-store entries are read once (Docker never rewrites them).
+        write(&fx.chain_dir(0).join("size"), "5");
+        let (cs, _) = r.scan_collect(&mounts);
+        assert_eq!(cs[0].layers[3].size, Some(1000));
+        let (fresh, _) = fx.resolver().scan_collect(&mounts);
+        assert_eq!(fresh[0].layers[3].size, Some(5));
+        write(&fx.chain_dir(0).join("size"), "1000");
+
+        // A removed layer-store entry or layer directory is noticed; warnings
+        // are given per container, as without the caches.
+        fs::remove_dir_all(fx.chain_dir(1)).unwrap();
+        fs::remove_dir(fx.o2().join(&fx.caches[0]).join("diff")).unwrap();
+        let (cs, w) = r.scan_collect(&mounts);
+        assert_eq!((cs.clone(), w.clone()), fx.resolver().scan_collect(&mounts));
+        assert_eq!(
+            (cs[1].layers[2].size, cs[1].layers[3].dir.as_ref()),
+            (None, None)
+        );
+        let count = |s: &str| w.iter().filter(|w| w.contains(s)).count();
+        assert_eq!(
+            (count("no layerdb entry"), count("not a directory")),
+            (2, 2),
+            "{w:?}"
+        );
+        // A broken entry is read again: repaired, it counts again.
+        fs::create_dir(fx.o2().join(&fx.caches[0]).join("diff")).unwrap();
+        let (cs, w) = r.scan_collect(&mounts);
+        assert!(cs[1].layers[3].dir.is_some());
+        assert_eq!(w.len(), 2, "{w:?}");
     }
 
     #[test]
