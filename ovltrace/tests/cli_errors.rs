@@ -119,12 +119,39 @@ fn unknown_container_without_docker() {
     }
     let empty = tempfile::tempdir().unwrap();
     let root = empty.path().to_str().unwrap();
+    let others = other_runtimes_containers(root);
     let o = ovltrace(&["run", "--docker-root", root, "--container", "nope"]);
     let line = one_error_line(&o, 1);
+    let listed = if others.is_empty() {
+        "no containers are running".to_string()
+    } else {
+        format!("running containers: {}", others.join(", "))
+    };
     assert_eq!(
         line,
-        "ovltrace: error: --container \"nope\" matches no running container; no containers are running"
+        format!("ovltrace: error: --container \"nope\" matches no running container; {listed}")
     );
+}
+
+/// Containers of the host's other runtimes (containerd, Podman) that a
+/// Docker root of `root` does not hide, as the error lists them: "name
+/// (short id)". A host running such containers lists them too.
+fn other_runtimes_containers(root: &str) -> Vec<String> {
+    let o = ovltrace(&["layers", "--json", "--docker-root", root]);
+    assert!(o.status.success(), "ovltrace layers: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("layers JSON");
+    v["containers"]
+        .as_array()
+        .expect("containers[]")
+        .iter()
+        .filter(|c| c["runtime"] != "docker")
+        .map(|c| {
+            let id = c["id"].as_str().expect("id");
+            let short: String = id.chars().take(12).collect();
+            let name = c["name"].as_str().map_or(short.clone(), str::to_string);
+            format!("{name} ({short})")
+        })
+        .collect()
 }
 
 #[test]
@@ -236,12 +263,18 @@ fn unknown_container_lists_the_running_ones() {
         }
     };
     let root = fx.dir.path().to_str().unwrap();
+    let mut running = other_runtimes_containers(root);
+    running.push("web-1 (c0ffee00c0ff)".into());
+    running.sort();
     let o = ovltrace(&["run", "--docker-root", root, "--container", "web-2"]);
     let line = one_error_line(&o, 1);
     assert_eq!(
         line,
-        "ovltrace: error: --container \"web-2\" matches no running container; \
-         running containers: web-1 (c0ffee00c0ff)"
+        format!(
+            "ovltrace: error: --container \"web-2\" matches no running container; \
+             running containers: {}",
+            running.join(", ")
+        )
     );
     // A name that matches gets past the filter check (and fails later, at
     // loading the probes, on this kernel: that error is not about filters).
