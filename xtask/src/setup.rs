@@ -67,10 +67,11 @@ pub enum Verbosity {
 
 pub fn run(verbosity: Verbosity) -> Result<()> {
     let started = Instant::now();
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         ("apt packages", apt_packages),
         ("bpf-linker", bpf_linker),
         ("rustup toolchain ovltrace-bpf", rustup_link),
+        ("rustup toolchain nightly", nightly),
         ("cargo-fuzz", cargo_fuzz),
         ("deploy linters", deploy_linters),
     ];
@@ -210,6 +211,25 @@ fn cargo_fuzz() -> Result<Outcome> {
             .env_remove("RUSTFLAGS"),
     )?;
     Ok(Outcome::Done(format!("cargo-fuzz {CARGO_FUZZ_VERSION}")))
+}
+
+/// cargo-fuzz builds with nightly (sanitizer flags); a minimal profile is enough.
+fn nightly() -> Result<Outcome> {
+    let out =
+        util::raw_output(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]))?;
+    if out.status.success() {
+        return Ok(Outcome::Satisfied(
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ));
+    }
+    util::run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+    ]))?;
+    Ok(Outcome::Done("nightly (minimal profile)".into()))
 }
 
 fn rustup_link() -> Result<Outcome> {
