@@ -372,7 +372,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
                         .any(|l| l.dev == m.dev && l.host == m.host && l.container.is_none()))
         })
         .collect();
-    for m in plain {
+    for m in &plain {
         let _ = writeln!(
             out,
             "\n{} {} ({}){}",
@@ -399,6 +399,29 @@ pub fn render_styled(r: &Report, st: Style) -> String {
         {
             lookup_lines(&mut out, l);
             log2_hist(&mut out, &l.histogram, "nsecs");
+        }
+    }
+    // Copy-ups that no container claimed, on a device a container's overlay
+    // holds by the end (a runtime's own writes while it set the container up,
+    // or an earlier overlay with the same device number): in no section above.
+    let shown: u64 = plain.iter().map(|m| m.copy_up.count).sum();
+    let hidden = r.counters.unattributed.saturating_sub(shown);
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} {hidden} copy-ups on overlays no container was known for when they happened \
+             (a runtime setting a container up, or a reused device number)",
+            st.heading("NOT ATTRIBUTED")
+        );
+        let files: Vec<&CopyUpFile> = r
+            .copy_ups
+            .iter()
+            .filter(|f| {
+                f.container.is_none() && !plain.iter().any(|m| m.dev == f.dev && m.host == f.host)
+            })
+            .collect();
+        if !files.is_empty() {
+            let _ = writeln!(out, "{}", file_rows(r, &files));
         }
     }
     if total == 0 {
@@ -674,6 +697,36 @@ pub(crate) mod tests {
     }
 
     /// The terminal report of a fixed trace, byte for byte. Set
+    #[test]
+    fn copy_ups_no_section_shows_are_listed_as_not_attributed() {
+        let mut r = golden_report();
+        assert!(!render(&r).contains("NOT ATTRIBUTED"));
+        // A runtime's copy-up on a container's device, before the container
+        // was known.
+        let c = r.containers[0].clone();
+        let mut f = r
+            .copy_ups
+            .iter()
+            .find(|f| f.container.as_deref() == Some(c.id.as_str()))
+            .expect("a copy-up of the first container")
+            .clone();
+        f.container = None;
+        f.layer = None;
+        f.path = "etc/runtime-setup".into();
+        f.comms = vec!["runc".into()];
+        r.copy_ups.push(f);
+        let shown_plain: u64 = r
+            .mounts
+            .iter()
+            .filter(|m| m.dev != c.dev && m.copy_up.count > 0)
+            .map(|m| m.copy_up.count)
+            .sum();
+        r.counters.unattributed = shown_plain + 1;
+        let text = render(&r);
+        assert!(text.contains("NOT ATTRIBUTED 1 copy-ups"), "{text}");
+        assert!(text.contains("/etc/runtime-setup"), "{text}");
+    }
+
     /// OVLTRACE_BLESS=1 to rewrite the golden file after an intended change.
     #[test]
     fn golden_terminal_report() {
