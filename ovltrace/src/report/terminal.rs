@@ -420,7 +420,9 @@ pub fn render_styled(r: &Report, st: Style) -> String {
                 f.container.is_none() && !plain.iter().any(|m| m.dev == f.dev && m.host == f.host)
             })
             .collect();
-        if !files.is_empty() {
+        if files.is_empty() {
+            let _ = writeln!(out, "  (none of them is among the files this report kept)");
+        } else {
             let _ = writeln!(out, "{}", file_rows(r, &files));
         }
     }
@@ -725,6 +727,11 @@ pub(crate) mod tests {
         let text = render(&r);
         assert!(text.contains("NOT ATTRIBUTED 1 copy-ups"), "{text}");
         assert!(text.contains("/etc/runtime-setup"), "{text}");
+        // Counted, but cut from the report's file list.
+        r.copy_ups.pop();
+        let text = render(&r);
+        assert!(text.contains("NOT ATTRIBUTED 1 copy-ups"), "{text}");
+        assert!(text.contains("none of them is among the files"), "{text}");
     }
 
     /// OVLTRACE_BLESS=1 to rewrite the golden file after an intended change.
