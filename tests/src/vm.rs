@@ -12,7 +12,7 @@
 use std::{
     env,
     fs::{self, File},
-    io,
+    io::{self, Write as _},
     os::{fd::AsRawFd, unix::process::CommandExt},
     path::PathBuf,
     process::{Command, Stdio},
@@ -220,7 +220,38 @@ pub fn run(kernel: &str, opts: &VmOpts, script: &str) -> VmOutput {
 }
 
 /// Runs one command (with its arguments, passed through exactly) in a VM.
+/// A guest kernel that dies of an emulation fault (see [`emulation_crash`])
+/// is booted once more, loudly.
 pub fn run_cmd(kernel: &str, opts: &VmOpts, cmd: &[&str]) -> VmOutput {
+    let out = run_cmd_once(kernel, opts, cmd);
+    if !emulation_crash(&out) {
+        return out;
+    }
+    // Straight to stderr, past the test harness's capture: a retry must show
+    // even when the test then passes.
+    let _ = writeln!(
+        io::stderr(),
+        "\n******** RETRYING the VM once: the guest kernel died of an int3 oops while \
+         patching its own code (a qemu TCG race between emulated vCPUs, not an eBPF \
+         program: those are verified). Console tail:\n{}\n********\n",
+        out.stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with('|'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    run_cmd_once(kernel, opts, cmd)
+}
+
+/// The guest kernel died (exit 125) of an `int3` oops: text patching
+/// (jump labels, static calls) raced with another emulated vCPU executing
+/// the patched bytes. Seen once in CI in `cgroup_mkdir` -> `__kmalloc_node`
+/// while dockerd started a container.
+pub fn emulation_crash(out: &VmOutput) -> bool {
+    out.code == Some(125) && out.stderr.contains("Oops: int3")
+}
+
+fn run_cmd_once(kernel: &str, opts: &VmOpts, cmd: &[&str]) -> VmOutput {
     let _lock = VmLock::acquire();
     let cargo = env::var_os("CARGO")
         .or_else(|| option_env!("CARGO").map(Into::into))
@@ -308,6 +339,23 @@ mod tests {
             stdout: stdout.into(),
             stderr: "xtask: setup: all satisfied\nguest says\n".into(),
         }
+    }
+
+    #[test]
+    fn only_int3_oopses_of_a_dead_guest_are_emulation_crashes() {
+        let out = |code: i32, stderr: &str| VmOutput {
+            code: Some(code),
+            stdout: String::new(),
+            stderr: stderr.into(),
+        };
+        let oops = "xtask: vm: guest died\n  | [ 24.5] Oops: int3: 0000 [#2] PREEMPT SMP NOPTI\n";
+        assert!(emulation_crash(&out(125, oops)));
+        assert!(!emulation_crash(&out(1, oops)));
+        assert!(!emulation_crash(&out(
+            125,
+            "  | [ 3.1] BUG: kernel NULL pointer dereference\n"
+        )));
+        assert!(!emulation_crash(&out(0, "")));
     }
 
     #[test]
