@@ -376,7 +376,10 @@ fn boot_qemu(args: &VmArgs, vmlinuz: &Path, initrd: &Path, dir: &Path) -> Result
         cmd.args(["-accel", "tcg", "-icount", "shift=0,sleep=off"])
             .args(["-smp", &args.smp.unwrap_or(1).to_string()]);
     } else {
-        cmd.args(["-accel", "tcg,thread=multi"])
+        // One host thread for all vCPUs: with multi-threaded TCG, a vCPU can
+        // run a kernel text location another vCPU is patching (static keys,
+        // kprobes) and die of an int3 oops (seen in cgroup_mkdir on 6.12).
+        cmd.args(["-accel", "tcg,thread=single"])
             .args(["-smp", &args.smp.unwrap_or(2).to_string()]);
     }
     cmd.arg("-kernel")
