@@ -114,8 +114,10 @@ fn index_of(img: &TestImage, needle: Option<&str>) -> usize {
     docker_index - 1
 }
 
-/// Asserts everything about the traced run.
-pub fn check(out: &VmOutput, img: &TestImage, rt: &Runtime) {
+/// The JSON report of a traced run (sections `rc`, `json`, `stderr`), and
+/// its text, after the checks every run must pass: ovltrace exited 0,
+/// warned of nothing and dropped nothing.
+pub fn clean_report(out: &VmOutput) -> (Value, String) {
     let dump = || out.dump();
     assert_eq!(
         out.section("rc").as_deref().map(str::trim),
@@ -133,6 +135,13 @@ pub fn check(out: &VmOutput, img: &TestImage, rt: &Runtime) {
         "ovltrace warned:\n{stderr}\n{json}"
     );
     assert_eq!(r["drops"]["total"], 0, "{json}");
+    (r, json)
+}
+
+/// Asserts everything about the traced run.
+pub fn check(out: &VmOutput, img: &TestImage, rt: &Runtime) {
+    let dump = || out.dump();
+    let (r, json) = clean_report(out);
     assert_eq!(rt.ids.len(), 2, "{}", dump());
 
     let files = r["copy_ups"].as_array().expect("copy_ups[]");
