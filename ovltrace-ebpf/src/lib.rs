@@ -55,9 +55,16 @@ pub enum Stat {
 }
 pub const STAT_COUNT: u32 = 9;
 
+/// Where overlay keeps a dentry's lower stack (`Offsets::lower_layout`).
+/// <= 6.4: `dentry->d_fsdata` is the `struct ovl_entry`.
+pub const LAYOUT_DENTRY: u32 = 1;
+/// 6.5+: `OVL_I(inode)->oe` is the `struct ovl_entry`.
+pub const LAYOUT_INODE: u32 = 2;
+
 /// Kernel struct field offsets, read from the running kernel's BTF by user space
 /// and written into the read-only global `OFFSETS` before load (Rust eBPF has no
-/// CO-RE relocations).
+/// CO-RE relocations). The `ovl_*` ones come from the overlay module's BTF; they
+/// are 0 with `lower_layout == 0` when it has none (layers then read as unknown).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offsets {
@@ -70,7 +77,60 @@ pub struct Offsets {
     pub sb_s_dev: u32,
     pub inode_i_mode: u32,
     pub inode_i_size: u32,
+    pub inode_i_ino: u32,
+    pub dentry_d_fsdata: u32,
+    pub sb_s_fs_info: u32,
+    pub vfsmount_mnt_root: u32,
+    pub vfsmount_mnt_sb: u32,
+    /// `struct ovl_fs::layers` (array; `layers[0]` is the upper layer).
+    pub ovl_fs_layers: u32,
+    pub ovl_layer_mnt: u32,
+    pub ovl_layer_idx: u32,
+    pub ovl_layer_fsid: u32,
+    /// `numlower` (<= 6.4) or `__numlower` (6.5+).
+    pub ovl_entry_numlower: u32,
+    /// `lowerstack` (<= 6.4) or `__lowerstack` (6.5+).
+    pub ovl_entry_lowerstack: u32,
+    pub ovl_path_layer: u32,
+    /// `sizeof(struct ovl_path)`.
+    pub ovl_path_size: u32,
+    /// `struct ovl_inode::vfs_inode` (6.5+ layout).
+    pub ovl_inode_vfs_inode: u32,
+    /// `struct ovl_inode::oe` (6.5+ layout).
+    pub ovl_inode_oe: u32,
+    /// [`LAYOUT_DENTRY`], [`LAYOUT_INODE`], or 0: lower stack unknown.
+    pub lower_layout: u32,
 }
+
+/// Which overlay instance an event belongs to, unique while it is mounted
+/// and matched by user space to a mount without guessing: the overlay's own
+/// device (reused by the next overlay as soon as this one is unmounted) plus
+/// its upper directory's device and inode (what `stat upperdir` shows).
+/// An overlay without an upper layer has `upper_dev == 0 && upper_ino == 0`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OverlayKey {
+    pub upper_ino: u64,
+    /// Overlay superblock `s_dev` (kernel encoding: major << 20 | minor).
+    pub dev: u32,
+    /// Upper directory's file-system `s_dev` (kernel encoding).
+    pub upper_dev: u32,
+}
+
+impl OverlayKey {
+    /// The key of an overlay known by its device alone (no upper layer, or a
+    /// kernel whose overlay types are unknown).
+    pub const fn dev_only(dev: u32) -> Self {
+        OverlayKey {
+            upper_ino: 0,
+            dev,
+            upper_dev: 0,
+        }
+    }
+}
+
+/// Overlay layer index of "no layer known" in [`CopyUpEvent`].
+pub const NO_LAYER: u16 = u16::MAX;
 
 /// Run-time configuration, a read-only global set by user space before load.
 #[repr(C)]
@@ -78,8 +138,8 @@ pub struct Offsets {
 pub struct Config {
     /// Process id (tgid) of the tracer itself: its own activity is not traced.
     pub tracer_tgid: u32,
-    /// 1: only devices present in the `DEVS` map are traced.
-    pub filter_devs: u32,
+    /// 1: only overlays present in the `FILTER` map are traced.
+    pub filter_overlays: u32,
     /// Events are submitted without waking the reader (it polls while events
     /// arrive) until this many bytes wait in the ring buffer; 0: wake per event.
     pub wakeup_bytes: u32,
@@ -110,10 +170,9 @@ pub struct CopyUpEvent {
     /// `i_size` of the overlay inode at entry (mirrors the lower inode, 5.19+).
     pub size: u64,
     pub cgroup_id: u64,
+    pub overlay: OverlayKey,
     pub tgid: u32,
     pub tid: u32,
-    /// Overlay superblock `s_dev` in the kernel's encoding (major << 20 | minor).
-    pub dev: u32,
     pub ret: i32,
     /// `i_mode` of the overlay inode (S_IFMT bits give the kind).
     pub mode: u32,
@@ -122,13 +181,24 @@ pub struct CopyUpEvent {
     pub path_len: u32,
     /// Number of components stored in `path`.
     pub components: u32,
+    pub _pad: u32,
+    /// Overlay layer index (1 = first lowerdir) of the topmost lower path of
+    /// the dentry: the layer the kernel copies up from. [`NO_LAYER`] if unknown.
+    pub lower_idx: u16,
+    /// Layer holding the data of a regular file: differs from `lower_idx`
+    /// for metacopy files (the last entry of the lower stack).
+    pub data_idx: u16,
+    /// `fsid` of the `lower_idx` layer (0: same file system as the upper).
+    pub lower_fsid: u16,
+    /// Entries in the dentry's lower stack.
+    pub numlower: u16,
     pub comm: [u8; COMM_LEN],
     /// Leaf-first, NUL-terminated components, relative to the overlay root.
     pub path: [u8; PATH_BUF],
 }
 
-/// Per-device lookup aggregate (value of the per-CPU `LOOKUPS` hash map, keyed by
-/// the overlay `s_dev` in kernel encoding).
+/// Per-overlay lookup aggregate (value of the per-CPU `LOOKUPS` hash map, keyed
+/// by [`OverlayKey`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LookupStats {
@@ -150,11 +220,13 @@ impl LookupStats {
 }
 
 // Size checks: both sides compile these, so a layout change breaks the build.
-const _: () = assert!(core::mem::size_of::<Offsets>() == 32);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 24 * 4);
+const _: () = assert!(core::mem::size_of::<OverlayKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
-const _: () =
-    assert!(core::mem::size_of::<CopyUpEvent>() == 8 + 6 * 8 + 8 * 4 + COMM_LEN + PATH_BUF);
+const _: () = assert!(
+    core::mem::size_of::<CopyUpEvent>() == 8 + 6 * 8 + 16 + 8 * 4 + 4 * 2 + COMM_LEN + PATH_BUF
+);
 const _: () = assert!(core::mem::size_of::<LookupStats>() == 4 * 8 + HIST_SLOTS * 8);
 const _: () = assert!(PATH_BUF.is_power_of_two() || PATH_SOFT_LIMIT.is_power_of_two());
 
@@ -166,4 +238,5 @@ mod user {
     unsafe impl aya::Pod for Offsets {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for LookupStats {}
+    unsafe impl aya::Pod for OverlayKey {}
 }

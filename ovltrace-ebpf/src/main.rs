@@ -6,7 +6,7 @@
 //! - the data-copy function (`ovl_copy_up_file`, or `ovl_copy_up_data` on
 //!   kernels without it) entry/exit: time and length of the data copy, folded
 //!   into the copy-up in flight on the same thread;
-//! - `ovl_lookup` entry/exit: aggregated in-kernel per overlay device.
+//! - `ovl_lookup` entry/exit: aggregated in-kernel per overlay instance.
 #![no_std]
 #![no_main]
 
@@ -25,9 +25,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, warn};
 use ovltrace_ebpf::{
-    Config, CopyUpEvent, EventHeader, LookupStats, Offsets, Stat, COMM_LEN, EVENT_COPY_UP,
-    FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED, HIST_SLOTS, MAX_COMPONENTS,
-    NAME_READ_MAX, PATH_SOFT_LIMIT, STAT_COUNT,
+    Config, CopyUpEvent, EventHeader, LookupStats, Offsets, OverlayKey, Stat, COMM_LEN,
+    EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED, HIST_SLOTS, LAYOUT_DENTRY,
+    LAYOUT_INODE, MAX_COMPONENTS, NAME_READ_MAX, NO_LAYER, PATH_SOFT_LIMIT, STAT_COUNT,
 };
 
 /// Struct offsets for the running kernel, written by user space before load.
@@ -41,12 +41,28 @@ static OFFSETS: Offsets = Offsets {
     sb_s_dev: 0,
     inode_i_mode: 0,
     inode_i_size: 0,
+    inode_i_ino: 0,
+    dentry_d_fsdata: 0,
+    sb_s_fs_info: 0,
+    vfsmount_mnt_root: 0,
+    vfsmount_mnt_sb: 0,
+    ovl_fs_layers: 0,
+    ovl_layer_mnt: 0,
+    ovl_layer_idx: 0,
+    ovl_layer_fsid: 0,
+    ovl_entry_numlower: 0,
+    ovl_entry_lowerstack: 0,
+    ovl_path_layer: 0,
+    ovl_path_size: 0,
+    ovl_inode_vfs_inode: 0,
+    ovl_inode_oe: 0,
+    lower_layout: 0,
 };
 
 #[no_mangle]
 static CONFIG: Config = Config {
     tracer_tgid: 0,
-    filter_devs: 0,
+    filter_overlays: 0,
     wakeup_bytes: 0,
     _pad: 0,
 };
@@ -68,16 +84,16 @@ static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
 #[map]
 static LOOKUP_START: HashMap<u32, LookupStart> = HashMap::with_max_entries(16384, 0);
 
-/// Lookup aggregates per overlay device.
+/// Lookup aggregates per overlay instance.
 #[map]
-static LOOKUPS: PerCpuHashMap<u32, LookupStats> = PerCpuHashMap::with_max_entries(4096, 0);
+static LOOKUPS: PerCpuHashMap<OverlayKey, LookupStats> = PerCpuHashMap::with_max_entries(4096, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
-/// Devices to trace when `CONFIG.filter_devs` is set (`--container`).
+/// Overlays to trace when `CONFIG.filter_overlays` is set (`--container`).
 #[map]
-static DEVS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+static FILTER: HashMap<OverlayKey, u8> = HashMap::with_max_entries(4096, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -88,19 +104,35 @@ struct Inflight {
     data_ns: u64,
     data_len: u64,
     size: u64,
-    dev: u32,
+    overlay: OverlayKey,
+    lower: Lower,
     mode: u32,
     flags: u32,
-    _pad: u32,
 }
+
+/// Where a copied-up dentry comes from, read from overlay's lower stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Lower {
+    idx: u16,
+    data_idx: u16,
+    fsid: u16,
+    numlower: u16,
+}
+
+const NO_LOWER: Lower = Lower {
+    idx: NO_LAYER,
+    data_idx: NO_LAYER,
+    fsid: 0,
+    numlower: 0,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct LookupStart {
     start_ns: u64,
     dentry: u64,
-    dev: u32,
-    _pad: u32,
+    overlay: OverlayKey,
 }
 
 #[inline(always)]
@@ -149,19 +181,96 @@ fn read_u16(base: u64, off: u32) -> Option<u16> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const u16).ok() }
 }
 
-/// Overlay superblock device of `dentry`, or None if it cannot be read.
+/// The overlay instance `dentry` belongs to. Without overlay's BTF only the
+/// device is known.
 #[inline(always)]
-fn dentry_dev(o: &Offsets, dentry: u64) -> Option<u32> {
-    let sb = read_u64(dentry, o.dentry_d_sb)?;
-    read_u32(sb, o.sb_s_dev)
+fn overlay_of(o: &Offsets, dentry: u64) -> OverlayKey {
+    let mut key = OverlayKey::default();
+    let Some(sb) = read_u64(dentry, o.dentry_d_sb) else {
+        return key;
+    };
+    key.dev = read_u32(sb, o.sb_s_dev).unwrap_or(0);
+    if o.lower_layout == 0 {
+        return key;
+    }
+    // sb->s_fs_info is the ovl_fs; layers[0].mnt the private clone of the
+    // upper directory's mount (NULL without upper), whose root is upperdir.
+    let Some(mnt) = read_u64(sb, o.sb_s_fs_info)
+        .and_then(|ofs| read_u64(ofs, o.ovl_fs_layers))
+        .and_then(|layers| read_u64(layers, o.ovl_layer_mnt))
+        .filter(|&m| m != 0)
+    else {
+        return key;
+    };
+    if let Some(ino) = read_u64(mnt, o.vfsmount_mnt_root)
+        .and_then(|root| read_u64(root, o.dentry_d_inode))
+        .and_then(|inode| read_u64(inode, o.inode_i_ino))
+    {
+        key.upper_ino = ino;
+    }
+    if let Some(dev) = read_u64(mnt, o.vfsmount_mnt_sb).and_then(|usb| read_u32(usb, o.sb_s_dev)) {
+        key.upper_dev = dev;
+    }
+    key
 }
 
-/// The tracer's own threads and (with `--container`) other devices are skipped.
+/// Deepest lower stack read (overlay's own limit, OVL_MAX_STACK, is 500).
+const MAX_STACK: u32 = 500;
+
+/// The lower stack of a dentry being copied up: its first entry is the layer
+/// the kernel copies from; for a regular file the last entry holds the data
+/// (a metacopy lower file has its data further down).
 #[inline(always)]
-fn wanted(cfg: &Config, dev: u32) -> bool {
-    if cfg.filter_devs != 0 {
+fn lower_of(o: &Offsets, dentry: u64, inode: u64) -> Lower {
+    let oe = match o.lower_layout {
+        LAYOUT_DENTRY => read_u64(dentry, o.dentry_d_fsdata),
+        // OVL_I(inode)->oe: the ovl_inode embeds the VFS inode.
+        LAYOUT_INODE if inode != 0 => read_u64(
+            inode.wrapping_sub(o.ovl_inode_vfs_inode as u64),
+            o.ovl_inode_oe,
+        ),
+        _ => None,
+    };
+    let Some(oe) = oe.filter(|&p| p != 0) else {
+        return NO_LOWER;
+    };
+    let numlower = read_u32(oe, o.ovl_entry_numlower).unwrap_or(0);
+    if numlower == 0 || numlower > MAX_STACK {
+        return NO_LOWER;
+    }
+    let stack = oe + o.ovl_entry_lowerstack as u64;
+    let Some((idx, fsid)) = layer_at(o, stack) else {
+        return NO_LOWER;
+    };
+    let last = stack + (numlower as u64 - 1) * o.ovl_path_size as u64;
+    let data_idx = if numlower == 1 {
+        idx
+    } else {
+        layer_at(o, last).map_or(NO_LAYER, |(i, _)| i)
+    };
+    Lower {
+        idx,
+        data_idx,
+        fsid,
+        numlower: numlower as u16,
+    }
+}
+
+/// `(idx, fsid)` of the layer of the `struct ovl_path` at `path`.
+#[inline(always)]
+fn layer_at(o: &Offsets, path: u64) -> Option<(u16, u16)> {
+    let layer = read_u64(path, o.ovl_path_layer).filter(|&l| l != 0)?;
+    let idx = read_u32(layer, o.ovl_layer_idx)?;
+    let fsid = read_u32(layer, o.ovl_layer_fsid).unwrap_or(0);
+    Some((idx.min(NO_LAYER as u32 - 1) as u16, fsid as u16))
+}
+
+/// The tracer's own threads and (with `--container`) other overlays are skipped.
+#[inline(always)]
+fn wanted(cfg: &Config, overlay: &OverlayKey) -> bool {
+    if cfg.filter_overlays != 0 {
         // SAFETY: read-only lookup.
-        if unsafe { DEVS.get(&dev) }.is_none() {
+        if unsafe { FILTER.get(overlay) }.is_none() {
             count(Stat::Filtered);
             return false;
         }
@@ -190,12 +299,13 @@ fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
         return;
     };
     let o = offsets();
-    let dev = dentry_dev(&o, dentry).unwrap_or(0);
-    if !wanted(&cfg, dev) {
+    let overlay = overlay_of(&o, dentry);
+    if !wanted(&cfg, &overlay) {
         return;
     }
     count(Stat::CopyUpEnter);
     let inode = read_u64(dentry, o.dentry_d_inode).unwrap_or(0);
+    let lower = lower_of(&o, dentry, inode);
     let (mode, size) = if inode != 0 {
         (
             read_u16(inode, o.inode_i_mode).unwrap_or(0) as u32,
@@ -218,10 +328,10 @@ fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
         data_ns: 0,
         data_len: 0,
         size,
-        dev,
+        overlay,
+        lower,
         mode,
         flags: 0,
-        _pad: 0,
     };
     if INFLIGHT.insert(&tid, &entry, 0).is_err() {
         count(Stat::InflightFull);
@@ -263,10 +373,15 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         (*ev).data_len = inflight.data_len;
         (*ev).size = inflight.size;
         (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).overlay = inflight.overlay;
         (*ev).tgid = tgid;
         (*ev).tid = tid;
-        (*ev).dev = inflight.dev;
         (*ev).ret = ret as i32;
+        (*ev)._pad = 0;
+        (*ev).lower_idx = inflight.lower.idx;
+        (*ev).data_idx = inflight.lower.data_idx;
+        (*ev).lower_fsid = inflight.lower.fsid;
+        (*ev).numlower = inflight.lower.numlower;
         (*ev).mode = inflight.mode;
         (*ev).comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
         let (path_len, components, path_flags) = write_path(&offsets(), inflight.dentry, ev);
@@ -289,7 +404,7 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
     if path_flags & FLAG_PATH_FAULT != 0 {
         debug!(
             ctx,
-            "copy-up path on dev {} could not be read whole", inflight.dev
+            "copy-up path on dev {} could not be read whole", inflight.overlay.dev
         );
     }
 }
@@ -380,17 +495,15 @@ fn lookup_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    let o = offsets();
-    let dev = dentry_dev(&o, dentry).unwrap_or(0);
-    if !wanted(&cfg, dev) {
+    let overlay = overlay_of(&offsets(), dentry);
+    if !wanted(&cfg, &overlay) {
         return;
     }
     count(Stat::LookupEnter);
     let start = LookupStart {
         start_ns: now(),
         dentry,
-        dev,
-        _pad: 0,
+        overlay,
     };
     if LOOKUP_START.insert(&tid, &start, 0).is_err() {
         count(Stat::InflightFull);
@@ -417,11 +530,11 @@ fn lookup_exit(ret: u64) {
     let found =
         !err && (ret != 0 || read_u64(start.dentry, offsets().dentry_d_inode).unwrap_or(0) != 0);
 
-    let stats = match LOOKUPS.get_ptr_mut(&start.dev) {
+    let stats = match LOOKUPS.get_ptr_mut(&start.overlay) {
         Some(p) => p,
         None => {
-            let _ = LOOKUPS.insert(&start.dev, &LookupStats::ZERO, 0);
-            match LOOKUPS.get_ptr_mut(&start.dev) {
+            let _ = LOOKUPS.insert(&start.overlay, &LookupStats::ZERO, 0);
+            match LOOKUPS.get_ptr_mut(&start.overlay) {
                 Some(p) => p,
                 None => return,
             }

@@ -7,9 +7,9 @@
 //!   records, built byte for byte as the kernel writes them
 //!   (`ovltrace_ebpf::CopyUpEvent`). `decode` is `event::decode` alone;
 //!   `aggregate` adds `Aggregator::add` (events left unattributed); `full`
-//!   also attributes every event the way run.rs's `Tracker::attribute` does:
-//!   `Catalog::lookup` of the overlay device and `Catalog::source_layer` of the
-//!   path, over a synthetic Docker root whose layers hold the files. One
+//!   also attributes every event with `attribute::Tracker::attribute`, as
+//!   `ovltrace run` does: the overlay key and source layer the kernel puts on
+//!   the event are looked up in the catalog of a synthetic Docker root. One
 //!   thread, pinned to one CPU.
 //! - `resolver`: start-up of the resolver on a synthetic Docker root of
 //!   CONTAINERS containers with LAYERS image layers each (plus the init
@@ -31,14 +31,17 @@ use std::{
 
 use ovltrace::{
     aggregate::{Aggregator, Attribution},
-    event,
+    attribute::Tracker,
+    event::{self, OverlayKey},
     mounts::{self, Dev},
     resolve::{
         docker::{chain_ids, DockerResolver},
-        monotonic_ns, Catalog,
+        Catalog,
     },
 };
-use ovltrace_ebpf::{CopyUpEvent, EventHeader, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, PATH_BUF};
+use ovltrace_ebpf::{
+    CopyUpEvent, EventHeader, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, NO_LAYER, PATH_BUF,
+};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -167,12 +170,8 @@ fn mkdir(p: &Path) -> Result<()> {
 struct Synth {
     root: PathBuf,
     mountinfo: PathBuf,
-    /// Overlay device (kernel encoding) of each container, in order.
-    devs: Vec<u32>,
-    /// Mount point of each container (a plain directory here).
-    mountpoints: Vec<PathBuf>,
-    /// Per image, the directory of each layer, base first.
-    layer_dirs: Vec<Vec<PathBuf>>,
+    /// The overlay key the kernel reports for each container, in order.
+    keys: Vec<OverlayKey>,
     /// Files on disk (layers, metadata, links).
     entries: usize,
 }
@@ -205,7 +204,6 @@ impl Synth {
             Ok((short, dir.join("diff")))
         };
         let mut images = Vec::new();
-        let mut layer_dirs = Vec::new();
         let mut repos = serde_json::Map::new();
         for i in 0..spec.images {
             let diffs: Vec<String> = (0..spec.layers)
@@ -213,12 +211,10 @@ impl Synth {
                 .collect();
             let chains = chain_ids(&diffs);
             let mut shorts = Vec::new();
-            let mut dirs = Vec::new();
             for (k, chain) in chains.iter().enumerate() {
                 let cache = hex(&format!("cache-{i}-{k}"));
-                let (short, dir) = new_layer_dir(&cache, &mut entries)?;
+                let (short, _) = new_layer_dir(&cache, &mut entries)?;
                 shorts.push(short);
-                dirs.push(dir);
                 let d = layerdb
                     .join("sha256")
                     .join(chain.trim_start_matches("sha256:"));
@@ -249,15 +245,13 @@ impl Synth {
                 json!({ format!("bench/img{i}:latest"): id }),
             );
             images.push((id, shorts));
-            layer_dirs.push(dirs);
         }
         write(
             &root.join("image/overlay2/repositories.json"),
             serde_json::to_vec(&json!({ "Repositories": repos })).map_err(|e| e.to_string())?,
         )?;
         let mut mountinfo = String::new();
-        let mut devs = Vec::new();
-        let mut mountpoints = Vec::new();
+        let mut keys = Vec::new();
         for c in 0..spec.containers {
             let (image_id, shorts) = &images[c % spec.images];
             let cid = hex(&format!("container-{c}"));
@@ -267,7 +261,6 @@ impl Synth {
             let (init_short, _) = new_layer_dir(&init, &mut entries)?;
             let merged = o2.join(&rw).join("merged");
             mkdir(&merged)?;
-            mountpoints.push(merged);
             let m = layerdb.join("mounts").join(&cid);
             write(&m.join("mount-id"), &rw)?;
             write(&m.join("init-id"), &init)?;
@@ -293,16 +286,14 @@ impl Synth {
                 upper.display(),
                 o2.display(),
             );
-            devs.push(dev.to_kernel());
+            keys.push(upper_key(dev, &upper)?);
         }
         let mi = base.join("mountinfo");
         write(&mi, mountinfo)?;
         Ok(Self {
             root,
             mountinfo: mi,
-            devs,
-            mountpoints,
-            layer_dirs,
+            keys,
             entries,
         })
     }
@@ -315,6 +306,23 @@ impl Synth {
         );
         Catalog::with_mountinfo(vec![Box::new(resolver)], self.mountinfo.clone())
     }
+}
+
+/// The key the kernel reports for an overlay with upper directory `upper`.
+fn upper_key(dev: Dev, upper: &Path) -> Result<OverlayKey> {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::metadata(upper).map_err(|e| format!("stat {}: {e}", upper.display()))?;
+    Ok(OverlayKey {
+        dev: dev.to_kernel(),
+        upper_dev: Dev::new(libc::major(md.dev()), libc::minor(md.dev())).to_kernel(),
+        upper_ino: md.ino(),
+    })
+}
+
+fn write_key(dst: &mut [u8], key: &OverlayKey) {
+    dst[..8].copy_from_slice(&key.upper_ino.to_ne_bytes());
+    dst[8..12].copy_from_slice(&key.dev.to_ne_bytes());
+    dst[12..16].copy_from_slice(&key.upper_dev.to_ne_bytes());
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -392,12 +400,17 @@ fn raw_event(path: &[&str], size: u64, start_ns: u64) -> Vec<u8> {
         cgroup_id: 4242,
         tgid: 700,
         tid: 700,
-        dev: 0,
+        overlay: OverlayKey::default(),
         ret: 0,
         mode: 0o100644,
         flags: FLAG_DATA_COPY,
         path_len: 0,
         components: 0,
+        _pad: 0,
+        lower_idx: NO_LAYER,
+        data_idx: NO_LAYER,
+        lower_fsid: 0,
+        numlower: 1,
         comm: [0; COMM_LEN],
         path: [0; PATH_BUF],
     };
@@ -453,58 +466,56 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
                 layers: o.layers,
             },
         )?;
-        for f in 0..o.files {
-            let (comps, k) = file_path(f, o.layers);
-            write(&s.layer_dirs[0][k].join(comps.join("/")), b"x")?;
-        }
         Some(s)
     } else {
         None
     };
-    let devs: Vec<u32> = match &synth {
-        Some(s) => s.devs.clone(),
+    let keys: Vec<OverlayKey> = match &synth {
+        Some(s) => s.keys.clone(),
         None => (0..o.containers as u32)
-            .map(|c| Dev::new(0, 1000 + c).to_kernel())
+            .map(|c| OverlayKey::dev_only(Dev::new(0, 1000 + c).to_kernel()))
             .collect(),
     };
-    let mut catalog = synth.as_ref().map(Synth::catalog);
-    // Events happen between two scans that both saw every mount, so the
-    // catalog knows which mount each one was on without asking again.
-    let mut start_ns = 1;
-    if let Some(c) = &mut catalog {
-        c.refresh().map_err(|e| format!("catalog refresh: {e:#}"))?;
-        start_ns = monotonic_ns();
-        c.refresh().map_err(|e| format!("catalog refresh: {e:#}"))?;
-        // Everything is known up front; unknown devices must not rescan.
-        c.set_min_rescan(std::time::Duration::from_secs(3600));
-    }
-    let mountpoints: Vec<PathBuf> = synth
-        .as_ref()
-        .map(|s| s.mountpoints.clone())
-        .unwrap_or_default();
+    let mut tracker = match &synth {
+        Some(s) => {
+            let mut t = Tracker::new(s.catalog());
+            t.refresh();
+            Some(t)
+        }
+        None => None,
+    };
     let mut pool: Vec<Vec<u8>> = (0..o.files)
         .map(|f| {
-            let (comps, _) = file_path(f, o.layers);
+            let (comps, k) = file_path(f, o.layers);
             let refs: Vec<&str> = comps.iter().map(String::as_str).collect();
-            raw_event(&refs, 100 + (f as u64 % 4000), start_ns)
+            let mut raw = raw_event(&refs, 100 + (f as u64 % 4000), 1);
+            // The kernel reads the source layer from overlay's lower stack:
+            // layer k (0 = base) is overlay index layers - k + 1 (index 1 is
+            // the init layer).
+            let idx = (o.layers - k + 1) as u16;
+            let off = std::mem::offset_of!(CopyUpEvent, lower_idx);
+            raw[off..off + 2].copy_from_slice(&idx.to_ne_bytes());
+            let off = std::mem::offset_of!(CopyUpEvent, data_idx);
+            raw[off..off + 2].copy_from_slice(&idx.to_ne_bytes());
+            raw
         })
         .collect();
-    let dev_off = std::mem::offset_of!(CopyUpEvent, dev);
+    let key_off = std::mem::offset_of!(CopyUpEvent, overlay);
     let lat_off = std::mem::offset_of!(CopyUpEvent, latency_ns);
     let setup_s = t_setup.elapsed().as_secs_f64();
 
     let cpu = pin_to_one_cpu();
     let mut agg = Aggregator::new(o.max_files);
     let (mut attributed, mut with_layer, mut errors) = (0u64, 0u64, 0u64);
-    let n_dev = devs.len().max(1);
+    let n_keys = keys.len().max(1);
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     for k in 0..o.events {
-        let c = k % n_dev;
-        let f = (k / n_dev) % o.files.max(1);
+        let c = k % n_keys;
+        let f = (k / n_keys) % o.files.max(1);
         let raw = &mut pool[f];
         // What the kernel would have written for this copy-up.
-        raw[dev_off..dev_off + 4].copy_from_slice(&devs[c].to_ne_bytes());
+        write_key(&mut raw[key_off..key_off + 16], &keys[c]);
         let lat = 20_000 + (k as u64).wrapping_mul(7919) % 50_000;
         raw[lat_off..lat_off + 8].copy_from_slice(&lat.to_ne_bytes());
         let ev = match event::decode(raw) {
@@ -520,29 +531,12 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
             }
             "aggregate" => agg.add(&ev, &Attribution::default(), None),
             _ => {
-                // As run.rs Tracker::attribute.
-                let Some(cat) = catalog.as_mut() else {
+                let Some(t) = tracker.as_mut() else {
                     return Err("no catalog".into());
                 };
-                let dev = Dev::from_kernel(ev.dev);
-                // For an event newer than its last check, the catalog stats
-                // the mount point to see that the mount is still there: at
-                // worst once per event, which is what a tracer keeping up
-                // with a storm meets. These mounts are not real, so that
-                // stat is made here.
-                black_box(fs::metadata(&mountpoints[c]).is_ok());
-                let instance = cat.resolve_event(dev, ev.start_ns, ev.cgroup_id);
-                let container = instance
-                    .and_then(|i| cat.instance(dev, i))
-                    .and_then(|e| e.container.as_ref())
-                    .map(|c| c.id.clone());
-                let source = instance.and_then(|i| cat.source_layer_in(dev, i, &ev.path));
-                attributed += u64::from(container.is_some());
-                with_layer += u64::from(source.is_some());
-                let attr = Attribution {
-                    container,
-                    layer: source.as_ref().map(|s| s.index),
-                };
+                let (attr, source) = t.attribute(&ev);
+                attributed += u64::from(attr.container.is_some());
+                with_layer += u64::from(source.as_ref().is_some_and(|s| s.diff_id.is_some()));
                 agg.add(&ev, &attr, source.as_ref());
             }
         }

@@ -67,7 +67,7 @@ fn volumes(agg: &Aggregator, report: &Report) -> Vec<Advice> {
     // (owner key) -> directory -> cost of everything copied up below it.
     let mut dirs: HashMap<(Option<String>, u32), BTreeMap<Vec<u8>, DirCost>> = HashMap::new();
     for (key, f) in &agg.files {
-        let owner_key = (f.attribution.container.clone(), key.dev);
+        let owner_key = (f.attribution.container.clone(), key.overlay.dev);
         let tree = dirs.entry(owner_key).or_default();
         // Every ancestor directory of the path (not the overlay root itself).
         let path = &key.path;
@@ -222,6 +222,7 @@ fn container_label(report: &Report, id: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::OverlayKey;
     use crate::{
         aggregate::Attribution,
         event::{CopyUp, FileKind},
@@ -238,12 +239,13 @@ mod tests {
             cgroup_id: 0,
             tgid: 1,
             tid: 1,
-            dev: 7,
+            overlay: OverlayKey::dev_only(7),
             ret: 0,
             kind: FileKind::Regular,
             path: path.as_bytes().to_vec(),
             path_truncated: false,
             comm: "x".into(),
+            source: None,
         }
     }
 
@@ -303,11 +305,11 @@ mod tests {
         for c in ["a", "b", "c"] {
             // Different devices: one overlay per container.
             let mut e = ev("app/state.json", 5, 100);
-            e.dev = c.as_bytes()[0] as u32;
+            e.overlay = OverlayKey::dev_only(c.as_bytes()[0] as u32);
             agg.add(&e, &attr(c), None);
         }
         let mut e = ev("app/other", 5, 100);
-        e.dev = 1;
+        e.overlay = OverlayKey::dev_only(1);
         agg.add(&e, &attr("a"), None);
         let a = advise(&agg, &empty_report());
         assert_eq!(a.len(), 1, "{a:?}");

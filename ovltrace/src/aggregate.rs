@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use smallvec::SmallVec;
 
 use crate::{
-    event::{CopyUp, FileKind},
+    event::{CopyUp, FileKind, OverlayKey},
     resolve::SourceLayer,
 };
 
@@ -77,11 +77,10 @@ impl GroupAgg {
     }
 }
 
-/// A copied-up path: the same path on the same device is another file when
-/// it belongs to another container (device numbers are reused).
+/// A copied-up path within one overlay instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileKey {
-    pub dev: u32,
+    pub overlay: OverlayKey,
     pub container: Option<String>,
     pub path: Vec<u8>,
 }
@@ -109,7 +108,7 @@ pub struct LayerAgg {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LayerKey {
     DiffId(String),
-    Index { dev: u32, index: usize },
+    Index { overlay: OverlayKey, index: usize },
 }
 
 /// One file (path within one mount) that was copied up.
@@ -118,6 +117,8 @@ pub struct FileAgg {
     pub kind: FileKind,
     /// Attribution of the first copy-up of this path.
     pub attribution: Attribution,
+    /// Where a metacopy file's data came from (first copy-up of the path).
+    pub data_layer: Option<usize>,
     pub count: u64,
     pub bytes: u64,
     pub total_ns: u64,
@@ -134,10 +135,11 @@ pub struct FileAgg {
 }
 
 impl FileAgg {
-    fn new(kind: FileKind, attribution: Attribution) -> Self {
+    fn new(kind: FileKind, attribution: Attribution, data_layer: Option<usize>) -> Self {
         Self {
             kind,
             attribution,
+            data_layer,
             count: 0,
             bytes: 0,
             total_ns: 0,
@@ -200,7 +202,7 @@ pub fn percentile(samples: &[u64], p: f64) -> u64 {
 /// All copy-up aggregates of a trace.
 #[derive(Debug)]
 pub struct Aggregator {
-    pub per_dev: HashMap<u32, GroupAgg>,
+    pub per_overlay: HashMap<OverlayKey, GroupAgg>,
     pub per_container: HashMap<String, GroupAgg>,
     pub per_layer: HashMap<LayerKey, LayerAgg>,
     /// Copy-ups that could not be tied to a container (not a container's
@@ -217,7 +219,7 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(max_files: usize) -> Self {
         Self {
-            per_dev: HashMap::new(),
+            per_overlay: HashMap::new(),
             per_container: HashMap::new(),
             per_layer: HashMap::new(),
             unattributed: 0,
@@ -231,7 +233,7 @@ impl Aggregator {
     /// Adds one copy-up; `source` describes its source layer when known.
     pub fn add(&mut self, ev: &CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
         self.events += 1;
-        self.per_dev.entry(ev.dev).or_default().add(ev);
+        self.per_overlay.entry(ev.overlay).or_default().add(ev);
         match &attr.container {
             Some(id) => self.per_container.entry(id.clone()).or_default().add(ev),
             None => self.unattributed += 1,
@@ -240,7 +242,10 @@ impl Aggregator {
             let diff_id = source.and_then(|s| s.diff_id.as_deref());
             let key = match diff_id {
                 Some(d) => LayerKey::DiffId(d.to_string()),
-                None => LayerKey::Index { dev: ev.dev, index },
+                None => LayerKey::Index {
+                    overlay: ev.overlay,
+                    index,
+                },
             };
             let l = self.per_layer.entry(key).or_default();
             l.total.add(ev);
@@ -254,13 +259,15 @@ impl Aggregator {
             }
         }
         let key = FileKey {
-            dev: ev.dev,
+            overlay: ev.overlay,
             container: attr.container.clone(),
             path: ev.path.clone(),
         };
         self.files
             .entry(key)
-            .or_insert_with(|| FileAgg::new(ev.kind, attr.clone()))
+            .or_insert_with(|| {
+                FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index))
+            })
             .add(ev);
         if self.files.len() > self.max_files {
             self.prune();
@@ -381,12 +388,13 @@ mod tests {
             cgroup_id: 1,
             tgid: 100,
             tid: 100,
-            dev,
+            overlay: OverlayKey::dev_only(dev),
             ret: 0,
             kind: FileKind::Regular,
             path: path.as_bytes().to_vec(),
             path_truncated: false,
             comm: "sh".into(),
+            source: None,
         }
     }
 
@@ -411,6 +419,7 @@ mod tests {
             index: 3,
             diff_id: Some("sha256:aa".into()),
             created_by: Some("COPY x /".into()),
+            data_index: None,
         };
         a.add(&ev(1, "x", 100, 10), &web, Some(&src));
         a.add(&ev(2, "y", 300, 20), &db, Some(&src));
@@ -425,7 +434,10 @@ mod tests {
         assert_eq!(shared.created_by.as_deref(), Some("COPY x /"));
         assert_eq!(shared.containers.len(), 2);
         assert_eq!(
-            a.per_layer[&LayerKey::Index { dev: 2, index: 2 }]
+            a.per_layer[&LayerKey::Index {
+                overlay: OverlayKey::dev_only(2),
+                index: 2
+            }]
                 .total
                 .bytes,
             5
@@ -464,14 +476,14 @@ mod tests {
         a.add_plain(&ev(1, "a", 3000, 10));
         a.add_plain(&ev(1, "b", 2000, 5));
         a.add_plain(&ev(2, "a", 500, 1));
-        let m = &a.per_dev[&1];
+        let m = &a.per_overlay[&OverlayKey::dev_only(1)];
         assert_eq!((m.count, m.bytes), (3, 25));
         assert_eq!(m.latency.min(), 1000);
         assert!(m.latency.equivalent(m.latency.max(), 3000));
 
         let top = a.top_files(10);
         assert_eq!(top[0].0.path, b"a");
-        assert_eq!(top[0].0.dev, 1);
+        assert_eq!(top[0].0.overlay.dev, 1);
         assert_eq!(
             (top[0].1.count, top[0].1.total_ns, top[0].1.max_ns),
             (2, 4000, 3000)
@@ -482,7 +494,7 @@ mod tests {
         assert_eq!(a.top_files(1).len(), 1);
         // Far larger values are kept, not clamped.
         a.add_plain(&ev(1, "slow", 90_000_000_000, 1));
-        let h = &a.per_dev[&1].latency;
+        let h = &a.per_overlay[&OverlayKey::dev_only(1)].latency;
         assert!(h.equivalent(h.max(), 90_000_000_000));
     }
 
@@ -531,7 +543,7 @@ mod tests {
         }
         assert!(a.files.len() <= 100);
         // Mount totals are unaffected by eviction.
-        assert_eq!(a.per_dev[&1].count, 1_000);
+        assert_eq!(a.per_overlay[&OverlayKey::dev_only(1)].count, 1_000);
         assert_eq!(a.files.len() as u64 + a.evicted_files, 1_000);
     }
 

@@ -55,19 +55,68 @@ impl KernelBtf {
         })
     }
 
-    /// Offsets of every field the programs read.
+    /// Offsets of every field the programs read. The overlay module's own
+    /// types are optional: without them (see [`overlay_offsets`]) events carry
+    /// no source layer and overlays are told apart by device only.
+    ///
+    /// [`overlay_offsets`]: Self::overlay_offsets
     pub fn offsets(&self) -> Result<Offsets> {
+        let mut o = self.vfs_offsets()?;
+        match self.overlay_offsets(&mut o) {
+            Ok(()) => {}
+            Err(e) => {
+                log::warn!("source layers and overlay identities unavailable: {e:#}");
+                o.lower_layout = 0;
+            }
+        }
+        Ok(o)
+    }
+
+    /// vmlinux types: dentry, qstr, super_block, inode, vfsmount.
+    fn vfs_offsets(&self) -> Result<Offsets> {
         let b = &self.vmlinux;
         Ok(Offsets {
             dentry_d_parent: member_offset(b, "dentry", "d_parent")?,
             dentry_d_name: member_offset(b, "dentry", "d_name")?,
             dentry_d_inode: member_offset(b, "dentry", "d_inode")?,
             dentry_d_sb: member_offset(b, "dentry", "d_sb")?,
+            dentry_d_fsdata: member_offset(b, "dentry", "d_fsdata")?,
             qstr_name: member_offset(b, "qstr", "name")?,
             sb_s_dev: member_offset(b, "super_block", "s_dev")?,
+            sb_s_fs_info: member_offset(b, "super_block", "s_fs_info")?,
             inode_i_mode: member_offset(b, "inode", "i_mode")?,
             inode_i_size: member_offset(b, "inode", "i_size")?,
+            inode_i_ino: member_offset(b, "inode", "i_ino")?,
+            vfsmount_mnt_root: member_offset(b, "vfsmount", "mnt_root")?,
+            vfsmount_mnt_sb: member_offset(b, "vfsmount", "mnt_sb")?,
+            ..Offsets::default()
         })
+    }
+
+    /// The overlay module's types (vmlinux when overlay is built in): where
+    /// a dentry's lower stack hangs and how layers are described.
+    pub fn overlay_offsets(&self, o: &mut Offsets) -> Result<()> {
+        let b = self.overlay.as_ref().unwrap_or(&self.vmlinux);
+        o.ovl_fs_layers = member_offset(b, "ovl_fs", "layers")?;
+        o.ovl_layer_mnt = member_offset(b, "ovl_layer", "mnt")?;
+        o.ovl_layer_idx = member_offset(b, "ovl_layer", "idx")?;
+        o.ovl_layer_fsid = member_offset(b, "ovl_layer", "fsid")?;
+        o.ovl_path_layer = member_offset(b, "ovl_path", "layer")?;
+        o.ovl_path_size = struct_size(b, "ovl_path")?;
+        // 6.5 moved the lower stack from the dentry (d_fsdata) to the
+        // overlay inode (`oe`) and renamed its fields with `__`.
+        if let Ok(oe) = member_offset(b, "ovl_inode", "oe") {
+            o.ovl_inode_oe = oe;
+            o.ovl_inode_vfs_inode = member_offset(b, "ovl_inode", "vfs_inode")?;
+            o.ovl_entry_numlower = member_offset(b, "ovl_entry", "__numlower")?;
+            o.ovl_entry_lowerstack = member_offset(b, "ovl_entry", "__lowerstack")?;
+            o.lower_layout = ovltrace_ebpf::LAYOUT_INODE;
+        } else {
+            o.ovl_entry_numlower = member_offset(b, "ovl_entry", "numlower")?;
+            o.ovl_entry_lowerstack = member_offset(b, "ovl_entry", "lowerstack")?;
+            o.lower_layout = ovltrace_ebpf::LAYOUT_DENTRY;
+        }
+        Ok(())
     }
 
     /// Whether `func` is described in vmlinux BTF (a precondition for fentry
@@ -120,6 +169,20 @@ pub fn member_offset(btf: &Btf, strukt: &str, member: &str) -> Result<u32> {
         }
     }
     bail!("struct {strukt} has no member {member} in this kernel's BTF")
+}
+
+/// `sizeof(struct strukt)`.
+pub fn struct_size(btf: &Btf, strukt: &str) -> Result<u32> {
+    let types = btf
+        .resolve_types_by_name(strukt)
+        .map_err(|e| anyhow!("struct {strukt} not found in BTF: {e}"))?;
+    types
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if s.size() > 0 => Some(s.size() as u32),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("struct {strukt} has no definition in this kernel's BTF"))
 }
 
 fn find_member(btf: &Btf, s: &btf_rs::Struct, member: &str, base_bits: u32) -> Option<u32> {
@@ -180,6 +243,8 @@ mod tests {
             "i_mode is the first field of struct inode"
         );
         assert!(member_offset(&btf.vmlinux, "dentry", "no_such_field").is_err());
+        assert_eq!(struct_size(&btf.vmlinux, "qstr").unwrap(), 16);
+        assert!(o.vfsmount_mnt_sb > o.vfsmount_mnt_root);
         assert!(member_offset(&btf.vmlinux, "no_such_struct_xyz", "x").is_err());
     }
 

@@ -2,9 +2,10 @@
 //! that does not match the layout this binary was built with is an error, not
 //! a misread.
 
+pub use ovltrace_ebpf::OverlayKey;
 use ovltrace_ebpf::{
     CopyUpEvent, EventHeader, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED,
-    PATH_BUF,
+    NO_LAYER, PATH_BUF,
 };
 use serde::Serialize;
 
@@ -50,8 +51,8 @@ pub struct CopyUp {
     pub cgroup_id: u64,
     pub tgid: u32,
     pub tid: u32,
-    /// Overlay superblock device, kernel encoding (major << 20 | minor).
-    pub dev: u32,
+    /// The overlay instance, as the kernel identified it.
+    pub overlay: OverlayKey,
     pub ret: i32,
     pub kind: FileKind,
     /// Relative to the overlay root, no leading slash; raw bytes (names are
@@ -59,6 +60,22 @@ pub struct CopyUp {
     pub path: Vec<u8>,
     pub path_truncated: bool,
     pub comm: String,
+    /// Where the kernel copied the file from, read from overlay's lower
+    /// stack (`None`: this kernel's overlay types are unknown).
+    pub source: Option<Source>,
+}
+
+/// The lower layers of a copied-up dentry, by overlay index (1 = the first
+/// lowerdir, the topmost lower layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// The layer the kernel copies up from (the topmost lower entry).
+    pub layer: u16,
+    /// The layer holding a regular file's data: lower than `layer` for a
+    /// metacopy file.
+    pub data_layer: Option<u16>,
+    /// Entries in the lower stack (a merged directory spans several layers).
+    pub depth: u16,
 }
 
 impl CopyUp {
@@ -123,12 +140,17 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
         cgroup_id: ev.cgroup_id,
         tgid: ev.tgid,
         tid: ev.tid,
-        dev: ev.dev,
+        overlay: ev.overlay,
         ret: ev.ret,
         kind: FileKind::from_mode(ev.mode),
         path: join_components(&ev.path[..ev.path_len as usize]),
         path_truncated: ev.flags & (FLAG_PATH_TRUNCATED | FLAG_PATH_FAULT) != 0,
         comm: cstr_lossy(&ev.comm),
+        source: (ev.lower_idx != NO_LAYER).then(|| Source {
+            layer: ev.lower_idx,
+            data_layer: (ev.data_idx != NO_LAYER).then_some(ev.data_idx),
+            depth: ev.numlower,
+        }),
     })
 }
 
@@ -162,14 +184,23 @@ pub(crate) mod tests {
             data_len: 4096,
             size: 4096,
             cgroup_id: 77,
+            overlay: OverlayKey {
+                dev: 42,
+                upper_dev: 8 << 20 | 1,
+                upper_ino: 1234,
+            },
             tgid: 10,
             tid: 11,
-            dev: 42,
             ret: 0,
             mode,
             flags,
             path_len: 0,
             components: 0,
+            _pad: 0,
+            lower_idx: 2,
+            data_idx: 3,
+            lower_fsid: 0,
+            numlower: 2,
             comm: [0; COMM_LEN],
             path: [0; PATH_BUF],
         };
@@ -206,6 +237,23 @@ pub(crate) mod tests {
         assert_eq!(ev.comm, "sh");
         assert_eq!(ev.latency_ns, 2500);
         assert!(!ev.path_truncated);
+        assert_eq!(ev.overlay.upper_ino, 1234);
+        assert_eq!(
+            ev.source,
+            Some(Source {
+                layer: 2,
+                data_layer: Some(3),
+                depth: 2
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_layer_is_none() {
+        let mut raw = raw_event(&[b"a"], 0o100644, 0);
+        let off = std::mem::offset_of!(CopyUpEvent, lower_idx);
+        raw[off..off + 2].copy_from_slice(&NO_LAYER.to_le_bytes());
+        assert_eq!(decode(&raw).unwrap().source, None);
     }
 
     #[test]

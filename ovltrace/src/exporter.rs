@@ -327,6 +327,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::event::OverlayKey;
     use crate::report::{self, Counters, Drops, ProbeInfo};
 
     fn sample_report(copy_ups: u64) -> Report {
@@ -341,12 +342,13 @@ mod tests {
                 cgroup_id: 0,
                 tgid: 1,
                 tid: 1,
-                dev: 7,
+                overlay: OverlayKey::dev_only(7),
                 ret: 0,
                 kind: crate::event::FileKind::Regular,
                 path: format!("f{i}").into_bytes(),
                 path_truncated: false,
                 comm: "sh".into(),
+                source: None,
             };
             agg.add(&ev, &Default::default(), None);
         }

@@ -6,13 +6,15 @@
 //! - `probe`: which attach strategy (fentry or kprobe) works here, and attaching.
 //! - `event`: decoding ring-buffer bytes into events.
 //! - `mounts`: overlay mounts from /proc/self/mountinfo.
-//! - `resolve`: mount -> container/image/layer, one resolver per runtime.
+//! - `resolve`: overlay instance -> mount/container/image/layers, one resolver per runtime.
+//! - `attribute`: event -> mount, container and layer, through the catalog.
 //! - `aggregate`: histograms and hot spots.
 //! - `report`: output formats.
 //! - `run`, `doctor`: the subcommands.
 
 pub mod advice;
 pub mod aggregate;
+pub mod attribute;
 pub mod btf;
 pub mod cli;
 pub mod doctor;

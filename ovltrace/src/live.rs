@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ovltrace_ebpf::LookupStats;
+use ovltrace_ebpf::{LookupStats, OverlayKey};
 
 use crate::{
     aggregate::Aggregator,
@@ -26,12 +26,12 @@ pub struct Interval {
     pub agg: Aggregator,
     pub started: Instant,
     /// Kernel lookup counters at the start of the interval (they are cumulative).
-    base: HashMap<u32, LookupStats>,
+    base: HashMap<OverlayKey, LookupStats>,
     max_files: usize,
 }
 
 impl Interval {
-    pub fn new(max_files: usize, lookups_now: Vec<(u32, LookupStats)>) -> Self {
+    pub fn new(max_files: usize, lookups_now: Vec<(OverlayKey, LookupStats)>) -> Self {
         Self {
             agg: Aggregator::new(max_files),
             started: Instant::now(),
@@ -41,7 +41,10 @@ impl Interval {
     }
 
     /// The lookups of this interval: `now` minus the counters at its start.
-    pub fn lookup_delta(&self, now: &[(u32, LookupStats)]) -> Vec<(u32, LookupStats)> {
+    pub fn lookup_delta(
+        &self,
+        now: &[(OverlayKey, LookupStats)],
+    ) -> Vec<(OverlayKey, LookupStats)> {
         now.iter()
             .filter_map(|(dev, s)| {
                 let d = match self.base.get(dev) {
@@ -54,7 +57,7 @@ impl Interval {
     }
 
     /// The next interval, starting now.
-    pub fn next(self, lookups_now: Vec<(u32, LookupStats)>) -> Self {
+    pub fn next(self, lookups_now: Vec<(OverlayKey, LookupStats)>) -> Self {
         Self::new(self.max_files, lookups_now)
     }
 }
@@ -148,7 +151,7 @@ impl StatusLine {
         let rate = (agg.events - self.last_events) as f64 / secs;
         self.last_events = agg.events;
         self.last_at = Instant::now();
-        let bytes: u64 = agg.per_dev.values().map(|g| g.bytes).sum();
+        let bytes: u64 = agg.per_overlay.values().map(|g| g.bytes).sum();
         let line = status_text(elapsed, rate, agg.events, bytes, drops);
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K{line}");
@@ -189,8 +192,8 @@ mod tests {
         b.found = 25;
         b.not_found = 2;
         b.hist[3] = 27;
-        let i = Interval::new(10, vec![(1, a)]);
-        let d = i.lookup_delta(&[(1, b), (2, a)]);
+        let i = Interval::new(10, vec![(OverlayKey::dev_only(1), a)]);
+        let d = i.lookup_delta(&[(OverlayKey::dev_only(1), b), (OverlayKey::dev_only(2), a)]);
         assert_eq!(d.len(), 2);
         assert_eq!(
             (d[0].1.found, d[0].1.not_found, d[0].1.hist[3]),
@@ -199,7 +202,7 @@ mod tests {
         // A device first seen in this interval counts whole.
         assert_eq!(d[1].1.found, 10);
         // No change: not listed.
-        assert!(i.lookup_delta(&[(1, a)]).is_empty());
+        assert!(i.lookup_delta(&[(OverlayKey::dev_only(1), a)]).is_empty());
     }
 
     #[test]

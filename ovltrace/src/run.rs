@@ -2,7 +2,6 @@
 //! or the deadline, then detach and report.
 
 use std::{
-    collections::HashMap,
     io::IsTerminal,
     process::ExitCode,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -17,16 +16,15 @@ use ovltrace_ebpf::{Config, LookupStats, Stat};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    aggregate::{Aggregator, Attribution},
+    aggregate::Aggregator,
+    attribute::Tracker,
     btf::KernelBtf,
     cli::{ColorMode, RunArgs},
-    event::{self, CopyUp},
-    live,
-    mounts::{self, Dev},
-    privilege,
+    event::{self, OverlayKey},
+    live, mounts, privilege,
     probe::{self, Plan},
-    report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo},
-    resolve::{Catalog, MountEntry, SourceLayer},
+    report::{self, Counters, Drops, KnownContainer, ProbeInfo},
+    resolve::Catalog,
 };
 
 /// The programs, built for bpfel by build.rs.
@@ -69,13 +67,16 @@ pub fn require_root() -> Result<()> {
 pub struct Prepared {
     pub ebpf: Ebpf,
     pub plan: Plan,
+    /// The programs can read overlay's own types (source layers, overlay
+    /// identities); without them events carry the device only.
+    pub overlay_types: bool,
 }
 
 /// Reads BTF and kallsyms, and loads the object with this kernel's offsets.
 pub fn prepare(
     mode: crate::cli::ProbeMode,
     ring_buffer_size: u32,
-    filter_devs: bool,
+    filter_overlays: bool,
 ) -> Result<Prepared> {
     if EBPF_OBJECT.is_empty() {
         bail!("this ovltrace was built with AYA_BUILD_SKIP=1 and carries no eBPF programs");
@@ -88,7 +89,7 @@ pub fn prepare(
     let plan = probe::plan(mode, Some(&btf), &kallsyms);
     let config = Config {
         tracer_tgid: std::process::id(),
-        filter_devs: filter_devs as u32,
+        filter_overlays: filter_overlays as u32,
         wakeup_bytes: wakeup_bytes(ring_buffer_size),
         _pad: 0,
     };
@@ -101,7 +102,11 @@ pub fn prepare(
         .map_max_entries("EVENTS", ring_buffer_size)
         .load(EBPF_OBJECT)
         .context("loading the eBPF object (maps)")?;
-    Ok(Prepared { ebpf, plan })
+    Ok(Prepared {
+        ebpf,
+        plan,
+        overlay_types: offsets.lower_layout != 0,
+    })
 }
 
 /// aya-log's level numbering (error = 1 ... trace = 5) for `log::max_level()`.
@@ -171,7 +176,7 @@ impl Session {
     fn report_of(
         &self,
         agg: &Aggregator,
-        lookups: Result<Vec<(u32, LookupStats)>>,
+        lookups: Result<Vec<(OverlayKey, LookupStats)>>,
         since: Instant,
     ) -> report::Report {
         let mut warnings = self.warnings.clone();
@@ -184,11 +189,11 @@ impl Session {
             Vec::new()
         });
         let s = |st: Stat| stats[st as usize];
-        let containers: Vec<KnownContainer> = self.tracker.containers.values().cloned().collect();
+        let containers: Vec<KnownContainer> = self.tracker.containers().cloned().collect();
         report::build(report::Inputs {
             agg,
             lookups: &lookups,
-            mounts: &self.tracker.mounts,
+            mounts: self.tracker.mounts(),
             containers: &containers,
             probe: self.probe.clone(),
             host: hostname(),
@@ -257,15 +262,19 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     // Metrics outputs fail fast (port in use, no such directory).
     let mut exporter =
         crate::exporter::Exporter::prepare(args.prometheus, args.textfile.as_deref()).await?;
-    let mut tracker = Tracker::new(Catalog::new(crate::resolve::all_resolvers(&args.docker)));
-    tracker.refresh();
     let filter = !args.containers.is_empty();
+    let Prepared {
+        mut ebpf,
+        plan,
+        overlay_types,
+    } = prepare(args.probe, args.ring_buffer_size, filter)?;
+    let mut catalog = Catalog::new(crate::resolve::all_resolvers(&args.docker));
+    catalog.set_dev_only(!overlay_types);
+    let mut tracker = Tracker::new(catalog);
+    tracker.refresh();
     if filter {
         tracker.check_filters(&args.containers)?;
-    }
-    let Prepared { mut ebpf, plan } = prepare(args.probe, args.ring_buffer_size, filter)?;
-    if filter {
-        tracker.update_filter(&mut ebpf, &args.containers)?;
+        update_filter(&tracker, &mut ebpf, &args.containers)?;
     }
     let attached = probe::attach(&mut ebpf, &plan).map_err(|e| anyhow!("{e}"))?;
     for w in &attached.warnings {
@@ -403,7 +412,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
                 session.drain(ring.get_mut());
                 session.tracker.refresh();
                 if filter {
-                    if let Err(e) = session.tracker.update_filter(&mut session.ebpf, &args.containers) {
+                    if let Err(e) = update_filter(&session.tracker, &mut session.ebpf, &args.containers) {
                         log::warn!("updating the container filter: {e:#}");
                     }
                 }
@@ -416,7 +425,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             _ = rescan.tick() => {
                 session.tracker.refresh();
                 if filter {
-                    if let Err(e) = session.tracker.update_filter(&mut session.ebpf, &args.containers) {
+                    if let Err(e) = update_filter(&session.tracker, &mut session.ebpf, &args.containers) {
                         log::warn!("updating the container filter: {e:#}");
                     }
                 }
@@ -472,11 +481,11 @@ pub(crate) fn read_stats(ebpf: &Ebpf) -> Result<[u64; ovltrace_ebpf::STAT_COUNT 
     Ok(out)
 }
 
-fn read_lookups(ebpf: &Ebpf) -> Result<Vec<(u32, LookupStats)>> {
+fn read_lookups(ebpf: &Ebpf) -> Result<Vec<(OverlayKey, LookupStats)>> {
     let map = ebpf
         .map("LOOKUPS")
         .ok_or_else(|| anyhow!("LOOKUPS map missing"))?;
-    let m: PerCpuHashMap<&MapData, u32, LookupStats> = PerCpuHashMap::try_from(map)?;
+    let m: PerCpuHashMap<&MapData, OverlayKey, LookupStats> = PerCpuHashMap::try_from(map)?;
     let mut out = Vec::new();
     for item in m.iter() {
         let (dev, per_cpu) = item?;
@@ -569,132 +578,15 @@ fn watch_mounts() -> std::sync::Arc<tokio::sync::Notify> {
     notify
 }
 
-/// Attribution state of a trace: the catalog of mounts/containers, plus
-/// everything seen so far, kept after containers go away so late events and
-/// the final report still name them.
-struct Tracker {
-    catalog: Catalog,
-    mounts: HashMap<u32, MountMeta>,
-    containers: HashMap<String, KnownContainer>,
-}
-
-impl Tracker {
-    fn new(catalog: Catalog) -> Self {
-        Self {
-            catalog,
-            mounts: HashMap::new(),
-            containers: HashMap::new(),
-        }
+/// Puts the overlays of the containers `filters` match in the kernel's filter.
+fn update_filter(tracker: &Tracker, ebpf: &mut Ebpf, filters: &[String]) -> Result<()> {
+    let map = ebpf
+        .map_mut("FILTER")
+        .ok_or_else(|| anyhow!("FILTER map missing"))?;
+    let mut keys: BpfHashMap<&mut MapData, OverlayKey, u8> = BpfHashMap::try_from(map)?;
+    for (key, name) in tracker.filter_keys(filters) {
+        keys.insert(key, 1, 0)
+            .with_context(|| format!("adding {name} to the overlay filter"))?;
     }
-
-    fn refresh(&mut self) {
-        if let Err(e) = self.catalog.refresh() {
-            log::warn!("scanning overlay mounts: {e:#}");
-        }
-        for c in self.containers.values_mut() {
-            c.gone = true;
-        }
-        let entries: Vec<&MountEntry> = self.catalog.entries().filter(|e| !e.gone).collect();
-        for e in entries {
-            remember(&mut self.mounts, &mut self.containers, e);
-        }
-    }
-
-    /// The container and source layer of one copy-up.
-    fn attribute(&mut self, ev: &CopyUp) -> (Attribution, Option<SourceLayer>) {
-        let dev = Dev::from_kernel(ev.dev);
-        // Device numbers are reused as containers come and go: find the
-        // mount the copy-up happened on (None when that cannot be told).
-        let instance = self.catalog.resolve_event(dev, ev.start_ns, ev.cgroup_id);
-        let container = match instance.and_then(|i| self.catalog.instance(dev, i)) {
-            Some(e) => {
-                // Periodic refreshes keep known entries current; only new
-                // ones are recorded here (the hot path).
-                let known = match &e.container {
-                    Some(c) => self.containers.contains_key(&c.id),
-                    None => self.mounts.contains_key(&ev.dev),
-                };
-                if !known {
-                    remember(&mut self.mounts, &mut self.containers, e);
-                }
-                e.container.as_ref().map(|c| c.id.clone())
-            }
-            None => None,
-        };
-        let source = instance.and_then(|i| self.catalog.source_layer_in(dev, i, &ev.path));
-        let attr = Attribution {
-            container,
-            layer: source.as_ref().map(|s| s.index),
-        };
-        (attr, source)
-    }
-
-    /// Every `--container` must match a running container.
-    fn check_filters(&self, filters: &[String]) -> Result<()> {
-        let mut known: Vec<String> = self
-            .catalog
-            .entries()
-            .filter(|e| !e.gone)
-            .filter_map(|e| e.container.as_ref())
-            .map(|c| format!("{} ({})", c.display_name(), c.short_id()))
-            .collect();
-        known.sort();
-        for f in filters {
-            if self.catalog.matching(std::slice::from_ref(f)).is_empty() {
-                let list = if known.is_empty() {
-                    "no containers are running".to_string()
-                } else {
-                    format!("running containers: {}", known.join(", "))
-                };
-                bail!("--container {f:?} matches no running container; {list}");
-            }
-        }
-        Ok(())
-    }
-
-    /// Puts the overlay devices of matching containers in the kernel's filter.
-    fn update_filter(&self, ebpf: &mut Ebpf, filters: &[String]) -> Result<()> {
-        let map = ebpf
-            .map_mut("DEVS")
-            .ok_or_else(|| anyhow!("DEVS map missing"))?;
-        let mut devs: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(map)?;
-        for c in self.catalog.matching(filters) {
-            devs.insert(c.dev.to_kernel(), 1, 0)
-                .with_context(|| format!("adding {} to the device filter", c.display_name()))?;
-        }
-        Ok(())
-    }
-}
-
-fn remember(
-    mounts: &mut HashMap<u32, MountMeta>,
-    containers: &mut HashMap<String, KnownContainer>,
-    e: &MountEntry,
-) {
-    let dev = e.mount.dev.to_kernel();
-    if !mounts.contains_key(&dev) || !e.gone {
-        mounts.insert(
-            dev,
-            MountMeta {
-                container: e.container.as_ref().map(|c| c.id.clone()),
-                mountpoint: Some(mounts::path_display(&e.mount.mountpoint)),
-                upperdir: e.mount.upperdir.as_deref().map(mounts::path_display),
-                lowerdirs: e
-                    .mount
-                    .lowerdirs
-                    .iter()
-                    .map(|p| mounts::path_display(p))
-                    .collect(),
-            },
-        );
-    }
-    if let Some(c) = &e.container {
-        containers.insert(
-            c.id.clone(),
-            KnownContainer {
-                info: c.clone(),
-                gone: e.gone,
-            },
-        );
-    }
+    Ok(())
 }

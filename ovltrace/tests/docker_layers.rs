@@ -14,7 +14,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ovltrace::resolve::layer::find_source;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -353,9 +352,56 @@ fn exists_in(id: &str, path: &str) -> bool {
     .is_ok()
 }
 
+/// Overlay index (1 = first lowerdir) of the topmost layer directory that
+/// holds `path`: the test's own reading of the layers `ovltrace layers`
+/// lists, enough for this image (whiteouts and opaque directories; no
+/// redirects or metacopy). `None` when a whiteout or an opaque directory
+/// hides it, or no layer has it.
+fn find_source(layers: &[Option<PathBuf>], path: &str) -> Option<usize> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let comps: Vec<&str> = path.split('/').collect();
+    for (i, dir) in layers.iter().enumerate() {
+        let dir = dir.as_ref()?;
+        for depth in 1..=comps.len() {
+            let p = dir.join(comps[..depth].join("/"));
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                break;
+            };
+            if md.file_type().is_char_device() && md.rdev() == 0 {
+                return None; // whiteout
+            }
+            if depth == comps.len() {
+                return Some(i + 1);
+            }
+            if opaque(&p) {
+                return None;
+            }
+        }
+    }
+    None
+}
+
+fn opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    // SAFETY: valid C strings and buffer.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    n == 1 && buf[0] == b'y'
+}
+
 /// The source layer's index for `path`, cross-checked with the container's own view.
 fn source(c: &Value, id: &str, path: &str) -> Option<usize> {
-    let got = find_source(&layer_dirs(c), path.as_bytes());
+    let got = find_source(&layer_dirs(c), path);
     assert_eq!(
         got.is_some(),
         exists_in(id, path),

@@ -18,7 +18,7 @@ use ovltrace::{
     report::{self, prometheus, Counters, Drops, KnownContainer, MountMeta, ProbeInfo, Report},
     resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
 };
-use ovltrace_ebpf::LookupStats;
+use ovltrace_ebpf::{LookupStats, OverlayKey};
 
 fn strict() -> bool {
     std::env::var("OVLTRACE_TEST_STRICT").is_ok_and(|v| v == "1")
@@ -77,12 +77,13 @@ fn ev(dev: u32, path: &str, latency_ns: u64, bytes: u64) -> CopyUp {
         cgroup_id: 0,
         tgid: 1,
         tid: 1,
-        dev,
+        overlay: OverlayKey::dev_only(dev),
         ret: if latency_ns.is_multiple_of(7) { -28 } else { 0 },
         kind: FileKind::Regular,
         path: path.as_bytes().to_vec(),
         path_truncated: false,
         comm: "sh".into(),
+        source: None,
     }
 }
 
@@ -129,7 +130,7 @@ fn busy_report() -> Report {
             mount_id: 0,
         };
         mounts.insert(
-            dev,
+            OverlayKey::dev_only(dev),
             MountMeta {
                 container: Some(id.clone()),
                 mountpoint: Some(info.mountpoint.display().to_string()),
@@ -145,6 +146,7 @@ fn busy_report() -> Report {
             index: 1,
             diff_id: Some(diff_id),
             created_by: Some("RUN \"evil\"\n".into()),
+            data_index: None,
         };
         for k in 0..(20 * (i as u64 + 1)) {
             let latency = 1_000 + k * k * 997 * (i as u64 + 1);
@@ -162,11 +164,11 @@ fn busy_report() -> Report {
         s.hist[14] = 50 + 2 * i as u64;
         s.hist[ovltrace_ebpf::HIST_SLOTS - 1] = 0;
         s.total_ns = 123_456_789;
-        lookups.push((dev, s));
+        lookups.push((OverlayKey::dev_only(dev), s));
     }
     // An overlay of no container.
     mounts.insert(
-        99,
+        OverlayKey::dev_only(99),
         MountMeta {
             mountpoint: Some("/mnt/\"plain\"\n".into()),
             ..Default::default()
@@ -183,7 +185,7 @@ fn busy_report() -> Report {
     s.not_found = 3;
     s.hist[ovltrace_ebpf::HIST_SLOTS - 1] = 3;
     s.total_ns = 3 << 40;
-    lookups.push((99, s));
+    lookups.push((OverlayKey::dev_only(99), s));
     report::build(report::Inputs {
         agg: &agg,
         lookups: &lookups,

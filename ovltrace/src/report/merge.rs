@@ -680,6 +680,7 @@ mod tests {
     use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
 
     use super::*;
+    use crate::event::OverlayKey;
     use crate::{
         aggregate::{Aggregator, Attribution},
         event::{CopyUp, FileKind},
@@ -765,12 +766,13 @@ mod tests {
                     cgroup_id: 0,
                     tgid: 100 + rng.below(5) as u32,
                     tid: 1,
-                    dev: Dev::new(0, minor).to_kernel(),
+                    overlay: OverlayKey::dev_only(Dev::new(0, minor).to_kernel()),
                     ret: if rng.below(50) == 0 { -28 } else { 0 },
                     kind,
                     path: format!("d{dir}/f{file}").into_bytes(),
                     path_truncated: false,
                     comm: format!("p{}", rng.below(3)),
+                    source: None,
                 };
                 let index = 2 + rng.below(2) as usize;
                 let (attr, src) = match owner {
@@ -785,6 +787,7 @@ mod tests {
                                 index,
                                 diff_id: l.diff_id.clone(),
                                 created_by: l.created_by.clone(),
+                                data_index: None,
                             }),
                         )
                     }
@@ -801,7 +804,7 @@ mod tests {
             .collect()
     }
 
-    fn lookups(seed: u64) -> Vec<(u32, LookupStats)> {
+    fn lookups(seed: u64) -> Vec<(OverlayKey, LookupStats)> {
         let mut rng = Rng(seed);
         DEVS.iter()
             .map(|&(minor, _)| {
@@ -816,12 +819,15 @@ mod tests {
                         s.found += 1;
                     }
                 }
-                (Dev::new(0, minor).to_kernel(), s)
+                (OverlayKey::dev_only(Dev::new(0, minor).to_kernel()), s)
             })
             .collect()
     }
 
-    fn add_stats(a: &[(u32, LookupStats)], b: &[(u32, LookupStats)]) -> Vec<(u32, LookupStats)> {
+    fn add_stats(
+        a: &[(OverlayKey, LookupStats)],
+        b: &[(OverlayKey, LookupStats)],
+    ) -> Vec<(OverlayKey, LookupStats)> {
         a.iter()
             .zip(b)
             .map(|((dev, x), (_, y))| {
@@ -840,7 +846,7 @@ mod tests {
 
     struct Part<'a> {
         events: &'a [(CopyUp, Attribution, Option<SourceLayer>)],
-        lookups: &'a [(u32, LookupStats)],
+        lookups: &'a [(OverlayKey, LookupStats)],
         host: &'a str,
         started: u64,
         duration: u64,
@@ -857,7 +863,7 @@ mod tests {
         let mut mounts = HashMap::new();
         for &(minor, owner) in &DEVS {
             mounts.insert(
-                Dev::new(0, minor).to_kernel(),
+                OverlayKey::dev_only(Dev::new(0, minor).to_kernel()),
                 MountMeta {
                     container: owner.map(|c| cs[c].id.clone()),
                     mountpoint: Some(match owner {

@@ -19,6 +19,7 @@ pub use hist::Hist;
 
 use crate::{
     aggregate::{Aggregator, GroupAgg},
+    event::OverlayKey,
     resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
 };
 
@@ -410,9 +411,9 @@ pub fn lookup_latency(total_ns: u64, count: u64, histogram: &[Bucket]) -> Lookup
 /// Everything `build` turns into a report.
 pub struct Inputs<'a> {
     pub agg: &'a Aggregator,
-    pub lookups: &'a [(u32, LookupStats)],
-    /// Every overlay mount known during the trace, by device.
-    pub mounts: &'a HashMap<u32, MountMeta>,
+    pub lookups: &'a [(OverlayKey, LookupStats)],
+    /// Every overlay mount known during the trace.
+    pub mounts: &'a HashMap<OverlayKey, MountMeta>,
     pub containers: &'a [KnownContainer],
     pub probe: ProbeInfo,
     pub host: String,
@@ -426,24 +427,24 @@ pub struct Inputs<'a> {
 }
 
 pub fn build(inp: Inputs<'_>) -> Report {
-    let meta = |dev: u32| inp.mounts.get(&dev).cloned().unwrap_or_default();
+    let meta = |key: &OverlayKey| inp.mounts.get(key).cloned().unwrap_or_default();
     // Every mount that was known at some point or had activity.
-    let mut devs: Vec<u32> = inp.mounts.keys().copied().collect();
-    devs.extend(inp.agg.per_dev.keys());
-    devs.extend(inp.lookups.iter().map(|(d, _)| *d));
-    devs.sort_unstable();
-    devs.dedup();
-    let mounts = devs
+    let mut keys: Vec<OverlayKey> = inp.mounts.keys().copied().collect();
+    keys.extend(inp.agg.per_overlay.keys());
+    keys.extend(inp.lookups.iter().map(|(k, _)| *k));
+    keys.sort_unstable_by_key(|k| (k.dev, k.upper_dev, k.upper_ino));
+    keys.dedup();
+    let mounts = keys
         .iter()
-        .map(|&dev| {
-            let m = meta(dev);
+        .map(|key| {
+            let m = meta(key);
             Mount {
                 host: None,
                 mountpoint: m.mountpoint,
-                dev: dev_string(dev),
+                dev: dev_string(key.dev),
                 upperdir: m.upperdir,
                 lowerdirs: m.lowerdirs,
-                copy_up: inp.agg.per_dev.get(&dev).map(totals).unwrap_or_default(),
+                copy_up: inp.agg.per_overlay.get(key).map(totals).unwrap_or_default(),
             }
         })
         .collect();
@@ -500,6 +501,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                     index,
                     diff_id: info.and_then(|l| l.diff_id.clone()),
                     created_by: info.and_then(|l| l.created_by.clone()),
+                    data_index: f.data_layer,
                 }
             });
             // A container's own mountpoint: the device may have been another
@@ -508,11 +510,11 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 .as_deref()
                 .and_then(|id| by_id.get(id))
                 .map(|c| crate::mounts::path_display(&c.info.mountpoint))
-                .or_else(|| meta(k.dev).mountpoint);
+                .or_else(|| meta(&k.overlay).mountpoint);
             CopyUpFile {
                 host: None,
                 mountpoint,
-                dev: dev_string(k.dev),
+                dev: dev_string(k.overlay.dev),
                 path,
                 path_b64,
                 path_truncated: f.truncated,
@@ -537,13 +539,13 @@ pub fn build(inp: Inputs<'_>) -> Report {
     let lookups = inp
         .lookups
         .iter()
-        .map(|(dev, s)| {
+        .map(|(key, s)| {
             let (count, latency_ns, histogram) = lookups_from_stats(s);
-            let m = meta(*dev);
+            let m = meta(key);
             Lookups {
                 host: None,
                 mountpoint: m.mountpoint,
-                dev: dev_string(*dev),
+                dev: dev_string(key.dev),
                 container: m.container,
                 layers: m.lowerdirs.len(),
                 count,
@@ -607,7 +609,9 @@ fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
             let l = agg.per_layer.get(k)?;
             let (diff_id, dev, index) = match k {
                 LayerKey::DiffId(d) => (Some(d.clone()), None, None),
-                LayerKey::Index { dev, index } => (None, Some(dev_string(*dev)), Some(*index)),
+                LayerKey::Index { overlay, index } => {
+                    (None, Some(dev_string(overlay.dev)), Some(*index))
+                }
             };
             Some(LayerCost {
                 diff_id,

@@ -705,6 +705,7 @@ mod tests {
     use ovltrace_ebpf::LookupStats;
 
     use super::*;
+    use crate::event::OverlayKey;
     use crate::{
         aggregate::{new_histogram, record, Aggregator, Attribution},
         event::{CopyUp, FileKind},
@@ -723,12 +724,13 @@ mod tests {
             cgroup_id: 0,
             tgid: 1,
             tid: 1,
-            dev,
+            overlay: OverlayKey::dev_only(dev),
             ret: 0,
             kind: FileKind::Regular,
             path: path.as_bytes().to_vec(),
             path_truncated: false,
             comm: "sh".into(),
+            source: None,
         }
     }
 
@@ -762,9 +764,9 @@ mod tests {
     /// 60 = an overlay of no container.
     struct Fixture {
         agg: Aggregator,
-        mounts: HashMap<u32, MountMeta>,
+        mounts: HashMap<OverlayKey, MountMeta>,
         containers: Vec<KnownContainer>,
-        lookups: Vec<(u32, LookupStats)>,
+        lookups: Vec<(OverlayKey, LookupStats)>,
     }
 
     const WEB: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -782,7 +784,7 @@ mod tests {
 
         fn add_container(&mut self, info: ContainerInfo, gone: bool) {
             self.mounts.insert(
-                info.dev.to_kernel(),
+                OverlayKey::dev_only(info.dev.to_kernel()),
                 MountMeta {
                     container: Some(info.id.clone()),
                     mountpoint: Some(info.mountpoint.display().to_string()),
@@ -797,6 +799,7 @@ mod tests {
                 index: 1,
                 diff_id: Some("sha256:l1".into()),
                 created_by: Some("COPY . /app".into()),
+                data_index: None,
             };
             let attr = Attribution {
                 container: container.map(Into::into),
@@ -862,7 +865,7 @@ mod tests {
             true,
         );
         f.mounts.insert(
-            60,
+            OverlayKey::dev_only(60),
             MountMeta {
                 mountpoint: Some("/mnt/plain".into()),
                 ..Default::default()
@@ -888,7 +891,10 @@ mod tests {
         plain.found = 1;
         plain.hist[ovltrace_ebpf::HIST_SLOTS - 1] = 1; // open-ended
         plain.total_ns = 1_000_000_000_000;
-        f.lookups = vec![(50, web), (60, plain)];
+        f.lookups = vec![
+            (OverlayKey::dev_only(50), web),
+            (OverlayKey::dev_only(60), plain),
+        ];
         f
     }
 

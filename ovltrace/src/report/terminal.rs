@@ -491,6 +491,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::event::OverlayKey;
 
     #[test]
     fn sanitizes_control_characters() {
@@ -517,6 +518,7 @@ pub(crate) mod tests {
                 index: 2,
                 diff_id: None,
                 created_by: Some(created_by.into()),
+                data_index: None,
             }),
             kind: "regular".into(),
             bytes: 0,
@@ -604,12 +606,13 @@ pub(crate) mod tests {
             cgroup_id: 0,
             tgid: 42,
             tid: 42,
-            dev,
+            overlay: OverlayKey::dev_only(dev),
             ret: 0,
             kind: FileKind::Regular,
             path: path.to_vec(),
             path_truncated: false,
             comm: comm.into(),
+            source: None,
         };
         let mut agg = Aggregator::new(100);
         let in_web = |layer: usize| Attribution {
@@ -620,6 +623,7 @@ pub(crate) mod tests {
             index: 2,
             diff_id: Some("sha256:ab12cd34ef56aa".into()),
             created_by: web.layers[1].created_by.clone(),
+            data_index: None,
         };
         agg.add(
             &ev(
@@ -649,7 +653,7 @@ pub(crate) mod tests {
         );
         let mut mounts = HashMap::new();
         mounts.insert(
-            Dev::new(0, 27).to_kernel(),
+            OverlayKey::dev_only(Dev::new(0, 27).to_kernel()),
             MountMeta {
                 container: None,
                 mountpoint: Some("/tmp/o/merged".into()),
@@ -658,7 +662,7 @@ pub(crate) mod tests {
             },
         );
         mounts.insert(
-            Dev::new(0, 50).to_kernel(),
+            OverlayKey::dev_only(Dev::new(0, 50).to_kernel()),
             MountMeta {
                 container: Some(web.id.clone()),
                 mountpoint: Some("/var/lib/docker/overlay2/abc/merged".into()),
@@ -674,7 +678,7 @@ pub(crate) mod tests {
         lookups.hist[16] = 1;
         build(Inputs {
             agg: &agg,
-            lookups: &[(Dev::new(0, 50).to_kernel(), lookups)],
+            lookups: &[(OverlayKey::dev_only(Dev::new(0, 50).to_kernel()), lookups)],
             mounts: &mounts,
             containers: &[KnownContainer {
                 info: web,

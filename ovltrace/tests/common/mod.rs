@@ -12,7 +12,7 @@ use ovltrace::{
     report::{build, Counters, Drops, Inputs, KnownContainer, MountMeta, ProbeInfo, Report},
     resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
 };
-use ovltrace_ebpf::LookupStats;
+use ovltrace_ebpf::{LookupStats, OverlayKey};
 
 /// One container of a synthetic trace.
 pub struct Spec {
@@ -70,7 +70,7 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
             mount_id: i as u32,
         };
         mounts.insert(
-            dev.to_kernel(),
+            OverlayKey::dev_only(dev.to_kernel()),
             MountMeta {
                 container: Some(info.id.clone()),
                 mountpoint: Some(info.mountpoint.display().to_string()),
@@ -82,6 +82,7 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
             index: 2,
             diff_id: info.layers[1].diff_id.clone(),
             created_by: info.layers[1].created_by.clone(),
+            data_index: None,
         };
         let attr = Attribution {
             container: Some(info.id.clone()),
@@ -104,12 +105,12 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
         l.hist[10] = 120;
         l.hist[11] = 70;
         l.hist[14] = 10;
-        lookups.push((dev.to_kernel(), l));
+        lookups.push((OverlayKey::dev_only(dev.to_kernel()), l));
         known.push(KnownContainer { info, gone: false });
     }
     let plain = Dev::new(0, 27);
     mounts.insert(
-        plain.to_kernel(),
+        OverlayKey::dev_only(plain.to_kernel()),
         MountMeta {
             container: None,
             mountpoint: Some("/tmp/plain/merged".into()),
@@ -163,12 +164,13 @@ fn event(dev: Dev, path: &[u8], latency_ns: u64, bytes: u64) -> CopyUp {
         cgroup_id: 0,
         tgid: 4242,
         tid: 4242,
-        dev: dev.to_kernel(),
+        overlay: OverlayKey::dev_only(dev.to_kernel()),
         ret: 0,
         kind: FileKind::Regular,
         path: path.to_vec(),
         path_truncated: false,
         comm: "writer".into(),
+        source: None,
     }
 }
 

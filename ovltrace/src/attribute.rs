@@ -1,0 +1,170 @@
+//! Attribution: which overlay mount, container and image layer a decoded
+//! copy-up belongs to. The kernel names the overlay instance and the lower
+//! layer on the event; this looks up what they are in the [`Catalog`].
+
+use std::collections::HashMap;
+
+use crate::{
+    aggregate::Attribution,
+    event::{CopyUp, FileKind, OverlayKey},
+    mounts,
+    report::{KnownContainer, MountMeta},
+    resolve::{Catalog, MountEntry, SourceLayer},
+};
+
+/// Attribution state of a trace: the catalog of mounts/containers, plus
+/// everything seen so far, kept after containers go away so late events and
+/// the final report still name them.
+pub struct Tracker {
+    catalog: Catalog,
+    mounts: HashMap<OverlayKey, MountMeta>,
+    containers: HashMap<String, KnownContainer>,
+}
+
+impl Tracker {
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog,
+            mounts: HashMap::new(),
+            containers: HashMap::new(),
+        }
+    }
+
+    /// Every overlay mount known during the trace.
+    pub fn mounts(&self) -> &HashMap<OverlayKey, MountMeta> {
+        &self.mounts
+    }
+
+    /// Every container known during the trace.
+    pub fn containers(&self) -> impl Iterator<Item = &KnownContainer> {
+        self.containers.values()
+    }
+
+    /// Rescans mounts and containers.
+    pub fn refresh(&mut self) {
+        if let Err(e) = self.catalog.refresh() {
+            log::warn!("scanning overlay mounts: {e:#}");
+        }
+        for c in self.containers.values_mut() {
+            c.gone = true;
+        }
+        for e in self.catalog.entries().filter(|e| !e.gone) {
+            remember(&mut self.mounts, &mut self.containers, e);
+        }
+    }
+
+    /// The container and source layer of one copy-up: the kernel names the
+    /// overlay instance and the layer; this looks up what they are.
+    pub fn attribute(&mut self, ev: &CopyUp) -> (Attribution, Option<SourceLayer>) {
+        let Self {
+            catalog,
+            mounts,
+            containers,
+        } = self;
+        let entry = catalog.resolve(&ev.overlay);
+        if let Some(e) = entry {
+            // Periodic refreshes keep known entries current; only new ones
+            // are recorded here (the hot path).
+            let known = match &e.container {
+                Some(c) => containers.contains_key(&c.id),
+                None => mounts.contains_key(&e.key),
+            };
+            if !known {
+                remember(mounts, containers, e);
+            }
+        }
+        let source = ev.source.map(|s| {
+            let index = usize::from(s.layer);
+            // Only a regular file has data elsewhere (metacopy); a merged
+            // directory's deeper entries are not its source.
+            let data_index = s
+                .data_layer
+                .filter(|&d| ev.kind == FileKind::Regular && d != s.layer)
+                .map(usize::from);
+            match entry {
+                Some(e) => e.source_layer(index, data_index),
+                None => SourceLayer {
+                    index,
+                    diff_id: None,
+                    created_by: None,
+                    data_index,
+                },
+            }
+        });
+        let attr = Attribution {
+            container: entry
+                .and_then(|e| e.container.as_ref())
+                .map(|c| c.id.clone()),
+            layer: source.as_ref().map(|s| s.index),
+        };
+        (attr, source)
+    }
+
+    /// Every `--container` must match a running container.
+    pub fn check_filters(&self, filters: &[String]) -> anyhow::Result<()> {
+        let mut known: Vec<String> = self
+            .catalog
+            .entries()
+            .filter(|e| !e.gone)
+            .filter_map(|e| e.container.as_ref())
+            .map(|c| format!("{} ({})", c.display_name(), c.short_id()))
+            .collect();
+        known.sort();
+        for f in filters {
+            if self.catalog.matching(std::slice::from_ref(f)).is_empty() {
+                let list = if known.is_empty() {
+                    "no containers are running".to_string()
+                } else {
+                    format!("running containers: {}", known.join(", "))
+                };
+                anyhow::bail!("--container {f:?} matches no running container; {list}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The overlays of the running containers `filters` match, with the
+    /// containers' names.
+    pub fn filter_keys(&self, filters: &[String]) -> Vec<(OverlayKey, String)> {
+        self.catalog
+            .matching(filters)
+            .into_iter()
+            .map(|e| {
+                let name = e.container.as_ref().map_or("?", |c| c.display_name());
+                (e.key, name.to_string())
+            })
+            .collect()
+    }
+}
+
+fn remember(
+    mounts: &mut HashMap<OverlayKey, MountMeta>,
+    containers: &mut HashMap<String, KnownContainer>,
+    e: &MountEntry,
+) {
+    if !mounts.contains_key(&e.key) || !e.gone {
+        mounts.insert(
+            e.key,
+            MountMeta {
+                container: e.container.as_ref().map(|c| c.id.clone()),
+                mountpoint: Some(mounts::path_display(&e.mount.mountpoint)),
+                upperdir: e.mount.upperdir.as_deref().map(mounts::path_display),
+                lowerdirs: e
+                    .mount
+                    .lowerdirs
+                    .iter()
+                    .map(|p| mounts::path_display(p))
+                    .collect(),
+            },
+        );
+    }
+    if let Some(c) = &e.container {
+        containers.insert(
+            c.id.clone(),
+            KnownContainer {
+                info: c.clone(),
+                gone: e.gone,
+            },
+        );
+    }
+}
