@@ -100,6 +100,11 @@ pub struct Offsets {
     pub ovl_inode_oe: u32,
     /// [`LAYOUT_DENTRY`], [`LAYOUT_INODE`], or 0: lower stack unknown.
     pub lower_layout: u32,
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    /// `struct mnt_namespace::ns` plus `struct ns_common::inum`.
+    pub mnt_ns_inum: u32,
+    pub _pad: u32,
 }
 
 /// Which overlay instance an event belongs to, unique while it is mounted
@@ -181,7 +186,9 @@ pub struct CopyUpEvent {
     pub path_len: u32,
     /// Number of components stored in `path`.
     pub components: u32,
-    pub _pad: u32,
+    /// Mount namespace (inode number) of the writer: the host's for a
+    /// runtime setting a container up, the container's own for its processes.
+    pub mnt_ns: u32,
     /// Overlay layer index (1 = first lowerdir) of the topmost lower path of
     /// the dentry: the layer the kernel copies up from. [`NO_LAYER`] if unknown.
     pub lower_idx: u16,
@@ -220,7 +227,7 @@ impl LookupStats {
 }
 
 // Size checks: both sides compile these, so a layout change breaks the build.
-const _: () = assert!(core::mem::size_of::<Offsets>() == 24 * 4);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 28 * 4);
 const _: () = assert!(core::mem::size_of::<OverlayKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);

@@ -16,7 +16,10 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns, bpf_probe_read_kernel_str},
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns,
+            bpf_probe_read_kernel_str,
+        },
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -57,6 +60,10 @@ static OFFSETS: Offsets = Offsets {
     ovl_inode_vfs_inode: 0,
     ovl_inode_oe: 0,
     lower_layout: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
+    _pad: 0,
 };
 
 #[no_mangle]
@@ -377,7 +384,7 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         (*ev).tgid = tgid;
         (*ev).tid = tid;
         (*ev).ret = ret as i32;
-        (*ev)._pad = 0;
+        (*ev).mnt_ns = writer_mnt_ns(&offsets());
         (*ev).lower_idx = inflight.lower.idx;
         (*ev).data_idx = inflight.lower.data_idx;
         (*ev).lower_fsid = inflight.lower.fsid;
@@ -407,6 +414,19 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             "copy-up path on dev {} could not be read whole", inflight.overlay.dev
         );
     }
+}
+
+/// The mount namespace of the current task (0 if unreadable).
+#[inline(always)]
+fn writer_mnt_ns(o: &Offsets) -> u32 {
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    read_u64(task, o.task_nsproxy)
+        .filter(|&p| p != 0)
+        .and_then(|nsproxy| read_u64(nsproxy, o.nsproxy_mnt_ns))
+        .filter(|&p| p != 0)
+        .and_then(|ns| read_u32(ns, o.mnt_ns_inum))
+        .unwrap_or(0)
 }
 
 /// Writes the path of `dentry` relative to its overlay root into `ev.path`,

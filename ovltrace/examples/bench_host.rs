@@ -406,7 +406,7 @@ fn raw_event(path: &[&str], size: u64, start_ns: u64) -> Vec<u8> {
         flags: FLAG_DATA_COPY,
         path_len: 0,
         components: 0,
-        _pad: 0,
+        mnt_ns: 0,
         lower_idx: NO_LAYER,
         data_idx: NO_LAYER,
         lower_fsid: 0,

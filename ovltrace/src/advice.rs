@@ -245,6 +245,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             path_truncated: false,
             comm: "x".into(),
+            mnt_ns: 0,
             source: None,
         }
     }
@@ -253,6 +254,7 @@ mod tests {
         Attribution {
             container: Some(c.into()),
             layer: Some(2),
+            outside: false,
         }
     }
 

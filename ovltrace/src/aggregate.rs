@@ -92,6 +92,9 @@ pub struct Attribution {
     pub container: Option<String>,
     /// Overlay index of the lower layer the file came from (1 = first lowerdir).
     pub layer: Option<usize>,
+    /// The writer was outside the container: in the tracer's (the host's)
+    /// mount namespace, as a runtime is while it sets a container up.
+    pub outside: bool,
 }
 
 /// Copy-ups from one source layer.
@@ -126,6 +129,9 @@ pub struct FileAgg {
     pub max_ns: u64,
     pub errors: u64,
     pub truncated: bool,
+    /// Some copy-up of it was made from outside the container (see
+    /// [`Attribution::outside`]).
+    pub outside: bool,
     // Inline storage: most files are copied up once, by one process.
     samples: SmallVec<[u64; 2]>,
     /// Distinct process ids, sorted (bounded).
@@ -147,6 +153,7 @@ impl FileAgg {
             max_ns: 0,
             errors: 0,
             truncated: false,
+            outside: false,
             samples: SmallVec::new(),
             pids: SmallVec::new(),
             comms: SmallVec::new(),
@@ -263,12 +270,11 @@ impl Aggregator {
             container: attr.container.clone(),
             path: ev.path.clone(),
         };
-        self.files
-            .entry(key)
-            .or_insert_with(|| {
-                FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index))
-            })
-            .add(ev);
+        let f = self.files.entry(key).or_insert_with(|| {
+            FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index))
+        });
+        f.outside |= attr.outside;
+        f.add(ev);
         if self.files.len() > self.max_files {
             self.prune();
         }
@@ -394,6 +400,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             path_truncated: false,
             comm: "sh".into(),
+            mnt_ns: 0,
             source: None,
         }
     }
@@ -410,10 +417,12 @@ mod tests {
         let web = Attribution {
             container: Some("c1".into()),
             layer: Some(3),
+            outside: false,
         };
         let db = Attribution {
             container: Some("c2".into()),
             layer: Some(2),
+            outside: false,
         };
         let src = SourceLayer {
             index: 3,
@@ -452,10 +461,12 @@ mod tests {
         let one = Attribution {
             container: Some("c1".into()),
             layer: Some(2),
+            outside: false,
         };
         let two = Attribution {
             container: Some("c2".into()),
             layer: Some(2),
+            outside: false,
         };
         a.add(&ev(7, "etc/app.conf", 100, 10), &one, None);
         a.add(&ev(7, "etc/app.conf", 100, 10), &two, None);

@@ -17,14 +17,19 @@ use crate::{
 /// the final report still name them.
 pub struct Tracker {
     catalog: Catalog,
+    /// The tracer's own mount namespace (inode number; 0 unknown).
+    host_mnt_ns: u32,
     mounts: HashMap<OverlayKey, MountMeta>,
     containers: HashMap<String, KnownContainer>,
 }
 
 impl Tracker {
     pub fn new(catalog: Catalog) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let host_mnt_ns = std::fs::metadata("/proc/self/ns/mnt").map_or(0, |m| m.ino() as u32);
         Self {
             catalog,
+            host_mnt_ns,
             mounts: HashMap::new(),
             containers: HashMap::new(),
         }
@@ -60,6 +65,7 @@ impl Tracker {
             catalog,
             mounts,
             containers,
+            host_mnt_ns,
         } = self;
         let entry = catalog.resolve(&ev.overlay);
         if let Some(e) = entry {
@@ -96,6 +102,7 @@ impl Tracker {
                 .and_then(|e| e.container.as_ref())
                 .map(|c| c.id.clone()),
             layer: source.as_ref().map(|s| s.index),
+            outside: *host_mnt_ns != 0 && ev.mnt_ns == *host_mnt_ns,
         };
         (attr, source)
     }

@@ -89,6 +89,10 @@ impl KernelBtf {
             inode_i_ino: member_offset(b, "inode", "i_ino")?,
             vfsmount_mnt_root: member_offset(b, "vfsmount", "mnt_root")?,
             vfsmount_mnt_sb: member_offset(b, "vfsmount", "mnt_sb")?,
+            task_nsproxy: member_offset(b, "task_struct", "nsproxy")?,
+            nsproxy_mnt_ns: member_offset(b, "nsproxy", "mnt_ns")?,
+            mnt_ns_inum: member_offset(b, "mnt_namespace", "ns")?
+                + member_offset(b, "ns_common", "inum")?,
             ..Offsets::default()
         })
     }

@@ -60,6 +60,8 @@ pub struct CopyUp {
     pub path: Vec<u8>,
     pub path_truncated: bool,
     pub comm: String,
+    /// Mount namespace of the writer (inode number; 0 unknown).
+    pub mnt_ns: u32,
     /// Where the kernel copied the file from, read from overlay's lower
     /// stack (`None`: this kernel's overlay types are unknown).
     pub source: Option<Source>,
@@ -146,6 +148,7 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
         path: join_components(&ev.path[..ev.path_len as usize]),
         path_truncated: ev.flags & (FLAG_PATH_TRUNCATED | FLAG_PATH_FAULT) != 0,
         comm: cstr_lossy(&ev.comm),
+        mnt_ns: ev.mnt_ns,
         source: (ev.lower_idx != NO_LAYER).then(|| Source {
             layer: ev.lower_idx,
             data_layer: (ev.data_idx != NO_LAYER).then_some(ev.data_idx),
@@ -196,7 +199,7 @@ pub(crate) mod tests {
             flags,
             path_len: 0,
             components: 0,
-            _pad: 0,
+            mnt_ns: 4026531841,
             lower_idx: 2,
             data_idx: 3,
             lower_fsid: 0,

@@ -348,6 +348,7 @@ mod tests {
                 path: format!("f{i}").into_bytes(),
                 path_truncated: false,
                 comm: "sh".into(),
+                mnt_ns: 0,
                 source: None,
             };
             agg.add(&ev, &Default::default(), None);

@@ -83,6 +83,7 @@ fn ev(dev: u32, path: &str, latency_ns: u64, bytes: u64) -> CopyUp {
         path: path.as_bytes().to_vec(),
         path_truncated: false,
         comm: "sh".into(),
+        mnt_ns: 0,
         source: None,
     }
 }
@@ -141,6 +142,7 @@ fn busy_report() -> Report {
         let attr = Attribution {
             container: Some(id.clone()),
             layer: Some(1),
+            outside: false,
         };
         let source = SourceLayer {
             index: 1,

@@ -520,6 +520,7 @@ impl Merger {
                     x.errors = x.errors.saturating_add(f.errors);
                     x.total_ns = x.total_ns.saturating_add(f.total_ns);
                     x.path_truncated |= f.path_truncated;
+                    x.outside |= f.outside;
                     x.latency_ns = Latency {
                         min: x.latency_ns.min.min(f.latency_ns.min),
                         p50: x.latency_ns.p50.max(f.latency_ns.p50),
@@ -772,6 +773,7 @@ mod tests {
                     path: format!("d{dir}/f{file}").into_bytes(),
                     path_truncated: false,
                     comm: format!("p{}", rng.below(3)),
+                    mnt_ns: 0,
                     source: None,
                 };
                 let index = 2 + rng.below(2) as usize;
@@ -782,6 +784,7 @@ mod tests {
                             Attribution {
                                 container: Some(cs[c].id.clone()),
                                 layer: Some(index),
+                                outside: false,
                             },
                             Some(SourceLayer {
                                 index,
@@ -795,6 +798,7 @@ mod tests {
                         Attribution {
                             container: None,
                             layer: Some(index),
+                            outside: false,
                         },
                         None,
                     ),

@@ -160,6 +160,11 @@ pub struct CopyUpFile {
     pub latency_ns: Latency,
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
+    /// Some copy-up of this file was made from outside the container, from
+    /// the host's mount namespace: the runtime setting the container up (or a
+    /// host process), not the container's own processes.
+    #[serde(default)]
+    pub outside: bool,
 }
 
 /// Copy-ups attributed to one source layer. The same image layer used by
@@ -533,6 +538,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 },
                 pids: f.pids.iter().copied().collect(),
                 comms: f.comms.iter().cloned().collect(),
+                outside: f.outside,
             }
         })
         .collect();

@@ -730,6 +730,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             path_truncated: false,
             comm: "sh".into(),
+            mnt_ns: 0,
             source: None,
         }
     }
@@ -804,6 +805,7 @@ mod tests {
             let attr = Attribution {
                 container: container.map(Into::into),
                 layer: container.map(|_| 1),
+                outside: false,
             };
             self.agg
                 .add(e, &attr, container.is_some().then_some(&source));

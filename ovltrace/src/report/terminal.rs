@@ -528,6 +528,7 @@ pub(crate) mod tests {
             latency_ns: Default::default(),
             pids: vec![],
             comms: vec![],
+            outside: false,
         };
         assert_eq!(
             instruction(&f("/bin/sh -c #(nop) COPY file:ab in /app/ ")),
@@ -612,12 +613,14 @@ pub(crate) mod tests {
             path: path.to_vec(),
             path_truncated: false,
             comm: comm.into(),
+            mnt_ns: 0,
             source: None,
         };
         let mut agg = Aggregator::new(100);
         let in_web = |layer: usize| Attribution {
             container: Some(web.id.clone()),
             layer: Some(layer),
+            outside: false,
         };
         let app_layer = SourceLayer {
             index: 2,

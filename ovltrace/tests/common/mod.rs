@@ -87,6 +87,7 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
         let attr = Attribution {
             container: Some(info.id.clone()),
             layer: Some(2),
+            outside: false,
         };
         for (j, path) in s.paths.iter().enumerate() {
             for k in 0..(i + 2) {
@@ -123,6 +124,7 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
         &Attribution {
             container: None,
             layer: Some(1),
+            outside: false,
         },
         None,
     );
@@ -170,6 +172,7 @@ fn event(dev: Dev, path: &[u8], latency_ns: u64, bytes: u64) -> CopyUp {
         path: path.to_vec(),
         path_truncated: false,
         comm: "writer".into(),
+        mnt_ns: 0,
         source: None,
     }
 }
