@@ -27,14 +27,21 @@ const MODES: &[&str] = &["kprobe", "fentry"];
 
 const SCRIPT: &str = r#"
 set -e
-# Starts `ovltrace run` for the scenario $1 with probe mode $2; waits until
-# it traces.
+# Starts `ovltrace run` for the scenario $1 with probe mode $2 and waits
+# until it traces. When it cannot, prints its stderr and fails: the scenario
+# is skipped, the other modes still run, and the host reports the missing
+# JSON report.
 start_tracer() {
     ovltrace run --probe $2 --top 50 --json /tmp/$1.json > /tmp/$1.txt 2>/tmp/$1.err &
     pid=$!
     i=0
     until grep -q '^Tracing' /tmp/$1.err; do
-        i=$((i+1)); [ $i -lt 300 ] || { cat /tmp/$1.err; exit 3; }
+        i=$((i+1))
+        if [ $i -ge 300 ] || ! kill -0 $pid 2>/dev/null; then
+            kill $pid 2>/dev/null || true
+            ovl_section err-$1 /tmp/$1.err
+            return 1
+        fi
         sleep 0.1
     done
 }
@@ -87,7 +94,7 @@ layers() {
     grep " $b/merged " /proc/self/mountinfo | cut -d' ' -f3 | ovl_section dev-$name
     # l2/opq is opaque: l3's opq/other is hidden.
     [ ! -e $b/merged/opq/other ] || { echo "opq is not opaque"; exit 5; }
-    start_tracer $name $1
+    start_tracer $name $1 || return 0
     m=$b/merged
     echo x >> $m/shadowed
     echo x >> $m/newdir/file
@@ -102,7 +109,7 @@ reuse() {
     name=reuse-$1; b=/tmp/$name
     mkdir -p $b/lower $b/upA $b/workA $b/A $b/upB $b/workB $b/B
     for f in FILES_A FILES_B; do echo $f > $b/lower/$f; done
-    start_tracer $name $1
+    start_tracer $name $1 || return 0
 
     mount -t overlay overlay -o lowerdir=$b/lower,upperdir=$b/upA,workdir=$b/workA $b/A
     devA=$(grep " $b/A " /proc/self/mountinfo | cut -d' ' -f3)
@@ -217,12 +224,19 @@ impl<'a> Checks<'a> {
     }
 }
 
-fn report(out: &vm::VmOutput, name: &str) -> (String, Value) {
-    let json = out
-        .section(&format!("json-{name}"))
-        .unwrap_or_else(|| panic!("no JSON report for {name}\n{}", out.dump()));
-    let r = serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad JSON ({e}): {json}"));
-    (json, r)
+/// The JSON report of scenario `name`, or the failure message (with
+/// ovltrace's stderr) when the tracer did not run.
+fn report(out: &vm::VmOutput, name: &str) -> Result<(String, Value), String> {
+    let Some(json) = out.section(&format!("json-{name}")) else {
+        return Err(format!(
+            "{name}: no JSON report; ovltrace's stderr:\n{}",
+            out.section(&format!("err-{name}")).unwrap_or_default()
+        ));
+    };
+    match serde_json::from_str(&json) {
+        Ok(r) => Ok((json, r)),
+        Err(e) => Err(format!("{name}: bad JSON ({e}):\n{json}")),
+    }
 }
 
 fn section(out: &vm::VmOutput, name: &str) -> String {
@@ -242,7 +256,10 @@ fn check_layers(out: &vm::VmOutput, mode: &str) -> Option<String> {
     let name = format!("layers-{mode}");
     // Size and blocks of l2/meta: metadata only.
     assert_eq!(section(out, &format!("meta-l2-{mode}")), "777 0");
-    let (json, r) = report(out, &name);
+    let (json, r) = match report(out, &name) {
+        Ok(report) => report,
+        Err(e) => return Some(e),
+    };
     let mut c = Checks::new(&name, &json);
     check_run(&mut c, &r, mode);
     let mountpoint = format!("/tmp/{name}/merged");
@@ -297,10 +314,13 @@ fn check_layers(out: &vm::VmOutput, mode: &str) -> Option<String> {
 
 fn check_reuse(out: &vm::VmOutput, mode: &str) -> Option<String> {
     let name = format!("reuse-{mode}");
+    let (json, r) = match report(out, &name) {
+        Ok(report) => report,
+        Err(e) => return Some(e),
+    };
     let dev = section(out, &format!("devA-{mode}"));
     // The script fails unless B got A's device number; printed for the record.
     assert_eq!(dev, section(out, &format!("devB-{mode}")));
-    let (json, r) = report(out, &name);
     let mut c = Checks::new(&name, &json);
     check_run(&mut c, &r, mode);
     let mp_a = format!("/tmp/{name}/A");
