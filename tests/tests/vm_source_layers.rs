@@ -8,11 +8,13 @@
 //!    the old name in l3), a metadata-only copy (`metacopy=on`: the inode in
 //!    l2, the data in l3) and an opaque directory hiding a same-named file in
 //!    l3. Plus a file shadowed in all three layers and an 8-level-deep file.
-//!    Listing the layer directories for the copied-up path cannot get the
-//!    first two right; the kernel's own lower stack does.
+//!    Looking the copied-up path up in each layer directory finds neither
+//!    the redirected file (it is not at that path in any layer) nor the
+//!    metacopy file's data layer; the kernel's own lower stack has both.
 //! 2. `reuse-MODE`: two overlays mounted one after the other that get the
-//!    same anonymous device number; their copy-ups and lookups must stay
-//!    apart, each with its own mountpoint.
+//!    same anonymous device number (the lowest free minor: A's, freed by its
+//!    umount); their copy-ups and lookups must stay apart, each with its own
+//!    mountpoint.
 //!
 //! Each scenario runs once per probe mode of [`MODES`], on fresh overlays in
 //! the same boot (a file is copied up only once).
