@@ -1,13 +1,18 @@
 //! Fentry programs.
 
+use std::os::fd::BorrowedFd;
+
 use aya_obj::{
     btf::{Btf, BtfKind},
     generated::{bpf_attach_type::BPF_TRACE_FENTRY, bpf_prog_type::BPF_PROG_TYPE_TRACING},
 };
 
-use crate::programs::{
-    FdLink, FdLinkId, ProgramData, ProgramError, ProgramType, define_link_wrapper,
-    load_program_with_attach_type, utils::attach_raw_tracepoint,
+use crate::{
+    programs::{
+        FdLink, FdLinkId, ProgramData, ProgramError, ProgramType, define_link_wrapper,
+        load_program_with_attach_type, utils::attach_raw_tracepoint,
+    },
+    sys::SyscallError,
 };
 
 /// A program that can be attached to the entry point of (almost) any kernel
@@ -61,7 +66,36 @@ impl FEntry {
     /// running kernel.
     pub fn load(&mut self, fn_name: &str, btf: &Btf) -> Result<(), ProgramError> {
         let Self { data } = self;
+        data.attach_btf_obj_fd = None;
         data.attach_btf_id = Some(btf.id_by_type_name_kind(fn_name, BtfKind::Func)?);
+        load_program_with_attach_type(BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, data)
+    }
+
+    /// Loads the program inside the kernel, to run when a function of a
+    /// kernel module is entered.
+    ///
+    /// Module functions are described by the module's own (split) BTF, not by
+    /// vmlinux BTF, so [`FEntry::load`] cannot find them. `btf_obj_fd` is the
+    /// module's BTF object as the kernel knows it (walk `BPF_BTF_GET_NEXT_ID`,
+    /// open each id with `BPF_BTF_GET_FD_BY_ID` and keep the one whose
+    /// `bpf_btf_info::name` is the module's name), and `attach_btf_id` is the
+    /// id of the function's `BTF_KIND_FUNC` type in that BTF (split BTF ids
+    /// continue after vmlinux's last id, as in `/sys/kernel/btf/<module>`).
+    /// The descriptor is duplicated; the caller keeps its own.
+    pub fn load_from_module(
+        &mut self,
+        attach_btf_id: u32,
+        btf_obj_fd: BorrowedFd<'_>,
+    ) -> Result<(), ProgramError> {
+        let Self { data } = self;
+        let btf_obj_fd = btf_obj_fd
+            .try_clone_to_owned()
+            .map_err(|io_error| SyscallError {
+                call: "dup",
+                io_error,
+            })?;
+        data.attach_btf_obj_fd = Some(btf_obj_fd.into());
+        data.attach_btf_id = Some(attach_btf_id);
         load_program_with_attach_type(BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, data)
     }
 
