@@ -198,6 +198,81 @@ pub fn func_id(split: &Btf, func: &str) -> Option<u32> {
         .find(|&id| matches!(split.resolve_type_by_id(id), Ok(Type::Func(_))))
 }
 
+/// Synthetic vmlinux and overlay-module BTF for hermetic tests.
+#[cfg(test)]
+pub(crate) mod test_btf {
+    use std::path::PathBuf;
+
+    use btf_rs::Btf;
+
+    use crate::btf::KernelBtf;
+
+    pub const KIND_INT: u32 = 1 << 24;
+    pub const KIND_FUNC: u32 = 12 << 24;
+    pub const KIND_FUNC_PROTO: u32 = 13 << 24;
+
+    /// A BTF blob: header, type section and string section.
+    pub fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+        let type_len = (types.len() * 4) as u32;
+        let mut b = Vec::new();
+        b.extend_from_slice(&0xeb9fu16.to_le_bytes()); // magic
+        b.push(1); // version
+        b.push(0); // flags
+        for v in [24u32, 0, type_len, type_len, strings.len() as u32] {
+            // hdr_len, type_off, type_len, str_off, str_len
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for t in types {
+            b.extend_from_slice(&t.to_le_bytes());
+        }
+        b.extend_from_slice(strings);
+        b
+    }
+
+    /// String table under construction; offsets start at `base`.
+    struct Strings(u32, Vec<u8>);
+
+    impl Strings {
+        fn add(&mut self, s: &str) -> u32 {
+            let off = self.0 + self.1.len() as u32;
+            self.1.extend_from_slice(s.as_bytes());
+            self.1.push(0);
+            off
+        }
+    }
+
+    /// vmlinux: [1] int, [2] `int (int ofs, int dentry, int new, int len)`,
+    /// [3] func `vfs_read`; then each of `vmlinux_funcs` as a func of type 2.
+    /// The overlay module's split BTF holds `module_funcs` the same way, with
+    /// ids after vmlinux's. No overlay BTF when `module_funcs` is None.
+    pub fn kernel(vmlinux_funcs: &[&str], module_funcs: Option<&[&str]>) -> KernelBtf {
+        let mut st = Strings(0, vec![0]);
+        let mut t = vec![st.add("int"), KIND_INT, 4, 0x20];
+        t.extend([0, KIND_FUNC_PROTO | 4, 1]);
+        for p in ["ofs", "dentry", "new", "len"] {
+            t.extend([st.add(p), 1]);
+        }
+        t.extend([st.add("vfs_read"), KIND_FUNC, 2]);
+        for f in vmlinux_funcs {
+            t.extend([st.add(f), KIND_FUNC, 2]);
+        }
+        let vmlinux = Btf::from_bytes(&blob(&t, &st.1)).unwrap();
+        let overlay = module_funcs.map(|funcs| {
+            let mut mst = Strings(st.1.len() as u32, Vec::new());
+            let mut mt = Vec::new();
+            for f in funcs {
+                mt.extend([mst.add(f), KIND_FUNC, 2]);
+            }
+            Btf::from_split_bytes(&blob(&mt, &mst.1), &vmlinux).unwrap()
+        });
+        KernelBtf {
+            vmlinux,
+            overlay,
+            vmlinux_path: PathBuf::from("/synthetic/vmlinux"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::mem::{align_of, offset_of};
@@ -230,85 +305,23 @@ mod tests {
         assert_eq!(c_name(b"ov\xffl\0"), "ov\u{fffd}l");
     }
 
-    /// A BTF blob: header, the given type section and string section.
-    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
-        let type_len = (types.len() * 4) as u32;
-        let mut b = Vec::new();
-        b.extend_from_slice(&0xeb9fu16.to_le_bytes()); // magic
-        b.push(1); // version
-        b.push(0); // flags
-        for v in [24u32, 0, type_len, type_len, strings.len() as u32] {
-            // hdr_len, type_off, type_len, str_off, str_len
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        for t in types {
-            b.extend_from_slice(&t.to_le_bytes());
-        }
-        b.extend_from_slice(strings);
-        b
-    }
-
-    const KIND_INT: u32 = 1 << 24;
-    const KIND_FUNC: u32 = 12 << 24;
-    const KIND_FUNC_PROTO: u32 = 13 << 24;
-
-    /// vmlinux: 1 int, 2 proto `int (void)`, 3 func `vfs_read`, 4 func `twin`.
-    fn base() -> Btf {
-        let strings = b"\0int\0vfs_read\0twin\0";
-        let types = [
-            1,
-            KIND_INT,
-            4,
-            0x20, // [1] int: name "int", size 4, 32 bits
-            0,
-            KIND_FUNC_PROTO,
-            1, // [2] int (void)
-            5,
-            KIND_FUNC,
-            2, // [3] vfs_read
-            14,
-            KIND_FUNC,
-            2, // [4] twin
-        ];
-        Btf::from_bytes(&blob(&types, strings)).unwrap()
-    }
-
-    /// The module: 5 func `ovl_lookup`, 6 a struct-less int named
-    /// `ovl_copy_up_one` (not a function), 7 func `twin`. Strings continue
-    /// after the base's, types after id 4.
-    fn module(base: &Btf) -> Btf {
-        let base_str_len = b"\0int\0vfs_read\0twin\0".len() as u32;
-        let strings = b"\0ovl_lookup\0ovl_copy_up_one\0twin\0";
-        let s = |off: u32| base_str_len + off;
-        let types = [
-            s(1),
-            KIND_FUNC,
-            2, // [5] ovl_lookup
-            s(12),
-            KIND_INT,
-            4,
-            0x20, // [6] int named ovl_copy_up_one
-            s(28),
-            KIND_FUNC,
-            2, // [7] twin
-        ];
-        Btf::from_split_bytes(&blob(&types, strings), base).unwrap()
-    }
-
     #[test]
     fn split_ids_continue_after_the_base() {
-        let base = base();
-        let m = module(&base);
-        assert_eq!(func_id(&m, "ovl_lookup"), Some(5));
-        // Only functions count.
-        assert_eq!(func_id(&m, "ovl_copy_up_one"), None);
+        // vmlinux ids 1..=3 plus `twin` (4); the module's follow from 5.
+        let k = test_btf::kernel(&["twin"], Some(&["ovl_lookup", "twin", "ovl_copy_up_one"]));
+        let m = k.overlay.as_ref().unwrap();
+        assert_eq!(func_id(m, "ovl_lookup"), Some(5));
         // The module's own function, not vmlinux's namesake.
-        assert_eq!(func_id(&m, "twin"), Some(7));
-        // vmlinux functions are not the module's.
-        assert_eq!(func_id(&m, "vfs_read"), None);
-        assert_eq!(func_id(&m, "absent"), None);
+        assert_eq!(func_id(m, "twin"), Some(6));
+        assert_eq!(func_id(m, "ovl_copy_up_one"), Some(7));
+        // vmlinux functions are not the module's; non-functions do not count.
+        assert_eq!(func_id(m, "vfs_read"), None);
+        assert_eq!(func_id(m, "int"), None);
+        assert_eq!(func_id(m, "absent"), None);
         // A base (non-split) BTF has no module part.
-        assert_eq!(func_id(&base, "vfs_read"), None);
+        assert_eq!(func_id(&k.vmlinux, "vfs_read"), None);
+        // The module's prototypes resolve through vmlinux's types.
+        assert_eq!(k.param_index("ovl_copy_up_one", "len"), Some(3));
     }
 
     /// The walk against the real kernel: vmlinux's BTF object is kernel BTF
