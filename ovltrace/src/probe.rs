@@ -141,30 +141,28 @@ pub fn plan(mode: ProbeMode, btf: Option<&KernelBtf>, kallsyms: &str) -> Plan {
         }
     });
     let fentry_btf = fentry_btf(btf, data_copy.as_ref().map(|(s, _)| btf_name(s)));
-    let (fentry_first, why) = match &fentry_btf {
+    // Where fentry would find the functions, and whether it can be tried.
+    let (fentry_possible, whence) = match &fentry_btf {
         FentryBtf::Vmlinux => (
             true,
-            "overlay is built in (functions in vmlinux BTF): fentry, kprobe fallback".to_string(),
+            "overlay is built in (functions in vmlinux BTF): fentry".to_string(),
         ),
         FentryBtf::Module(_) => (
             true,
-            format!(
-                "overlay is a module with BTF ({OVERLAY_BTF}): fentry on the module, kprobe \
-                 fallback"
-            ),
+            format!("overlay is a module with BTF ({OVERLAY_BTF}): fentry on the module"),
         ),
         FentryBtf::Missing if btf.is_some_and(|b| b.overlay.is_some()) => (
             false,
             format!(
                 "{COPY_UP_FN}/{LOOKUP_FN} are in neither vmlinux BTF nor the overlay module's \
-                 BTF ({OVERLAY_BTF}): kprobe"
+                 BTF ({OVERLAY_BTF})"
             ),
         ),
         FentryBtf::Missing => (
             false,
             format!(
                 "overlay functions are not in vmlinux BTF and {OVERLAY_BTF} does not exist \
-                 (module without BTF, or not loaded): kprobe"
+                 (module without BTF, or not loaded)"
             ),
         ),
     };
@@ -179,17 +177,21 @@ pub fn plan(mode: ProbeMode, btf: Option<&KernelBtf>, kallsyms: &str) -> Plan {
         }
     }
     let order = match mode {
+        ProbeMode::Fentry if fentry_possible => {
+            notes.push(format!("--probe fentry: {whence}, no fallback"));
+            vec![Strategy::Fentry]
+        }
         ProbeMode::Fentry => {
-            notes.push(format!("--probe fentry: {why}; no fallback"));
+            notes.push(format!("--probe fentry: {whence}: fentry cannot work"));
             vec![Strategy::Fentry]
         }
         ProbeMode::Kprobe => vec![Strategy::Kprobe],
-        ProbeMode::Auto if fentry_first => {
-            notes.push(why);
+        ProbeMode::Auto if fentry_possible => {
+            notes.push(format!("{whence}, kprobe fallback"));
             vec![Strategy::Fentry, Strategy::Kprobe]
         }
         ProbeMode::Auto => {
-            notes.push(why);
+            notes.push(format!("{whence}: kprobe"));
             vec![Strategy::Kprobe]
         }
     };
