@@ -123,8 +123,8 @@ impl KernelBtf {
         Ok(())
     }
 
-    /// Whether `func` is described in vmlinux BTF (a precondition for fentry
-    /// with aya 0.14, which cannot target module BTF).
+    /// Whether `func` is described in vmlinux BTF (overlay built in: fentry
+    /// resolves it by name; otherwise see `module_btf`).
     pub fn vmlinux_has_func(&self, func: &str) -> bool {
         find_func_proto(&self.vmlinux, func).is_some()
     }

@@ -30,7 +30,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProbeMode {
-    /// fentry/fexit where the functions are in vmlinux BTF, else kprobes.
+    /// fentry/fexit where the functions have BTF (vmlinux, or the overlay
+    /// module's), falling back to kprobes.
     Auto,
     Fentry,
     Kprobe,

@@ -1,7 +1,7 @@
 //! `ovltrace doctor`: what this kernel supports and what `run` would do.
 //! Every line is a check that was performed, not assumed.
 
-use std::{fmt::Write as _, path::Path, process::ExitCode};
+use std::{fmt::Write as _, os::fd::AsFd as _, path::Path, process::ExitCode};
 
 use anyhow::Result;
 use aya::{programs::FEntry, Btf};
@@ -9,8 +9,8 @@ use aya::{programs::FEntry, Btf};
 use crate::{
     btf::{KernelBtf, OVERLAY_BTF, VMLINUX_BTF},
     cli::DoctorArgs,
-    privilege,
-    probe::{self, COPY_UP_FN, LOOKUP_FN},
+    module_btf, privilege,
+    probe::{self, FentryBtf, COPY_UP_FN, LOOKUP_FN, OVERLAY_MODULE},
     run,
 };
 
@@ -144,10 +144,10 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
             "not supported (CONFIG_KPROBES is not set)"
         },
     );
-    let (fentry_ok, fentry) = fentry_can_load(builtin);
+    let plan = probe::plan(args.probe, btf.as_ref().ok(), &kallsyms);
+    let (fentry_ok, fentry) = fentry_can_load(&plan.fentry_btf);
     o.line(Some(fentry_ok), "fentry", fentry);
 
-    let plan = probe::plan(args.probe, btf.as_ref().ok(), &kallsyms);
     let order: Vec<String> = plan.order.iter().map(|s| s.to_string()).collect();
     o.line(None, "attach plan", order.join(" then "));
     for n in &plan.notes {
@@ -251,19 +251,32 @@ fn map_access_line(o: &mut Out, ebpf: &aya::Ebpf) {
     }
 }
 
-/// Tries to load (not attach) an fentry program: on ovl_lookup when overlay is
-/// built in, else on vfs_read, which every kernel has.
-fn fentry_can_load(builtin: bool) -> (bool, String) {
-    let target = if builtin { LOOKUP_FN } else { "vfs_read" };
+/// Tries to load (not attach) an fentry program: on ovl_lookup where it has
+/// BTF (vmlinux when overlay is built in, the overlay module's BTF object when
+/// it is a module), else on vfs_read, which every kernel has.
+fn fentry_can_load(fentry_btf: &FentryBtf) -> (bool, String) {
+    let target = match fentry_btf {
+        FentryBtf::Vmlinux => LOOKUP_FN.to_string(),
+        FentryBtf::Module(m) => format!("{OVERLAY_MODULE}:{LOOKUP_FN}, BTF id {}", m.lookup),
+        FentryBtf::Missing => "vfs_read".to_string(),
+    };
     let result = (|| -> Result<()> {
         let mut p = run::prepare(crate::cli::ProbeMode::Fentry, 1 << 16, false)?;
-        let btf = Btf::from_sys_fs()?;
         let prog: &mut FEntry = p
             .ebpf
             .program_mut("fe_lookup")
             .ok_or_else(|| anyhow::anyhow!("fe_lookup missing"))?
             .try_into()?;
-        prog.load(target, &btf)?;
+        match fentry_btf {
+            FentryBtf::Module(m) => {
+                let obj = module_btf::open(OVERLAY_MODULE)?.ok_or_else(|| {
+                    anyhow::anyhow!("no kernel BTF object named {OVERLAY_MODULE:?}")
+                })?;
+                prog.load_from_module(m.lookup, obj.fd.as_fd())?;
+            }
+            FentryBtf::Vmlinux => prog.load(LOOKUP_FN, &Btf::from_sys_fs()?)?,
+            FentryBtf::Missing => prog.load("vfs_read", &Btf::from_sys_fs()?)?,
+        }
         Ok(())
     })();
     match result {

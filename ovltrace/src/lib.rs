@@ -22,6 +22,7 @@ pub mod event;
 pub mod exporter;
 pub mod layers;
 pub mod live;
+pub mod module_btf;
 pub mod mounts;
 pub mod privilege;
 pub mod probe;

@@ -1,17 +1,24 @@
-//! Attach strategy: fentry/fexit when the overlay functions are in vmlinux BTF
-//! (overlay built in), kprobe/kretprobe otherwise. The choice is made by trying,
-//! not by guessing from the kernel version: a kernel can have fentry in its
-//! config and still refuse it (lockdown, missing trampolines).
+//! Attach strategy: fentry/fexit when the overlay functions have BTF, in
+//! vmlinux (overlay built in) or in the overlay module's own BTF (overlay.ko,
+//! /sys/kernel/btf/overlay), kprobe/kretprobe otherwise. The choice is made by
+//! trying, not by guessing from the kernel version: a kernel can have fentry in
+//! its config and still refuse it (lockdown, missing trampolines), or a function
+//! can have BTF but exist only as a compiler clone (`.isra.N`) fentry cannot
+//! target.
 
-use std::fmt;
+use std::{fmt, os::fd::BorrowedFd};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     programs::{FEntry, FExit, KProbe},
     Btf, Ebpf,
 };
 
-use crate::{btf::KernelBtf, cli::ProbeMode};
+use crate::{
+    btf::{KernelBtf, OVERLAY_BTF},
+    cli::ProbeMode,
+    module_btf,
+};
 
 /// Kernel functions the tracer hooks.
 pub const COPY_UP_FN: &str = "ovl_copy_up_one";
@@ -44,11 +51,36 @@ pub struct Symbols {
     pub data_copy: Option<(String, u32)>,
 }
 
+/// Where fentry/fexit find the overlay functions' BTF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FentryBtf {
+    /// overlay is built in: aya resolves the names in vmlinux BTF.
+    Vmlinux,
+    /// overlay is a module: the functions' type ids in its split BTF
+    /// (/sys/kernel/btf/overlay), loaded against the module's BTF object.
+    Module(ModuleFuncs),
+    /// Neither describes them: fentry cannot be tried.
+    Missing,
+}
+
+/// Type ids of the overlay functions in the overlay module's BTF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleFuncs {
+    pub copy_up: u32,
+    pub lookup: u32,
+    /// The planned data-copy function's id, when it has one.
+    pub data_copy: Option<u32>,
+}
+
+/// The module whose BTF describes the overlay functions when it is not built in.
+pub const OVERLAY_MODULE: &str = "overlay";
+
 /// What `run` will try, in order, and why.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub order: Vec<Strategy>,
     pub symbols: Symbols,
+    pub fentry_btf: FentryBtf,
     /// Human-readable reasons behind the order, shown by `doctor`.
     pub notes: Vec<String>,
 }
@@ -80,6 +112,12 @@ pub fn find_symbol(kallsyms: &str, name: &str) -> Option<String> {
     clone
 }
 
+/// A function's name as BTF knows it: without the `.isra.N`/`.constprop.N`
+/// suffix of the clone kallsyms may list.
+fn btf_name(sym: &str) -> &str {
+    sym.split('.').next().unwrap_or(sym)
+}
+
 pub fn plan(mode: ProbeMode, btf: Option<&KernelBtf>, kallsyms: &str) -> Plan {
     let mut notes = Vec::new();
     let copy_up = find_symbol(kallsyms, COPY_UP_FN);
@@ -102,21 +140,58 @@ pub fn plan(mode: ProbeMode, btf: Option<&KernelBtf>, kallsyms: &str) -> Plan {
             }
         }
     });
-    let in_vmlinux =
-        btf.is_some_and(|b| b.vmlinux_has_func(COPY_UP_FN) && b.vmlinux_has_func(LOOKUP_FN));
+    let fentry_btf = fentry_btf(btf, data_copy.as_ref().map(|(s, _)| btf_name(s)));
+    // Where fentry would find the functions, and whether it can be tried.
+    let (fentry_possible, whence) = match &fentry_btf {
+        FentryBtf::Vmlinux => (
+            true,
+            "overlay is built in (functions in vmlinux BTF): fentry".to_string(),
+        ),
+        FentryBtf::Module(_) => (
+            true,
+            format!("overlay is a module with BTF ({OVERLAY_BTF}): fentry on the module"),
+        ),
+        FentryBtf::Missing if btf.is_some_and(|b| b.overlay.is_some()) => (
+            false,
+            format!(
+                "{COPY_UP_FN}/{LOOKUP_FN} are in neither vmlinux BTF nor the overlay module's \
+                 BTF ({OVERLAY_BTF})"
+            ),
+        ),
+        FentryBtf::Missing => (
+            false,
+            format!(
+                "overlay functions are not in vmlinux BTF and {OVERLAY_BTF} does not exist \
+                 (module without BTF, or not loaded)"
+            ),
+        ),
+    };
+    // fentry resolves the plain name; a function that exists only as a clone
+    // has no address under that name and fentry is refused (then: kprobe).
+    for (sym, name) in [(&copy_up, COPY_UP_FN), (&lookup, LOOKUP_FN)] {
+        if let Some(sym) = sym.as_deref().filter(|s| *s != name) {
+            notes.push(format!(
+                "{name} exists only as the compiler clone {sym}: fentry is likely refused \
+                 (its BTF describes {name}, which has no address); kprobes attach to {sym}"
+            ));
+        }
+    }
     let order = match mode {
-        ProbeMode::Fentry => vec![Strategy::Fentry],
+        ProbeMode::Fentry if fentry_possible => {
+            notes.push(format!("--probe fentry: {whence}, no fallback"));
+            vec![Strategy::Fentry]
+        }
+        ProbeMode::Fentry => {
+            notes.push(format!("--probe fentry: {whence}: fentry cannot work"));
+            vec![Strategy::Fentry]
+        }
         ProbeMode::Kprobe => vec![Strategy::Kprobe],
-        ProbeMode::Auto if in_vmlinux => {
-            notes.push("overlay is built in (functions in vmlinux BTF): fentry first".into());
+        ProbeMode::Auto if fentry_possible => {
+            notes.push(format!("{whence}, kprobe fallback"));
             vec![Strategy::Fentry, Strategy::Kprobe]
         }
         ProbeMode::Auto => {
-            notes.push(
-                "overlay functions are not in vmlinux BTF (overlay is a module): kprobe \
-                 (aya 0.14 cannot attach fentry to module functions)"
-                    .into(),
-            );
+            notes.push(format!("{whence}: kprobe"));
             vec![Strategy::Kprobe]
         }
     };
@@ -127,7 +202,33 @@ pub fn plan(mode: ProbeMode, btf: Option<&KernelBtf>, kallsyms: &str) -> Plan {
             lookup,
             data_copy,
         },
+        fentry_btf,
         notes,
+    }
+}
+
+/// Where the copy-up and lookup functions (and the data-copy function
+/// `data_copy`, by its BTF name) are described.
+fn fentry_btf(btf: Option<&KernelBtf>, data_copy: Option<&str>) -> FentryBtf {
+    let Some(b) = btf else {
+        return FentryBtf::Missing;
+    };
+    if b.vmlinux_has_func(COPY_UP_FN) && b.vmlinux_has_func(LOOKUP_FN) {
+        return FentryBtf::Vmlinux;
+    }
+    let Some(overlay) = &b.overlay else {
+        return FentryBtf::Missing;
+    };
+    match (
+        module_btf::func_id(overlay, COPY_UP_FN),
+        module_btf::func_id(overlay, LOOKUP_FN),
+    ) {
+        (Some(copy_up), Some(lookup)) => FentryBtf::Module(ModuleFuncs {
+            copy_up,
+            lookup,
+            data_copy: data_copy.and_then(|f| module_btf::func_id(overlay, f)),
+        }),
+        _ => FentryBtf::Missing,
     }
 }
 
@@ -161,7 +262,7 @@ pub fn attach(ebpf: &mut Ebpf, plan: &Plan) -> Result<Attached, AttachFailure> {
     let mut tried = Vec::new();
     for &strategy in &plan.order {
         let result = match strategy {
-            Strategy::Fentry => attach_fentry(ebpf, &plan.symbols),
+            Strategy::Fentry => attach_fentry(ebpf, plan),
             Strategy::Kprobe => attach_kprobe(ebpf, &plan.symbols),
         };
         match result {
@@ -267,59 +368,121 @@ pub fn kprobes_supported() -> bool {
     .any(|p| std::path::Path::new(p).exists())
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, syms: &Symbols) -> Result<Attached> {
-    let btf = Btf::from_sys_fs().context("reading vmlinux BTF for fentry")?;
-    // fentry needs the plain function name as BTF knows it (no .isra suffix).
-    for (prog, func, exit) in [
-        ("fe_copy_up_one", COPY_UP_FN, false),
-        ("fx_copy_up_one", COPY_UP_FN, true),
-        ("fe_lookup", LOOKUP_FN, false),
-        ("fx_lookup", LOOKUP_FN, true),
+/// What a tracing program is loaded against.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// A function of vmlinux, resolved by name in vmlinux BTF.
+    Vmlinux(&'a Btf),
+    /// A function of the overlay module: its type id in the module's BTF,
+    /// and the module's BTF object.
+    Module(BorrowedFd<'a>),
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, plan: &Plan) -> Result<Attached> {
+    let syms = &plan.symbols;
+    // The data-copy function by its BTF name (fe_data_copy reads `len` as
+    // argument 3), with its module type id when overlay is a module.
+    let data_copy = match &syms.data_copy {
+        Some((sym, 3)) => Some(btf_name(sym)),
+        _ => None,
+    };
+    match &plan.fentry_btf {
+        FentryBtf::Missing => bail!(
+            "{COPY_UP_FN} and {LOOKUP_FN} have no BTF (neither in vmlinux BTF nor in \
+             {OVERLAY_BTF}): fentry cannot target them"
+        ),
+        FentryBtf::Vmlinux => {
+            let btf = Btf::from_sys_fs().context("reading vmlinux BTF for fentry")?;
+            let target = Target::Vmlinux(&btf);
+            let ids = [(COPY_UP_FN, 0), (LOOKUP_FN, 0)];
+            attach_fentry_to(ebpf, target, ids, data_copy.map(|f| (f, 0)))
+        }
+        FentryBtf::Module(m) => {
+            let obj = module_btf::open(OVERLAY_MODULE)
+                .context("looking for the overlay module's BTF object")?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the kernel has no BTF object named {OVERLAY_MODULE:?} (module \
+                         unloaded since {OVERLAY_BTF} was read?)"
+                    )
+                })?;
+            log::debug!("overlay module BTF object id {}", obj.id);
+            let target = Target::Module(std::os::fd::AsFd::as_fd(&obj.fd));
+            let ids = [(COPY_UP_FN, m.copy_up), (LOOKUP_FN, m.lookup)];
+            let data_copy = data_copy.and_then(|f| Some((f, m.data_copy?)));
+            attach_fentry_to(ebpf, target, ids, data_copy)
+        }
+    }
+}
+
+/// Loads and attaches the fentry/fexit pairs; `ids` are the functions' type ids
+/// in the module BTF (unused for vmlinux, which resolves names).
+fn attach_fentry_to(
+    ebpf: &mut Ebpf,
+    target: Target<'_>,
+    [(copy_up, copy_up_id), (lookup, lookup_id)]: [(&str, u32); 2],
+    data_copy: Option<(&str, u32)>,
+) -> Result<Attached> {
+    for (prog, func, id, exit) in [
+        ("fe_copy_up_one", copy_up, copy_up_id, false),
+        ("fx_copy_up_one", copy_up, copy_up_id, true),
+        ("fe_lookup", lookup, lookup_id, false),
+        ("fx_lookup", lookup, lookup_id, true),
     ] {
-        load_attach_tracing(ebpf, &btf, prog, func, exit)?;
+        load_attach_tracing(ebpf, target, prog, func, id, exit)?;
     }
     let mut warnings = Vec::new();
-    let mut data_copy = None;
-    if let Some((sym, 3)) = &syms.data_copy {
-        let func = sym.split('.').next().unwrap_or(sym);
-        let r = load_attach_tracing(ebpf, &btf, "fe_data_copy", func, false)
-            .and_then(|_| load_attach_tracing(ebpf, &btf, "fx_data_copy", func, true));
+    let mut data_copy_fn = None;
+    if let Some((func, id)) = data_copy {
+        let r = load_attach_tracing(ebpf, target, "fe_data_copy", func, id, false)
+            .and_then(|_| load_attach_tracing(ebpf, target, "fx_data_copy", func, id, true));
         match r {
-            Ok(()) => data_copy = Some(func.to_string()),
+            Ok(()) => data_copy_fn = Some(func.to_string()),
             Err(e) => warnings.push(format!("data-copy time not measured: {e:#}")),
         }
     }
     Ok(Attached {
         strategy: Strategy::Fentry,
-        data_copy,
+        data_copy: data_copy_fn,
         warnings,
     })
 }
 
 fn load_attach_tracing(
     ebpf: &mut Ebpf,
-    btf: &Btf,
+    target: Target<'_>,
     prog: &str,
     func: &str,
+    id: u32,
     exit: bool,
 ) -> Result<()> {
     let p = ebpf
         .program_mut(prog)
         .ok_or_else(|| anyhow!("program {prog} missing from the embedded object"))?;
+    let what = match target {
+        Target::Vmlinux(_) => func.to_string(),
+        Target::Module(_) => format!("{OVERLAY_MODULE}:{func} (BTF id {id})"),
+    };
     if exit {
         let p: &mut FExit = p.try_into()?;
-        p.load(func, btf)
-            .map_err(explain_load_error)
-            .with_context(|| format!("loading {prog} for {func}"))?;
+        match target {
+            Target::Vmlinux(btf) => p.load(func, btf),
+            Target::Module(fd) => p.load_from_module(id, fd),
+        }
+        .map_err(explain_load_error)
+        .with_context(|| format!("loading {prog} for {what}"))?;
         p.attach()
-            .with_context(|| format!("attaching {prog} to {func}"))?;
+            .with_context(|| format!("attaching {prog} to {what}"))?;
     } else {
         let p: &mut FEntry = p.try_into()?;
-        p.load(func, btf)
-            .map_err(explain_load_error)
-            .with_context(|| format!("loading {prog} for {func}"))?;
+        match target {
+            Target::Vmlinux(btf) => p.load(func, btf),
+            Target::Module(fd) => p.load_from_module(id, fd),
+        }
+        .map_err(explain_load_error)
+        .with_context(|| format!("loading {prog} for {what}"))?;
         p.attach()
-            .with_context(|| format!("attaching {prog} to {func}"))?;
+            .with_context(|| format!("attaching {prog} to {what}"))?;
     }
     Ok(())
 }
@@ -383,5 +546,92 @@ ffffffff81000000 T ovl_lookup_layer
         let p = plan(ProbeMode::Fentry, None, "");
         assert_eq!(p.order, vec![Strategy::Fentry]);
         assert!(p.notes.iter().any(|n| n.contains("not in /proc/kallsyms")));
+    }
+
+    const MODULE_KALLSYMS: &str = "\
+ffffffffc0a01000 t ovl_copy_up_one\t[overlay]
+ffffffffc0a03000 T ovl_lookup\t[overlay]
+ffffffffc0a04000 t ovl_copy_up_file\t[overlay]
+";
+    const OVERLAY_FNS: [&str; 3] = ["ovl_lookup", "ovl_copy_up_file", "ovl_copy_up_one"];
+
+    #[test]
+    fn plan_fentry_on_the_overlay_module() {
+        let btf = module_btf::test_btf::kernel(&[], Some(&OVERLAY_FNS));
+        let p = plan(ProbeMode::Auto, Some(&btf), MODULE_KALLSYMS);
+        assert_eq!(p.order, vec![Strategy::Fentry, Strategy::Kprobe]);
+        // Split ids follow vmlinux's 3 types, in the module's order.
+        assert_eq!(
+            p.fentry_btf,
+            FentryBtf::Module(ModuleFuncs {
+                copy_up: 6,
+                lookup: 4,
+                data_copy: Some(5),
+            })
+        );
+        assert_eq!(
+            p.symbols.data_copy,
+            Some(("ovl_copy_up_file".to_string(), 3))
+        );
+        assert!(
+            p.notes.iter().any(|n| n.contains(
+                "overlay is a module with BTF (/sys/kernel/btf/overlay): fentry on the module, \
+                 kprobe fallback"
+            )),
+            "{:?}",
+            p.notes
+        );
+        let forced = plan(ProbeMode::Fentry, Some(&btf), MODULE_KALLSYMS);
+        assert_eq!(forced.order, vec![Strategy::Fentry]);
+        assert_eq!(forced.fentry_btf, p.fentry_btf);
+        let kprobe = plan(ProbeMode::Kprobe, Some(&btf), MODULE_KALLSYMS);
+        assert_eq!(kprobe.order, vec![Strategy::Kprobe]);
+    }
+
+    #[test]
+    fn plan_fentry_on_vmlinux_when_built_in() {
+        let btf = module_btf::test_btf::kernel(&OVERLAY_FNS, None);
+        let p = plan(ProbeMode::Auto, Some(&btf), MODULE_KALLSYMS);
+        assert_eq!(p.order, vec![Strategy::Fentry, Strategy::Kprobe]);
+        assert_eq!(p.fentry_btf, FentryBtf::Vmlinux);
+        assert!(p.notes.iter().any(|n| n.contains("built in")));
+    }
+
+    #[test]
+    fn plan_kprobe_without_function_btf() {
+        // Module BTF without the copy-up function, or no module BTF at all.
+        for btf in [
+            module_btf::test_btf::kernel(&[], Some(&["ovl_lookup"])),
+            module_btf::test_btf::kernel(&[], None),
+        ] {
+            let p = plan(ProbeMode::Auto, Some(&btf), MODULE_KALLSYMS);
+            assert_eq!(p.order, vec![Strategy::Kprobe]);
+            assert_eq!(p.fentry_btf, FentryBtf::Missing);
+            assert!(
+                p.notes.iter().any(|n| n.ends_with(": kprobe")),
+                "{:?}",
+                p.notes
+            );
+        }
+    }
+
+    #[test]
+    fn plan_warns_about_clones() {
+        let btf = module_btf::test_btf::kernel(&[], Some(&OVERLAY_FNS));
+        let p = plan(ProbeMode::Auto, Some(&btf), KALLSYMS);
+        // Still tried (attaching decides), but the reason is on record.
+        assert_eq!(p.order, vec![Strategy::Fentry, Strategy::Kprobe]);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("only as the compiler clone ovl_copy_up_one.isra.0")),
+            "{:?}",
+            p.notes
+        );
+        // The data-copy function keeps its module id under its BTF name.
+        let FentryBtf::Module(m) = &p.fentry_btf else {
+            panic!("{:?}", p.fentry_btf)
+        };
+        assert_eq!(m.data_copy, None, "ovl_copy_up_data is not in this BTF");
     }
 }

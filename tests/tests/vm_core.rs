@@ -1,7 +1,9 @@
 //! The core tracer on real Debian kernels: copy-ups of files of known sizes,
 //! kinds and depths in a 3-lower-layer overlay, plus lookups of existing and
-//! missing names, traced once with `--probe kprobe` and once with `--probe
-//! auto` (each on a fresh overlay, since a file is copied up only once).
+//! missing names, traced with `--probe fentry`, `--probe kprobe` and `--probe
+//! auto` (each on a fresh overlay, since a file is copied up only once), with
+//! the same exact assertions for each. overlay is a module on these kernels:
+//! fentry goes through the module's BTF, and auto must pick it.
 
 use std::collections::BTreeMap;
 
@@ -50,7 +52,10 @@ scenario() {
     ovl_section report-$name /tmp/$name.txt
     ovl_section json-$name /tmp/$name.json
 }
-scenario forced kprobe
+ovltrace doctor > /tmp/doctor.txt 2>&1 || true
+ovl_section doctor /tmp/doctor.txt
+scenario fentry fentry
+scenario kprobe kprobe
 scenario auto auto
 "#;
 
@@ -69,7 +74,7 @@ const EXPECTED: [(&str, &str, u64); 11] = [
     ("three_m", "regular", 3 << 20),
 ];
 
-fn check(out: &vm::VmOutput, name: &str) {
+fn check(out: &vm::VmOutput, name: &str, strategy: &str) {
     let json = out
         .section(&format!("json-{name}"))
         .unwrap_or_else(|| panic!("no JSON report for {name}\n{}", out.dump()));
@@ -79,10 +84,7 @@ fn check(out: &vm::VmOutput, name: &str) {
     let dev = dev.trim();
 
     assert_eq!(r["schema_version"], 1);
-    assert_eq!(
-        r["probe"]["strategy"], "kprobe",
-        "overlay is a module here: kprobes"
-    );
+    assert_eq!(r["probe"]["strategy"], strategy, "{name}: {json}");
     assert_eq!(r["drops"]["total"], 0, "{json}");
 
     // The mount, joined by the device that mountinfo shows.
@@ -134,8 +136,9 @@ fn check(out: &vm::VmOutput, name: &str) {
     assert_eq!(files["link"]["comms"], serde_json::json!(["chown"]));
     // The 3 MiB copy is the most expensive file.
     assert_eq!(r["copy_ups"][0]["path"], "three_m", "{json}");
-    // Data-copy time was measured (ovl_copy_up_file on both kernels).
-    assert_eq!(r["probe"]["data_copy"], "ovl_copy_up_file");
+    // Data-copy time was measured (ovl_copy_up_file on both kernels), with
+    // fentry/fexit on the module as well as with kprobes.
+    assert_eq!(r["probe"]["data_copy"], "ovl_copy_up_file", "{name}");
     assert!(mount["copy_up"]["data_copy_ns"]["max"].as_u64().unwrap() > 0);
 
     // Lookups: 3 missing names and at least the existing `x`.
@@ -167,8 +170,27 @@ fn core(kernel: &str) {
     }
     let out = vm::run(kernel, &vm::VmOpts::default(), SCRIPT);
     out.assert_exit(0);
-    check(&out, "forced");
-    check(&out, "auto");
+    // doctor shows the plan and why: fentry through the module's BTF first.
+    let doctor = out.section("doctor").unwrap_or_default();
+    assert!(
+        doctor.contains("[info] attach plan            fentry then kprobe"),
+        "{doctor}"
+    );
+    assert!(
+        doctor.contains(
+            "overlay is a module with BTF (/sys/kernel/btf/overlay): fentry on the module, \
+             kprobe fallback"
+        ),
+        "{doctor}"
+    );
+    assert!(
+        doctor.contains("[ok  ] attach test            fentry probes attached"),
+        "{doctor}"
+    );
+    check(&out, "fentry", "fentry");
+    check(&out, "kprobe", "kprobe");
+    // auto prefers fentry, which works on the module.
+    check(&out, "auto", "fentry");
 }
 
 #[test]

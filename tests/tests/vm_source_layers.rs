@@ -25,7 +25,7 @@ use ovltrace_tests::{require_or_skip, vm};
 use serde_json::Value;
 
 /// The probe modes traced, each on its own overlays in one VM boot.
-const MODES: &[&str] = &["kprobe"];
+const MODES: &[&str] = &["kprobe", "fentry"];
 
 const SCRIPT: &str = r#"
 set -e
