@@ -93,6 +93,7 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
                 ),
                 Err(e) => o.line(Some(false), "struct offsets", format!("{e:#}")),
             }
+            overlay_types_line(&mut o, b);
         }
         Err(e) => o.line(Some(false), "vmlinux BTF", format!("{e:#}")),
     }
@@ -211,6 +212,39 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
 }
 
 /// What `run` keeps once attached, and why (privilege.rs).
+/// Whether the programs can read overlay's own types: the source layer of
+/// each copy-up and the overlay instance it belongs to.
+fn overlay_types_line(o: &mut Out, b: &KernelBtf) {
+    let mut off = ovltrace_ebpf::Offsets::default();
+    match b.overlay_offsets(&mut off) {
+        Ok(()) => {
+            let layout = if off.lower_layout == ovltrace_ebpf::LAYOUT_INODE {
+                "lower stack in OVL_I(inode)->oe (6.5+)"
+            } else {
+                "lower stack in dentry->d_fsdata (<= 6.4)"
+            };
+            o.line(
+                Some(true),
+                "overlay types",
+                format!(
+                    "{layout}; ovl_layer.idx={} ovl_fs.layers={}: source layers and \
+                     overlay identities read in the kernel",
+                    off.ovl_layer_idx, off.ovl_fs_layers
+                ),
+            );
+        }
+        Err(e) => o.line(
+            None,
+            "overlay types",
+            format!(
+                "{e:#}: copy-ups will show no source layer and overlays are told apart \
+                 by device number only (load overlay, or use a kernel with \
+                 CONFIG_DEBUG_INFO_BTF_MODULES=y)"
+            ),
+        ),
+    }
+}
+
 fn privilege_lines(o: &mut Out) {
     let what = "run keeps";
     for k in privilege::base_keep(&[]) {

@@ -53,7 +53,7 @@ pub struct Keep {
 
 /// Why CAP_DAC_READ_SEARCH stays.
 pub const WHY_READ_SEARCH: &str =
-    "reading Docker metadata and image layers (root-only files, and layer contents with any owner and mode) during rescans and source-layer lookups";
+    "reading the runtimes' metadata (root-only files) and stat-ing upper directories during rescans";
 
 /// The capabilities kept for reading, plus CAP_DAC_OVERRIDE when an output
 /// directory needs it. `outputs` are the files `run` will write.
