@@ -362,6 +362,8 @@ fn find_source(layers: &[Option<PathBuf>], path: &str) -> Option<usize> {
     let comps: Vec<&str> = path.split('/').collect();
     for (i, dir) in layers.iter().enumerate() {
         let dir = dir.as_ref()?;
+        // An opaque directory on the way hides the layers below this one.
+        let mut hides_below = false;
         for depth in 1..=comps.len() {
             let p = dir.join(comps[..depth].join("/"));
             let Ok(md) = std::fs::symlink_metadata(&p) else {
@@ -373,9 +375,10 @@ fn find_source(layers: &[Option<PathBuf>], path: &str) -> Option<usize> {
             if depth == comps.len() {
                 return Some(i + 1);
             }
-            if opaque(&p) {
-                return None;
-            }
+            hides_below |= opaque(&p);
+        }
+        if hides_below {
+            return None;
         }
     }
     None

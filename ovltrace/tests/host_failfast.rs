@@ -165,7 +165,9 @@ fn doctor_shows_the_fail_lines() {
         assert!(line("[FAIL] attach test kprobe").contains("no kprobe support"));
     }
     // What run would keep after attaching, and why.
-    assert!(line("[info] run keeps").contains("CAP_DAC_READ_SEARCH: reading Docker metadata"));
+    assert!(
+        line("[info] run keeps").contains("CAP_DAC_READ_SEARCH: reading the runtimes' metadata")
+    );
     assert!(
         text.lines()
             .last()
