@@ -18,6 +18,7 @@ pub mod safe_fs;
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -33,7 +34,10 @@ pub trait Resolver: Send {
     fn runtime(&self) -> &'static str;
     /// The containers whose root file system is one of `mounts`. Never fails as a
     /// whole: unreadable or corrupt metadata is logged and degrades single fields to
-    /// `None`; a mount it cannot attribute is simply not returned.
+    /// `None`; a mount it cannot attribute is simply not returned. Layer metadata
+    /// that attribution does not need may be left [`LayerInfo::deferred`]: call
+    /// [`ContainerInfo::complete`] (or [`LayerInfo::complete`]) before reading
+    /// diff-ids, chain-ids, sizes or instructions.
     fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo>;
 }
 
@@ -63,6 +67,11 @@ impl ContainerInfo {
     /// The layer with this overlay index (1 = first lowerdir).
     pub fn layer(&self, index: usize) -> Option<&LayerInfo> {
         index.checked_sub(1).and_then(|i| self.layers.get(i))
+    }
+
+    /// Reads every layer's deferred metadata ([`LayerInfo::complete`]).
+    pub fn complete(&mut self) {
+        self.layers.iter_mut().for_each(LayerInfo::complete);
     }
 
     /// 12-character id, as `docker ps` shows it.
@@ -121,7 +130,53 @@ pub struct LayerInfo {
     /// The layer's directory (absolute), validated to lie in the runtime's root.
     #[serde(serialize_with = "serialize_opt_path")]
     pub dir: Option<PathBuf>,
+    /// What the resolver has not read yet (diff-id, chain-id, size,
+    /// instruction): [`LayerInfo::complete`] reads it. `None` once read, or
+    /// when the resolver read everything at scan time.
+    #[serde(skip)]
+    pub deferred: Option<Deferred>,
 }
+
+impl LayerInfo {
+    /// Reads the metadata the resolver deferred (at most once per layer and
+    /// scan: the resolver caches what it read). Never fails: unreadable
+    /// metadata is logged and leaves its fields `None`.
+    pub fn complete(&mut self) {
+        if let Some(d) = self.deferred.take() {
+            (d.0)(self);
+        }
+    }
+}
+
+/// A resolver's way to fill a [`LayerInfo`]'s deferred fields on first need:
+/// a scan reads only what attribution needs (which container owns which
+/// mount, each layer's directory and identity), and a layer's diff-id, size
+/// and history are read when a report or an event first asks for them.
+///
+/// Compares equal to any other `Deferred`: two scans that found the same
+/// layer describe it equally, whether or not its metadata was read.
+#[derive(Clone)]
+pub struct Deferred(Arc<dyn Fn(&mut LayerInfo) + Send + Sync>);
+
+impl Deferred {
+    pub fn new(f: impl Fn(&mut LayerInfo) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Deferred {}
 
 /// The layer a copied-up file came from, as recorded on copy-up events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -644,7 +699,14 @@ impl Catalog {
     pub fn source_layer_in(&mut self, dev: Dev, instance: u64, rel: &[u8]) -> Option<SourceLayer> {
         let e = self.instance_mut(dev, instance)?;
         let index = e.stack.source_index(rel)?;
-        let layer = e.container.as_ref().and_then(|c| c.layer(index));
+        let layer = e
+            .container
+            .as_mut()
+            .and_then(|c| c.layers.get_mut(index.checked_sub(1)?));
+        let layer = layer.map(|l| {
+            l.complete();
+            &*l
+        });
         Some(SourceLayer {
             index,
             diff_id: layer.and_then(|l| l.diff_id.clone()),
@@ -672,7 +734,11 @@ impl Catalog {
         live.sort_by_key(|e| e.mount.mount_id);
         for e in live {
             match &e.container {
-                Some(c) => inv.containers.push(c.clone()),
+                Some(c) => {
+                    let mut c = c.clone();
+                    c.complete();
+                    inv.containers.push(c);
+                }
                 None => inv.mounts.push(e.mount.clone()),
             }
         }
