@@ -1658,6 +1658,148 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
     }
 
+    /// What attribution needs is there after a scan; the rest is not.
+    fn assert_deferred(fx: &Fx, c: &ContainerInfo) {
+        assert_eq!(c.name.as_deref(), Some("web-1"));
+        assert_eq!(c.image.tags, ["shop/api:2.3", "shop/api:latest"]);
+        assert!(c.layers[0].init && c.layers[0].deferred.is_none());
+        for (k, l) in c.layers[1..].iter().enumerate() {
+            let i = 2 - k;
+            assert_eq!(l.position, Some(i + 1));
+            assert_eq!(l.cache_id.as_deref(), Some(fx.caches[i].as_str()));
+            assert_eq!(l.short_id.as_deref(), Some(fx.shorts[i].as_str()));
+            assert_eq!(l.dir, Some(fx.o2().join(&fx.caches[i]).join("diff")));
+            assert!(l.deferred.is_some());
+            assert_eq!(
+                (&l.diff_id, &l.chain_id, l.size, &l.created_by),
+                (&None, &None, None, &None)
+            );
+        }
+    }
+
+    #[test]
+    fn scans_defer_layer_metadata_until_needed() {
+        let fx = Fx::new("docker");
+        let mut r = fx.resolver();
+        // The layer store and the image config are not read by the scan:
+        // broken now, repaired before anything asks, nothing shows.
+        let size = fx.chain_dir(0).join("size");
+        let img = fx
+            .root
+            .join(IMAGEDB)
+            .join(fx.image_id.trim_start_matches("sha256:"));
+        let config = fs::read(&img).unwrap();
+        write(&size, "lots");
+        fs::write(&img, "{").unwrap();
+        let mut cs = r.scan(&[fx.mount(false)]);
+        assert_eq!(cs.len(), 1);
+        assert_deferred(&fx, &cs[0]);
+        assert!(r.lazy().warned.is_empty(), "{:?}", r.lazy().warned);
+        write(&size, "1000");
+        fs::write(&img, &config).unwrap();
+
+        // One layer, as an event needs it.
+        let mut c = cs.remove(0);
+        let pending = c.clone();
+        c.layers[2].complete();
+        assert_eq!(c.layers[2].diff_id.as_deref(), Some(fx.diffs[1].as_str()));
+        assert_eq!(
+            c.layers[2].created_by.as_deref(),
+            Some("/bin/sh -c echo hi >/f")
+        );
+        assert!(c.layers[2].deferred.is_none() && c.layers[1].deferred.is_some());
+        // All of it, as a report needs it: what an eager scan gives.
+        c.complete();
+        assert_complete(&fx, &c);
+        assert_eq!(c, fx.scan(&fx.mount(false)).0);
+        // Read once: a copy completed later gets what was read then.
+        write(&size, "5");
+        let mut copy = pending.clone();
+        copy.complete();
+        assert_eq!(copy, c);
+        // A rescan describes the layers it knows as they were completed,
+        // so the catalog sees the same container.
+        let again = r.scan(&[fx.mount(false)]);
+        assert_eq!(again[0], c);
+        assert!(again[0].layers.iter().all(|l| l.deferred.is_none()));
+        assert!(r.lazy().warned.is_empty(), "{:?}", r.lazy().warned);
+    }
+
+    #[test]
+    fn deferred_reads_warn_and_degrade_fields() {
+        let fx = Fx::new("docker");
+        let mut r = fx.resolver();
+        let mut cs = r.scan(&[fx.mount(false)]);
+        assert_deferred(&fx, &cs[0]);
+        fs::remove_dir_all(fx.chain_dir(1)).unwrap();
+        let size = fx.chain_dir(0).join("size");
+        fs::remove_file(&size).unwrap();
+        symlink(fx.base.join("outside"), &size).unwrap();
+        cs[0].complete();
+        let c = &cs[0];
+        assert_eq!((c.layers[2].size, c.layers[3].size), (None, None));
+        assert_eq!(c.layers[2].diff_id.as_deref(), Some(fx.diffs[1].as_str()));
+        assert_eq!(c.layers[3].diff_id.as_deref(), Some(fx.diffs[0].as_str()));
+        assert_eq!(c.layers[1].size, Some(3_000_000));
+        let warned = &r.lazy().warned;
+        assert!(
+            warned.iter().any(|w| w.contains("no layerdb entry")),
+            "{warned:?}"
+        );
+        assert!(
+            warned.iter().any(|w| w.contains("refusing to follow")),
+            "{warned:?}"
+        );
+        // The same, at once.
+        let (eager, w) = fx.scan(&fx.mount(false));
+        assert_eq!(&eager, c);
+        assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    #[test]
+    fn events_read_the_metadata_of_their_layer() {
+        use crate::resolve::Catalog;
+        let fx = Fx::new("docker");
+        fs::write(fx.o2().join(&fx.caches[1]).join("diff/f"), "x").unwrap();
+        let m = fx.mount(false);
+        let lower: Vec<String> = m
+            .lowerdirs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let mi = fx.base.join("mountinfo");
+        write(
+            &mi,
+            format!(
+                "300 1 0:77 / {} rw - overlay overlay rw,lowerdir={},upperdir={}\n",
+                m.mountpoint.display(),
+                lower.join(":"),
+                m.upperdir.as_ref().unwrap().display()
+            ),
+        );
+        let mut cat = Catalog::with_mountinfo(vec![Box::new(fx.resolver())], mi);
+        cat.refresh().unwrap();
+        let dev = Dev::new(0, 77);
+        let pending = |cat: &Catalog| -> Vec<bool> {
+            let c = cat.get(dev).unwrap().container.as_ref().unwrap();
+            c.layers.iter().map(|l| l.deferred.is_some()).collect()
+        };
+        assert_eq!(pending(&cat), [false, true, true, true]);
+        let s = cat.source_layer(dev, b"f").unwrap();
+        assert_eq!(s.index, 3);
+        assert_eq!(s.diff_id.as_deref(), Some(fx.diffs[1].as_str()));
+        assert_eq!(s.created_by.as_deref(), Some("/bin/sh -c echo hi >/f"));
+        // Only that layer was read; a full rescan keeps it so.
+        assert_eq!(pending(&cat), [false, true, false, true]);
+        let (instance, parsed) = cat.get(dev).map(|e| (e.instance, e.mount.clone())).unwrap();
+        cat.apply(&[parsed]);
+        assert_eq!(cat.get(dev).unwrap().instance, instance);
+        assert_eq!(pending(&cat), [false, true, false, true]);
+        // The inventory shows everything.
+        let inv = cat.inventory();
+        assert_complete(&fx, &inv.containers[0]);
+    }
+
     #[test]
     fn missing_layerdb_entry_degrades_only_size() {
         let fx = Fx::new("docker");
