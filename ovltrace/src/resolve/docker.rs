@@ -773,18 +773,22 @@ impl Resolver for DockerResolver {
         let out = found
             .into_iter()
             .map(|(mut c, owner)| {
+                let mut deferred: Option<Deferred> = None;
                 for l in c.layers.iter_mut().filter(|l| !l.init) {
                     if lazy.cached(&owner, l) {
                         lazy.complete(&owner, l, &mut warnings);
-                    } else {
+                        continue;
+                    }
+                    let d = deferred.get_or_insert_with(|| {
                         let (shared, owner) = (self.lazy.clone(), owner.clone());
-                        l.deferred = Some(Deferred::new(move |l| {
+                        Deferred::new(move |l| {
                             let mut w = Vec::new();
                             let mut lazy = lock(&shared);
                             lazy.complete(&owner, l, &mut w);
                             lazy.emit(w);
-                        }));
-                    }
+                        })
+                    });
+                    l.deferred = Some(d.clone());
                 }
                 c
             })
