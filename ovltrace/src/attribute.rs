@@ -67,7 +67,26 @@ impl Tracker {
             containers,
             host_mnt_ns,
         } = self;
-        let entry = catalog.resolve(&ev.overlay);
+        let mut entry = catalog.resolve(&ev.overlay);
+        let source = ev.source.map(|s| {
+            let index = usize::from(s.layer);
+            // Only a regular file has data elsewhere (metacopy); a merged
+            // directory's deeper entries are not its source.
+            let data_index = s
+                .data_layer
+                .filter(|&d| ev.kind == FileKind::Regular && d != s.layer)
+                .map(usize::from);
+            match entry.as_deref_mut() {
+                Some(e) => e.source_layer(index, data_index),
+                None => SourceLayer {
+                    index,
+                    diff_id: None,
+                    created_by: None,
+                    data_index,
+                },
+            }
+        });
+        let entry = entry.as_deref();
         if let Some(e) = entry {
             // Periodic refreshes keep known entries current; only new ones
             // are recorded here (the hot path).
@@ -79,24 +98,6 @@ impl Tracker {
                 remember(mounts, containers, e);
             }
         }
-        let source = ev.source.map(|s| {
-            let index = usize::from(s.layer);
-            // Only a regular file has data elsewhere (metacopy); a merged
-            // directory's deeper entries are not its source.
-            let data_index = s
-                .data_layer
-                .filter(|&d| ev.kind == FileKind::Regular && d != s.layer)
-                .map(usize::from);
-            match entry {
-                Some(e) => e.source_layer(index, data_index),
-                None => SourceLayer {
-                    index,
-                    diff_id: None,
-                    created_by: None,
-                    data_index,
-                },
-            }
-        });
         let attr = Attribution {
             container: entry
                 .and_then(|e| e.container.as_ref())

@@ -45,6 +45,8 @@ pub fn main(args: LayersArgs) -> anyhow::Result<ExitCode> {
         ],
         &all,
     );
+    // Everything is shown: read what the resolvers deferred.
+    inv.containers.iter_mut().for_each(ContainerInfo::complete);
     inv.containers
         .sort_by(|a, b| a.display_name().cmp(b.display_name()).then(a.id.cmp(&b.id)));
     let docker_root = docker.root().map(|(p, _)| path_display(p));

@@ -432,6 +432,20 @@ pub struct Inputs<'a> {
 }
 
 pub fn build(inp: Inputs<'_>) -> Report {
+    // Layer metadata the resolvers deferred is read now (once: they cache it).
+    let known: Vec<KnownContainer> = inp
+        .containers
+        .iter()
+        .map(|k| {
+            let mut k = k.clone();
+            k.info.complete();
+            k
+        })
+        .collect();
+    let inp = Inputs {
+        containers: &known,
+        ..inp
+    };
     let meta = |key: &OverlayKey| inp.mounts.get(key).cloned().unwrap_or_default();
     // Every mount that was known at some point or had activity.
     let mut keys: Vec<OverlayKey> = inp.mounts.keys().copied().collect();

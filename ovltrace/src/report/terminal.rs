@@ -573,6 +573,7 @@ pub(crate) mod tests {
             init: position.is_none(),
             position,
             dir: None,
+            deferred: None,
         };
         let web = ContainerInfo {
             id: "3f2a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8".into(),

@@ -14,7 +14,10 @@ use std::{
     collections::{HashMap, HashSet},
     fmt::Write as _,
     path::{Component, Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
 };
 
 use serde::Deserialize;
@@ -22,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     safe_fs::{is_hex64, is_safe_name, is_safe_name_bytes, SafeFsError, SafeRoot, MAX_JSON},
-    ContainerInfo, ImageInfo, LayerInfo, Resolver,
+    ContainerInfo, Deferred, ImageInfo, LayerInfo, Resolver,
 };
 use crate::{
     cli::DockerArgs,
@@ -45,19 +48,64 @@ pub enum RootSource {
     Default,
 }
 
+/// A scan reads only what attribution needs: which container owns which
+/// overlay mount (layerdb/mounts, config.v2.json, repositories.json) and each
+/// lowerdir's layer (its `l/` link and directory). A layer's diff-id,
+/// chain-id, size and instruction (the layer store and the image config) are
+/// [`Deferred`] until a report or an event needs them, then read once.
 #[derive(Debug)]
 pub struct DockerResolver {
     explicit_root: Option<PathBuf>,
     daemon_json: PathBuf,
     default_root: PathBuf,
+    last_root: Option<(PathBuf, RootSource)>,
+    /// Shared with the deferred layer metadata of the containers it returned.
+    lazy: Arc<Mutex<Lazy>>,
+}
+
+/// What deferred layer metadata is read through: the latest scan's root, what
+/// has been read of the layer store in this scan, and the caches kept across
+/// scans.
+#[derive(Debug, Default)]
+struct Lazy {
+    /// The latest scan's Docker root; `None` when it could not be opened.
+    root: Option<LazyRoot>,
+    /// The layer store's listing (chain ids, hex), read once a scan on first
+    /// need: entries no longer listed are dropped from `chains`.
+    listed: Option<HashSet<String>>,
+    /// Entries whose cache-id could not be read in this scan (warned once).
+    unreadable: HashSet<String>,
+    /// Every listed entry's cache-id has been read in this scan.
+    all_read: bool,
+    /// Layer-store entries of `chains_root`, by chain id (hex).
+    chains: HashMap<String, ChainMeta>,
+    /// cache-id -> chain id of the entries in `chains`.
+    by_cache: HashMap<String, String>,
+    chains_root: Option<PathBuf>,
     /// Image configs are content-addressed, so never change: parsed once.
     images: HashMap<String, Arc<ImageMeta>>,
     /// Warnings already printed (rescans must not repeat them).
     warned: HashSet<String>,
-    last_root: Option<(PathBuf, RootSource)>,
-    /// Layer-store entries of `chains_root`, by chain id (hex).
-    chains: HashMap<String, ChainMeta>,
-    chains_root: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct LazyRoot {
+    path: PathBuf,
+    root: SafeRoot,
+    /// `layerdb/sha256`, opened once (when it is a real directory).
+    chain_dir: Option<SafeRoot>,
+}
+
+/// The container a deferred layer belongs to, as its scan found it.
+struct Owner {
+    cid: String,
+    image_id: Option<String>,
+    /// The Docker root of the scan (canonical).
+    root: PathBuf,
+    /// Non-init layers mounted.
+    image_layers: usize,
+    /// The image's layer count was compared to `image_layers` (warned once).
+    checked: AtomicBool,
 }
 
 /// What was read of a layer-store entry (`layerdb/sha256/<chain>`). The entry is
@@ -137,15 +185,11 @@ struct RwLayer {
 struct Scan<'a> {
     root: SafeRoot,
     overlay2: PathBuf,
-    /// `overlay2`, `overlay2/l` and `layerdb/sha256` opened once (when they are
-    /// real directories; otherwise reads go through `root` and fail as before).
+    /// `overlay2` and `overlay2/l` opened once (when they are real
+    /// directories; otherwise reads go through `root` and fail as before).
     o2_dir: Option<SafeRoot>,
     l_dir: Option<SafeRoot>,
-    chain_dir: Option<SafeRoot>,
     warnings: &'a mut Vec<String>,
-    cache_to_chain: Option<HashMap<String, String>>,
-    /// Carried over from the previous scan of the same root.
-    chains: HashMap<String, ChainMeta>,
     /// Lowerdir -> (cache-id, short id) and cache-id -> checked directory, with
     /// the warnings each gave: containers sharing layers read them once a scan.
     lowers: HashMap<PathBuf, Memo<LowerIds>>,
@@ -179,12 +223,13 @@ impl DockerResolver {
             explicit_root,
             daemon_json,
             default_root,
-            images: HashMap::new(),
-            warned: HashSet::new(),
             last_root: None,
-            chains: HashMap::new(),
-            chains_root: None,
+            lazy: Arc::default(),
         }
+    }
+
+    fn lazy(&self) -> MutexGuard<'_, Lazy> {
+        lock(&self.lazy)
     }
 
     /// The root used by the latest scan (canonical), and where it came from.
@@ -224,20 +269,14 @@ impl DockerResolver {
         parse_daemon_json(path, &data, warnings)
     }
 
-    fn emit(&mut self, warnings: Vec<String>) {
-        for w in warnings {
-            if self.warned.len() < 10_000 && self.warned.insert(w.clone()) {
-                log::warn!("docker: {w}");
-            }
-        }
-    }
-
     fn scan_inner(
         &mut self,
         mounts: &[OverlayMount],
         warnings: &mut Vec<String>,
-    ) -> Vec<ContainerInfo> {
+    ) -> Vec<(ContainerInfo, Arc<Owner>)> {
         self.last_root = None;
+        // A new scan: the layer store is listed again on first need.
+        self.lazy().new_scan(None);
         let (root, source) = self.discover_root(mounts, warnings);
         let root = match std::fs::canonicalize(&root) {
             Ok(r) => r,
@@ -259,36 +298,41 @@ impl DockerResolver {
                 return Vec::new();
             }
         };
-        if self.chains_root.as_ref() != Some(&root) {
-            self.chains.clear();
-            self.chains_root = Some(root.clone());
+        // Deferred metadata is read through a root of its own (handles
+        // outlive the scan).
+        match SafeRoot::open(&root) {
+            Ok(r) => self.lazy().new_scan(Some(LazyRoot {
+                path: root.clone(),
+                chain_dir: r.subdir(Path::new(&format!("{LAYERDB}/sha256"))).ok(),
+                root: r,
+            })),
+            Err(e) => warnings.push(format!("opening the Docker root: {e}")),
         }
         let sub = |p: &str| safe.subdir(Path::new(p)).ok();
         let mut scan = Scan {
             o2_dir: sub("overlay2"),
             l_dir: sub("overlay2/l"),
-            chain_dir: sub(&format!("{LAYERDB}/sha256")),
             root: safe,
             overlay2: root.join("overlay2"),
             warnings,
-            cache_to_chain: None,
-            chains: std::mem::take(&mut self.chains),
             lowers: HashMap::new(),
             dirs: HashMap::new(),
         };
-        let out = self.containers(&mut scan, mounts);
-        // Entries no longer listed were dropped by the listing (when it was read).
-        self.chains = std::mem::take(&mut scan.chains);
-        out
+        self.containers(&mut scan, &root, mounts)
     }
 
-    fn containers(&mut self, scan: &mut Scan, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
+    fn containers(
+        &mut self,
+        scan: &mut Scan,
+        root: &Path,
+        mounts: &[OverlayMount],
+    ) -> Vec<(ContainerInfo, Arc<Owner>)> {
         let rw_layers = scan.rw_layers();
         if rw_layers.is_empty() {
             return Vec::new();
         }
         let mut tags: Option<HashMap<String, Vec<String>>> = None;
-        let mut out: Vec<ContainerInfo> = Vec::new();
+        let mut out: Vec<(ContainerInfo, Arc<Owner>)> = Vec::new();
         for m in mounts {
             let Some(rw_id) = rw_layer_id(&scan.overlay2, m) else {
                 continue;
@@ -296,12 +340,19 @@ impl DockerResolver {
             let Some(rw) = rw_layers.get(&rw_id) else {
                 continue;
             };
-            if out.iter().any(|c| c.id == rw.container_id) {
+            if out.iter().any(|(c, _)| c.id == rw.container_id) {
                 continue;
             }
             let tags = tags.get_or_insert_with(|| scan.repositories());
             let c = self.container(scan, m, &rw_id, rw, tags);
-            out.push(c);
+            let owner = Arc::new(Owner {
+                cid: c.id.clone(),
+                image_id: c.image.id.clone(),
+                root: root.to_path_buf(),
+                image_layers: c.layers.iter().filter(|l| !l.init).count(),
+                checked: AtomicBool::new(false),
+            });
+            out.push((c, owner));
         }
         out
     }
@@ -339,9 +390,8 @@ impl DockerResolver {
             }
             ok
         });
-        let image = image_id.as_deref().and_then(|id| self.image(scan, id));
         let upperdir = Some(scan.overlay2.join(rw_id).join("diff"));
-        let layers = self.layers(scan, m, cid, rw, image.as_deref());
+        let layers = self.layers(scan, m, rw);
         ContainerInfo {
             id: cid.clone(),
             name,
@@ -362,39 +412,9 @@ impl DockerResolver {
         }
     }
 
-    fn image(&mut self, scan: &mut Scan, id: &str) -> Option<Arc<ImageMeta>> {
-        if let Some(m) = self.images.get(id) {
-            return Some(m.clone());
-        }
-        let hex = id.strip_prefix("sha256:")?;
-        let rel = PathBuf::from(format!("{IMAGEDB}/{hex}"));
-        let data = scan.read(&rel, MAX_JSON)?;
-        if sha256_hex(&data) != hex {
-            scan.warn(format!(
-                "{}: content does not match its digest; image metadata ignored",
-                path_display(&scan.root.path().join(&rel))
-            ));
-            return None;
-        }
-        let meta = match parse_image_config(id, &rel, &data, scan.warnings) {
-            Ok(m) => Arc::new(m),
-            Err(e) => {
-                scan.warn(e);
-                return None;
-            }
-        };
-        self.images.insert(id.to_string(), meta.clone());
-        Some(meta)
-    }
-
-    fn layers(
-        &mut self,
-        scan: &mut Scan,
-        m: &OverlayMount,
-        cid: &str,
-        rw: &RwLayer,
-        image: Option<&ImageMeta>,
-    ) -> Vec<LayerInfo> {
+    /// The layers' identities: what attribution needs. The rest is deferred
+    /// ([`Lazy::complete`]).
+    fn layers(&mut self, scan: &mut Scan, m: &OverlayMount, rw: &RwLayer) -> Vec<LayerInfo> {
         let n = m.lowerdirs.len();
         let mut layers: Vec<LayerInfo> = Vec::with_capacity(n);
         for (i, lower) in m.lowerdirs.iter().enumerate() {
@@ -412,30 +432,295 @@ impl DockerResolver {
             l.short_id = short_id;
             if !l.init {
                 l.position = Some(n - i);
-                let chain = cache_id.as_deref().and_then(|c| scan.chain_of(c));
-                if let Some(chain) = &chain {
-                    l.chain_id = Some(format!("sha256:{chain}"));
-                    (l.diff_id, l.size) = scan.diff_and_size(chain);
-                } else if let Some(c) = &cache_id {
-                    scan.warn(format!(
-                        "container {cid}: no layerdb entry has cache-id {c}; its size is unknown"
-                    ));
-                }
-                link_image(scan, cid, &mut l, chain.is_some(), image, n - i);
             }
             l.cache_id = cache_id;
             layers.push(l);
         }
-        let image_layers = layers.iter().filter(|l| !l.init).count();
-        if let Some(img) = image {
-            if img.diff_ids.len() != image_layers {
-                scan.warn(format!(
-                    "container {cid}: {image_layers} image layers mounted but the image has {}",
+        layers
+    }
+}
+
+fn lock(lazy: &Mutex<Lazy>) -> MutexGuard<'_, Lazy> {
+    // Nothing panics while holding it; were it poisoned, the caches are
+    // still consistent maps.
+    lazy.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Lazy {
+    /// A new scan, of `root` (`None`: no root could be opened).
+    fn new_scan(&mut self, root: Option<LazyRoot>) {
+        if let Some(r) = &root {
+            if self.chains_root.as_ref() != Some(&r.path) {
+                self.chains.clear();
+                self.by_cache.clear();
+                self.chains_root = Some(r.path.clone());
+            }
+        }
+        self.root = root;
+        self.listed = None;
+        self.unreadable.clear();
+        self.all_read = false;
+    }
+
+    fn emit(&mut self, warnings: Vec<String>) {
+        for w in warnings {
+            if self.warned.len() < 10_000 && self.warned.insert(w.clone()) {
+                log::warn!("docker: {w}");
+            }
+        }
+    }
+
+    /// Whether [`Self::complete`] can fill `l` from the caches alone (and the
+    /// layer store's listing): rescans then describe a layer that was read
+    /// before as they did.
+    fn cached(&self, owner: &Owner, l: &LayerInfo) -> bool {
+        let image = owner
+            .image_id
+            .as_ref()
+            .is_none_or(|id| self.images.contains_key(id));
+        let chain = l.cache_id.as_ref().is_none_or(|c| {
+            self.known_chain(c)
+                .and_then(|chain| self.chains.get(&chain))
+                .is_some_and(|m| m.diff.is_some() && m.size.is_some())
+        });
+        image && chain
+    }
+
+    /// Reads a non-init layer's diff-id, chain-id and size (the layer store)
+    /// and its instruction (the image config).
+    fn complete(&mut self, owner: &Owner, l: &mut LayerInfo, w: &mut Vec<String>) {
+        let Some(position) = l.position.filter(|_| !l.init) else {
+            return;
+        };
+        if self.root.as_ref().map(|r| &r.path) != Some(&owner.root) {
+            w.push(format!(
+                "container {}: the Docker root is no longer {}; metadata of its layer {} not read",
+                owner.cid,
+                owner.root.display(),
+                l.index
+            ));
+            return;
+        }
+        let image = owner.image_id.as_deref().and_then(|id| self.image(id, w));
+        if let Some(img) = &image {
+            if img.diff_ids.len() != owner.image_layers
+                && !owner.checked.swap(true, Ordering::Relaxed)
+            {
+                w.push(format!(
+                    "container {}: {} image layers mounted but the image has {}",
+                    owner.cid,
+                    owner.image_layers,
                     img.diff_ids.len()
                 ));
             }
         }
-        layers
+        let cid = &owner.cid;
+        // The image says which entry the layer should be: most often one
+        // read tells, instead of every entry's cache-id.
+        let expected = image
+            .as_ref()
+            .and_then(|img| img.chain_ids.get(position - 1))
+            .and_then(|c| c.strip_prefix("sha256:"));
+        let chain = l
+            .cache_id
+            .as_deref()
+            .and_then(|c| self.chain_of(c, expected, w));
+        if let Some(chain) = &chain {
+            l.chain_id = Some(format!("sha256:{chain}"));
+            (l.diff_id, l.size) = self.diff_and_size(chain, w);
+        } else if let Some(c) = &l.cache_id {
+            w.push(format!(
+                "container {cid}: no layerdb entry has cache-id {c}; its size is unknown"
+            ));
+        }
+        link_image(w, cid, l, chain.is_some(), image.as_deref(), position);
+    }
+
+    fn root(&self) -> Option<&LazyRoot> {
+        self.root.as_ref()
+    }
+
+    fn image(&mut self, id: &str, w: &mut Vec<String>) -> Option<Arc<ImageMeta>> {
+        if let Some(m) = self.images.get(id) {
+            return Some(m.clone());
+        }
+        let hex = id.strip_prefix("sha256:")?;
+        let rel = PathBuf::from(format!("{IMAGEDB}/{hex}"));
+        let root = &self.root()?.root;
+        let data = match root.read(&rel, MAX_JSON) {
+            Ok(d) => d,
+            Err(e) => {
+                w.push(e.to_string());
+                return None;
+            }
+        };
+        if sha256_hex(&data) != hex {
+            w.push(format!(
+                "{}: content does not match its digest; image metadata ignored",
+                path_display(&root.path().join(&rel))
+            ));
+            return None;
+        }
+        let meta = match parse_image_config(id, &rel, &data, w) {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                w.push(e);
+                return None;
+            }
+        };
+        self.images.insert(id.to_string(), meta.clone());
+        Some(meta)
+    }
+
+    /// The layer store's listing of this scan; entries no longer listed are
+    /// dropped from the caches.
+    fn listed(&mut self, w: &mut Vec<String>) -> &HashSet<String> {
+        if self.listed.is_none() {
+            let dir = PathBuf::from(format!("{LAYERDB}/sha256"));
+            let names = match self.root().map(|r| r.root.read_dir(&dir)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => {
+                    w.push(e.to_string());
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
+            let listed: HashSet<String> = names
+                .into_iter()
+                .filter_map(|n| n.into_string().ok().filter(|s| is_hex64(s)))
+                .collect();
+            self.chains.retain(|chain, _| listed.contains(chain));
+            let chains = &self.chains;
+            self.by_cache
+                .retain(|_, chain| chains.contains_key(chain.as_str()));
+            self.listed = Some(listed);
+        }
+        self.listed.get_or_insert_with(HashSet::new)
+    }
+
+    /// The chain id (hex) of the listed layerdb entry whose cache-id is
+    /// `cache_id`. `expected` (the image's chain id there) is looked at
+    /// first; the other entries only if it is not that layer.
+    fn chain_of(
+        &mut self,
+        cache_id: &str,
+        expected: Option<&str>,
+        w: &mut Vec<String>,
+    ) -> Option<String> {
+        self.listed(w);
+        if let Some(chain) = self.known_chain(cache_id) {
+            return Some(chain);
+        }
+        if let Some(e) = expected {
+            if !self.chains.contains_key(e) && self.listed(w).contains(e) {
+                self.read_cache_id(e, w);
+                if let Some(chain) = self.known_chain(cache_id) {
+                    return Some(chain);
+                }
+            }
+        }
+        if !self.all_read {
+            self.all_read = true;
+            self.listed(w);
+            let unread: Vec<String> = self
+                .listed
+                .iter()
+                .flatten()
+                .filter(|c| !self.chains.contains_key(c.as_str()))
+                .cloned()
+                .collect();
+            for chain in unread {
+                self.read_cache_id(&chain, w);
+            }
+        }
+        self.known_chain(cache_id)
+    }
+
+    /// The cached entry with this cache-id.
+    fn known_chain(&self, cache_id: &str) -> Option<String> {
+        let chain = self.by_cache.get(cache_id)?;
+        let meta = self.chains.get(chain)?;
+        (meta.cache_id == cache_id).then(|| chain.clone())
+    }
+
+    /// Reads a listed entry's cache-id into the caches (once a scan).
+    fn read_cache_id(&mut self, chain: &str, w: &mut Vec<String>) {
+        if self.unreadable.contains(chain) {
+            return;
+        }
+        match self.chain_line(chain, "cache-id") {
+            Ok(c) if is_safe_name(&c) => {
+                self.by_cache.insert(c.clone(), chain.to_string());
+                let meta = ChainMeta {
+                    cache_id: c,
+                    ..Default::default()
+                };
+                self.chains.insert(chain.to_string(), meta);
+                return;
+            }
+            Ok(c) => w.push(format!("layer {chain}: invalid cache-id {c:?}")),
+            // Layers being created or removed lack it for a moment.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => w.push(e.to_string()),
+        }
+        self.unreadable.insert(chain.to_string());
+    }
+
+    /// `layerdb/sha256/<chain>/<file>`, one line.
+    fn chain_line(&self, chain: &str, file: &str) -> Result<String, SafeFsError> {
+        let Some(r) = self.root() else {
+            return Err(SafeFsError::BadPath {
+                path: PathBuf::from(format!("{LAYERDB}/sha256/{chain}/{file}")),
+            });
+        };
+        match &r.chain_dir {
+            Some(d) => d.read_line(&Path::new(chain).join(file)),
+            None => r
+                .root
+                .read_line(&PathBuf::from(format!("{LAYERDB}/sha256/{chain}/{file}"))),
+        }
+    }
+
+    /// The layer store's diff-id and size of a chain listed by [`Self::chain_of`].
+    fn diff_and_size(&mut self, chain: &str, w: &mut Vec<String>) -> (Option<String>, Option<u64>) {
+        let cached = self.chains.get(chain).cloned().unwrap_or_default();
+        let dir = || PathBuf::from(format!("{LAYERDB}/sha256/{chain}"));
+        let diff = cached
+            .diff
+            .or_else(|| match self.chain_line(chain, "diff") {
+                Ok(d) if is_digest(&d) => Some(d),
+                Ok(d) => {
+                    w.push(format!("{}: invalid diff-id {d:?}", path_display(&dir())));
+                    None
+                }
+                Err(e) => {
+                    w.push(e.to_string());
+                    None
+                }
+            });
+        let size = cached
+            .size
+            .or_else(|| match self.chain_line(chain, "size") {
+                Ok(s) => match s.parse() {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        w.push(format!(
+                            "{}/size: not a number: {s:?}",
+                            path_display(&dir())
+                        ));
+                        None
+                    }
+                },
+                Err(e) => {
+                    w.push(e.to_string());
+                    None
+                }
+            });
+        if let Some(meta) = self.chains.get_mut(chain) {
+            meta.diff.clone_from(&diff);
+            meta.size = size;
+        }
+        (diff, size)
     }
 }
 
@@ -443,7 +728,7 @@ impl DockerResolver {
 /// diff-id and chain-id (when the layer store had none), and the instruction, which
 /// is only attributed when the layer store agrees with the image on the chain-id.
 fn link_image(
-    scan: &mut Scan,
+    w: &mut Vec<String>,
     cid: &str,
     l: &mut LayerInfo,
     from_layerdb: bool,
@@ -457,7 +742,7 @@ fn link_image(
     };
     if from_layerdb {
         if l.chain_id.as_deref() != Some(image_chain.as_str()) {
-            scan.warn(format!(
+            w.push(format!(
                 "container {cid}: layer {} has chain-id {} but the image expects {image_chain} there; instruction unknown",
                 l.index,
                 l.chain_id.as_deref().unwrap_or("null")
@@ -479,18 +764,56 @@ impl Resolver for DockerResolver {
         "docker"
     }
 
+    /// Layer metadata is deferred, except where what an earlier scan read
+    /// tells it.
     fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
-        let (out, warnings) = self.scan_collect(mounts);
-        self.emit(warnings);
+        let mut warnings = Vec::new();
+        let found = self.scan_inner(mounts, &mut warnings);
+        let mut lazy = self.lazy();
+        let out = found
+            .into_iter()
+            .map(|(mut c, owner)| {
+                let mut deferred: Option<Deferred> = None;
+                for l in c.layers.iter_mut().filter(|l| !l.init) {
+                    if lazy.cached(&owner, l) {
+                        lazy.complete(&owner, l, &mut warnings);
+                        continue;
+                    }
+                    let d = deferred.get_or_insert_with(|| {
+                        let (shared, owner) = (self.lazy.clone(), owner.clone());
+                        Deferred::new(move |l| {
+                            let mut w = Vec::new();
+                            let mut lazy = lock(&shared);
+                            lazy.complete(&owner, l, &mut w);
+                            lazy.emit(w);
+                        })
+                    });
+                    l.deferred = Some(d.clone());
+                }
+                c
+            })
+            .collect();
+        lazy.emit(warnings);
         out
     }
 }
 
 impl DockerResolver {
-    /// [`Resolver::scan`] that returns its warnings instead of logging them.
+    /// [`Resolver::scan`] that reads every layer's metadata at once (nothing
+    /// deferred) and returns its warnings instead of logging them.
     pub fn scan_collect(&mut self, mounts: &[OverlayMount]) -> (Vec<ContainerInfo>, Vec<String>) {
         let mut warnings = Vec::new();
-        let out = self.scan_inner(mounts, &mut warnings);
+        let found = self.scan_inner(mounts, &mut warnings);
+        let mut lazy = self.lazy();
+        let out = found
+            .into_iter()
+            .map(|(mut c, owner)| {
+                for l in &mut c.layers {
+                    lazy.complete(&owner, l, &mut warnings);
+                }
+                c
+            })
+            .collect();
         (out, warnings)
     }
 }
@@ -571,108 +894,6 @@ impl Scan<'_> {
             );
         }
         out
-    }
-
-    /// The chain-id (hex) whose layerdb entry has this cache-id.
-    fn chain_of(&mut self, cache_id: &str) -> Option<String> {
-        if self.cache_to_chain.is_none() {
-            let map = self.read_cache_ids();
-            self.cache_to_chain = Some(map);
-        }
-        self.cache_to_chain.as_ref()?.get(cache_id).cloned()
-    }
-
-    /// cache-id -> chain over the layer store's listing; cache-ids already read
-    /// in an earlier scan are not read again, entries no longer listed are dropped.
-    fn read_cache_ids(&mut self) -> HashMap<String, String> {
-        let dir = PathBuf::from(format!("{LAYERDB}/sha256"));
-        let names = match self.root.read_dir(&dir) {
-            Ok(n) => n,
-            Err(e) => {
-                self.warn(e.to_string());
-                self.chains.clear();
-                return HashMap::new();
-            }
-        };
-        let mut old = std::mem::take(&mut self.chains);
-        let mut map = HashMap::with_capacity(names.len());
-        for name in names {
-            let Some(chain) = name.to_str().filter(|s| is_hex64(s)) else {
-                continue;
-            };
-            if let Some(meta) = old.remove(chain) {
-                map.insert(meta.cache_id.clone(), chain.to_string());
-                self.chains.insert(chain.to_string(), meta);
-                continue;
-            }
-            match self.chain_line(chain, "cache-id") {
-                Ok(c) if is_safe_name(&c) => {
-                    map.insert(c.clone(), chain.to_string());
-                    let meta = ChainMeta {
-                        cache_id: c,
-                        ..Default::default()
-                    };
-                    self.chains.insert(chain.to_string(), meta);
-                }
-                Ok(c) => self.warn(format!("layer {chain}: invalid cache-id {c:?}")),
-                // Layers being created or removed lack it for a moment.
-                Err(e) if e.is_not_found() => {}
-                Err(e) => self.warn(e.to_string()),
-            }
-        }
-        map
-    }
-
-    /// `layerdb/sha256/<chain>/<file>`, one line.
-    fn chain_line(&self, chain: &str, file: &str) -> Result<String, SafeFsError> {
-        match &self.chain_dir {
-            Some(d) => d.read_line(&Path::new(chain).join(file)),
-            None => self
-                .root
-                .read_line(&PathBuf::from(format!("{LAYERDB}/sha256/{chain}/{file}"))),
-        }
-    }
-
-    /// The layer store's diff-id and size of a chain listed by [`Self::read_cache_ids`].
-    fn diff_and_size(&mut self, chain: &str) -> (Option<String>, Option<u64>) {
-        let cached = self.chains.get(chain).cloned().unwrap_or_default();
-        let dir = || PathBuf::from(format!("{LAYERDB}/sha256/{chain}"));
-        let diff = cached
-            .diff
-            .or_else(|| match self.chain_line(chain, "diff") {
-                Ok(d) if is_digest(&d) => Some(d),
-                Ok(d) => {
-                    self.warn(format!("{}: invalid diff-id {d:?}", path_display(&dir())));
-                    None
-                }
-                Err(e) => {
-                    self.warn(e.to_string());
-                    None
-                }
-            });
-        let size = cached
-            .size
-            .or_else(|| match self.chain_line(chain, "size") {
-                Ok(s) => match s.parse() {
-                    Ok(v) => Some(v),
-                    Err(_) => {
-                        self.warn(format!(
-                            "{}/size: not a number: {s:?}",
-                            path_display(&dir())
-                        ));
-                        None
-                    }
-                },
-                Err(e) => {
-                    self.warn(e.to_string());
-                    None
-                }
-            });
-        if let Some(meta) = self.chains.get_mut(chain) {
-            meta.diff.clone_from(&diff);
-            meta.size = size;
-        }
-        (diff, size)
     }
 
     /// `f` run once per scan for each key of `table`; later calls repeat its
@@ -1439,6 +1660,149 @@ mod tests {
         );
         let (_, w) = r.scan_collect(&[]);
         assert_eq!(w.len(), 1, "{w:?}");
+    }
+
+    /// What attribution needs is there after a scan; the rest is not.
+    fn assert_deferred(fx: &Fx, c: &ContainerInfo) {
+        assert_eq!(c.name.as_deref(), Some("web-1"));
+        assert_eq!(c.image.tags, ["shop/api:2.3", "shop/api:latest"]);
+        assert!(c.layers[0].init && c.layers[0].deferred.is_none());
+        for (k, l) in c.layers[1..].iter().enumerate() {
+            let i = 2 - k;
+            assert_eq!(l.position, Some(i + 1));
+            assert_eq!(l.cache_id.as_deref(), Some(fx.caches[i].as_str()));
+            assert_eq!(l.short_id.as_deref(), Some(fx.shorts[i].as_str()));
+            assert_eq!(l.dir, Some(fx.o2().join(&fx.caches[i]).join("diff")));
+            assert!(l.deferred.is_some());
+            assert_eq!(
+                (&l.diff_id, &l.chain_id, l.size, &l.created_by),
+                (&None, &None, None, &None)
+            );
+        }
+    }
+
+    #[test]
+    fn scans_defer_layer_metadata_until_needed() {
+        let fx = Fx::new("docker");
+        let mut r = fx.resolver();
+        // The layer store and the image config are not read by the scan:
+        // broken now, repaired before anything asks, nothing shows.
+        let size = fx.chain_dir(0).join("size");
+        let img = fx
+            .root
+            .join(IMAGEDB)
+            .join(fx.image_id.trim_start_matches("sha256:"));
+        let config = fs::read(&img).unwrap();
+        write(&size, "lots");
+        fs::write(&img, "{").unwrap();
+        let mut cs = r.scan(&[fx.mount(false)]);
+        assert_eq!(cs.len(), 1);
+        assert_deferred(&fx, &cs[0]);
+        assert!(r.lazy().warned.is_empty(), "{:?}", r.lazy().warned);
+        write(&size, "1000");
+        fs::write(&img, &config).unwrap();
+
+        // One layer, as an event needs it.
+        let mut c = cs.remove(0);
+        let pending = c.clone();
+        c.layers[2].complete();
+        assert_eq!(c.layers[2].diff_id.as_deref(), Some(fx.diffs[1].as_str()));
+        assert_eq!(
+            c.layers[2].created_by.as_deref(),
+            Some("/bin/sh -c echo hi >/f")
+        );
+        assert!(c.layers[2].deferred.is_none() && c.layers[1].deferred.is_some());
+        // All of it, as a report needs it: what an eager scan gives.
+        c.complete();
+        assert_complete(&fx, &c);
+        assert_eq!(c, fx.scan(&fx.mount(false)).0);
+        // Read once: a copy completed later gets what was read then.
+        write(&size, "5");
+        let mut copy = pending.clone();
+        copy.complete();
+        assert_eq!(copy, c);
+        // A rescan describes the layers it knows as they were completed,
+        // so the catalog sees the same container.
+        let again = r.scan(&[fx.mount(false)]);
+        assert_eq!(again[0], c);
+        assert!(again[0].layers.iter().all(|l| l.deferred.is_none()));
+        assert!(r.lazy().warned.is_empty(), "{:?}", r.lazy().warned);
+    }
+
+    #[test]
+    fn deferred_reads_warn_and_degrade_fields() {
+        let fx = Fx::new("docker");
+        let mut r = fx.resolver();
+        let mut cs = r.scan(&[fx.mount(false)]);
+        assert_deferred(&fx, &cs[0]);
+        fs::remove_dir_all(fx.chain_dir(1)).unwrap();
+        let size = fx.chain_dir(0).join("size");
+        fs::remove_file(&size).unwrap();
+        symlink(fx.base.join("outside"), &size).unwrap();
+        cs[0].complete();
+        let c = &cs[0];
+        assert_eq!((c.layers[2].size, c.layers[3].size), (None, None));
+        assert_eq!(c.layers[2].diff_id.as_deref(), Some(fx.diffs[1].as_str()));
+        assert_eq!(c.layers[3].diff_id.as_deref(), Some(fx.diffs[0].as_str()));
+        assert_eq!(c.layers[1].size, Some(3_000_000));
+        let warned = &r.lazy().warned;
+        assert!(
+            warned.iter().any(|w| w.contains("no layerdb entry")),
+            "{warned:?}"
+        );
+        assert!(
+            warned.iter().any(|w| w.contains("refusing to follow")),
+            "{warned:?}"
+        );
+        // The same, at once.
+        let (eager, w) = fx.scan(&fx.mount(false));
+        assert_eq!(&eager, c);
+        assert_eq!(w.len(), 2, "{w:?}");
+    }
+
+    #[test]
+    fn events_read_the_metadata_of_their_layer() {
+        use crate::resolve::Catalog;
+        let fx = Fx::new("docker");
+        fs::write(fx.o2().join(&fx.caches[1]).join("diff/f"), "x").unwrap();
+        let m = fx.mount(false);
+        let lower: Vec<String> = m
+            .lowerdirs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let mi = fx.base.join("mountinfo");
+        write(
+            &mi,
+            format!(
+                "300 1 0:77 / {} rw - overlay overlay rw,lowerdir={},upperdir={}\n",
+                m.mountpoint.display(),
+                lower.join(":"),
+                m.upperdir.as_ref().unwrap().display()
+            ),
+        );
+        let mut cat = Catalog::with_mountinfo(vec![Box::new(fx.resolver())], mi);
+        cat.refresh().unwrap();
+        let key = cat.entries().next().unwrap().key;
+        let pending = |cat: &Catalog| -> Vec<bool> {
+            let c = cat.get(&key).unwrap().container.as_ref().unwrap();
+            c.layers.iter().map(|l| l.deferred.is_some()).collect()
+        };
+        assert_eq!(pending(&cat), [false, true, true, true]);
+        // The kernel reports that `f` came from overlay index 3.
+        let s = cat.resolve(&key).unwrap().source_layer(3, None);
+        assert_eq!(s.index, 3);
+        assert_eq!(s.diff_id.as_deref(), Some(fx.diffs[1].as_str()));
+        assert_eq!(s.created_by.as_deref(), Some("/bin/sh -c echo hi >/f"));
+        // Only that layer was read; a full rescan keeps it so.
+        assert_eq!(pending(&cat), [false, true, false, true]);
+        let parsed = cat.get(&key).map(|e| e.mount.clone()).unwrap();
+        cat.apply(&[parsed]);
+        assert!(!cat.get(&key).unwrap().gone);
+        assert_eq!(pending(&cat), [false, true, false, true]);
+        // The inventory shows everything.
+        let inv = cat.inventory();
+        assert_complete(&fx, &inv.containers[0]);
     }
 
     #[test]

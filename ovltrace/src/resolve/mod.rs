@@ -17,6 +17,7 @@ pub mod safe_fs;
 use std::{
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -34,7 +35,10 @@ pub trait Resolver: Send {
     fn runtime(&self) -> &'static str;
     /// The containers whose root file system is one of `mounts`. Never fails as a
     /// whole: unreadable or corrupt metadata is logged and degrades single fields to
-    /// `None`; a mount it cannot attribute is simply not returned.
+    /// `None`; a mount it cannot attribute is simply not returned. Layer metadata
+    /// that attribution does not need may be left [`LayerInfo::deferred`]: call
+    /// [`ContainerInfo::complete`] (or [`LayerInfo::complete`]) before reading
+    /// diff-ids, chain-ids, sizes or instructions.
     fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo>;
 }
 
@@ -64,6 +68,11 @@ impl ContainerInfo {
     /// The layer with this overlay index (1 = first lowerdir).
     pub fn layer(&self, index: usize) -> Option<&LayerInfo> {
         index.checked_sub(1).and_then(|i| self.layers.get(i))
+    }
+
+    /// Reads every layer's deferred metadata ([`LayerInfo::complete`]).
+    pub fn complete(&mut self) {
+        self.layers.iter_mut().for_each(LayerInfo::complete);
     }
 
     /// 12-character id, as `docker ps` shows it.
@@ -122,7 +131,53 @@ pub struct LayerInfo {
     /// The layer's directory (absolute), validated to lie in the runtime's root.
     #[serde(serialize_with = "serialize_opt_path")]
     pub dir: Option<PathBuf>,
+    /// What the resolver has not read yet (diff-id, chain-id, size,
+    /// instruction): [`LayerInfo::complete`] reads it. `None` once read, or
+    /// when the resolver read everything at scan time.
+    #[serde(skip)]
+    pub deferred: Option<Deferred>,
 }
+
+impl LayerInfo {
+    /// Reads the metadata the resolver deferred (at most once per layer and
+    /// scan: the resolver caches what it read). Never fails: unreadable
+    /// metadata is logged and leaves its fields `None`.
+    pub fn complete(&mut self) {
+        if let Some(d) = self.deferred.take() {
+            (d.0)(self);
+        }
+    }
+}
+
+/// A resolver's way to fill a [`LayerInfo`]'s deferred fields on first need:
+/// a scan reads only what attribution needs (which container owns which
+/// mount, each layer's directory and identity), and a layer's diff-id, size
+/// and history are read when a report or an event first asks for them.
+///
+/// Compares equal to any other `Deferred`: two scans that found the same
+/// layer describe it equally, whether or not its metadata was read.
+#[derive(Clone)]
+pub struct Deferred(Arc<dyn Fn(&mut LayerInfo) + Send + Sync>);
+
+impl Deferred {
+    pub fn new(f: impl Fn(&mut LayerInfo) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Deferred {}
 
 /// The layer a copied-up file came from, as recorded on copy-up events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,7 +250,15 @@ pub struct MountEntry {
 
 impl MountEntry {
     /// The layer with overlay index `index` as events report it.
-    pub fn source_layer(&self, index: usize, data_index: Option<usize>) -> SourceLayer {
+    /// Reads the layer's deferred metadata the first time it is needed.
+    pub fn source_layer(&mut self, index: usize, data_index: Option<usize>) -> SourceLayer {
+        let layer = self
+            .container
+            .as_mut()
+            .and_then(|c| index.checked_sub(1).and_then(|i| c.layers.get_mut(i)));
+        if let Some(l) = layer {
+            l.complete();
+        }
         let layer = self.container.as_ref().and_then(|c| c.layer(index));
         SourceLayer {
             index,
@@ -414,7 +477,7 @@ impl Catalog {
     /// mounted since the latest scan) rescans, once per key and at most every
     /// `min_rescan`; `None` when it is still unknown then (it was unmounted
     /// before any scan saw it).
-    pub fn resolve(&mut self, key: &OverlayKey) -> Option<&MountEntry> {
+    pub fn resolve(&mut self, key: &OverlayKey) -> Option<&mut MountEntry> {
         if !self.entries.contains_key(key) && self.rescan_allowed() {
             if self.tried.len() >= MAX_TRIED {
                 self.tried.clear();
@@ -425,7 +488,7 @@ impl Catalog {
                 }
             }
         }
-        self.entries.get(key)
+        self.entries.get_mut(key)
     }
 
     fn rescan_allowed(&self) -> bool {
@@ -457,7 +520,11 @@ impl Catalog {
         live.sort_by_key(|e| e.mount.mount_id);
         for e in live {
             match &e.container {
-                Some(c) => inv.containers.push(c.clone()),
+                Some(c) => {
+                    let mut c = c.clone();
+                    c.complete();
+                    inv.containers.push(c);
+                }
                 None => inv.mounts.push(e.mount.clone()),
             }
         }
@@ -548,12 +615,11 @@ mod tests {
         assert_eq!(inv.containers.len(), 1);
         assert_eq!(inv.mounts, vec![plain.clone()]);
         let ka = fake_key(&a).unwrap();
-        let e = cat.get(&ka).unwrap();
-        let s = e.source_layer(2, None);
+        let s = cat.resolve(&ka).unwrap().source_layer(2, None);
         assert_eq!((s.index, s.diff_id.as_deref()), (2, Some("sha256:1")));
         // Plain mounts have indices, without layer metadata.
         let s = cat
-            .get(&fake_key(&plain).unwrap())
+            .resolve(&fake_key(&plain).unwrap())
             .unwrap()
             .source_layer(1, None);
         assert_eq!((s.index, s.diff_id), (1, None));
@@ -601,7 +667,7 @@ mod tests {
             ..key
         };
         assert!(cat.resolve(&other).is_none());
-        assert_eq!(name(cat.resolve(&key)).as_deref(), Some("c50"));
+        assert_eq!(name(cat.resolve(&key).map(|e| &*e)).as_deref(), Some("c50"));
         // A different upper directory on the same device is another overlay.
         assert!(cat
             .get(&OverlayKey {
