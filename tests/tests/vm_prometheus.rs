@@ -176,7 +176,7 @@ fn prometheus_6_12() {
     );
     assert!(
         scrape.contains(r#"ovltrace_build_info{version=""#)
-            && scrape.contains(r#"strategy="kprobe",kernel="6.12."#),
+            && scrape.contains(r#"strategy="fentry",kernel="6.12."#),
         "{scrape}"
     );
     let found: u64 = get(

@@ -246,6 +246,8 @@ pub struct MountEntry {
     pub gone: bool,
     /// Scan generation that last saw it (for keeping the newest gone ones).
     seen: u64,
+    /// When a scan first saw it.
+    first_seen: Instant,
 }
 
 impl MountEntry {
@@ -290,6 +292,9 @@ pub fn overlay_key(m: &OverlayMount) -> Option<OverlayKey> {
     Some(key)
 }
 
+/// How long after a mount is first seen an event on it may re-read the
+/// runtimes' metadata when no runtime claims the mount yet.
+const CLAIM_WINDOW: Duration = Duration::from_secs(2);
 /// Gone mounts kept for late events and the report (oldest dropped first).
 const MAX_GONE: usize = 1024;
 /// Distinct unknown overlays that may each trigger one rescan, before the
@@ -415,6 +420,7 @@ impl Catalog {
                         container,
                         gone: false,
                         seen: self.generation,
+                        first_seen: Instant::now(),
                     };
                     self.entries.insert(key, fresh);
                 }
@@ -477,7 +483,21 @@ impl Catalog {
     /// mounted since the latest scan) rescans, once per key and at most every
     /// `min_rescan`; `None` when it is still unknown then (it was unmounted
     /// before any scan saw it).
+    ///
+    /// A runtime mounts a container's root file system and writes into it
+    /// (/etc) at once, sometimes before its own metadata names the container:
+    /// an event on a mount no runtime has claimed yet, in its first
+    /// [`CLAIM_WINDOW`], re-reads the metadata (at most every `min_rescan`).
     pub fn resolve(&mut self, key: &OverlayKey) -> Option<&mut MountEntry> {
+        let unclaimed = self.entries.get(key).is_some_and(|e| {
+            !e.gone && e.container.is_none() && e.first_seen.elapsed() < CLAIM_WINDOW
+        });
+        if unclaimed && self.rescan_allowed() {
+            self.last_full = None;
+            if let Err(e) = self.refresh() {
+                log::warn!("rescanning overlay mounts: {e:#}");
+            }
+        }
         if !self.entries.contains_key(key) && self.rescan_allowed() {
             if self.tried.len() >= MAX_TRIED {
                 self.tried.clear();
@@ -710,6 +730,51 @@ mod tests {
         assert_eq!(overlay_key(&m), None);
         m.upperdir = None;
         assert_eq!(overlay_key(&m).unwrap().upper_ino, 0);
+    }
+
+    /// Claims mounts only once its flag is set (metadata written late).
+    struct Late(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    impl Resolver for Late {
+        fn runtime(&self) -> &'static str {
+            "late"
+        }
+
+        fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
+            if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                Fake.scan(mounts)
+            } else {
+                Vec::new()
+            }
+        }
+    }
+
+    #[test]
+    fn a_young_unclaimed_mount_rereads_the_metadata() {
+        use std::sync::{atomic::AtomicBool, atomic::Ordering, Arc};
+        let tmp = tempfile::tempdir().unwrap();
+        let mi = tmp.path().join("mountinfo");
+        std::fs::write(
+            &mi,
+            "50 1 0:50 / /c/x rw - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w\n",
+        )
+        .unwrap();
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut cat = Catalog::with_mountinfo(vec![Box::new(Late(ready.clone()))], mi);
+        cat.key_of = fake_key;
+        cat.set_min_rescan(Duration::ZERO);
+        cat.refresh().unwrap();
+        let key = cat.entries().next().unwrap().key;
+        assert_eq!(name(cat.resolve(&key).map(|e| &*e)), None);
+        // The runtime writes its metadata; the mount table does not change.
+        ready.store(true, Ordering::SeqCst);
+        cat.refresh().unwrap();
+        assert_eq!(
+            name(cat.get(&key)),
+            None,
+            "unchanged table: no metadata scan"
+        );
+        assert_eq!(name(cat.resolve(&key).map(|e| &*e)).as_deref(), Some("c50"));
     }
 
     /// Counts its scans, to see which refreshes reach the runtimes.
