@@ -537,7 +537,7 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
                 let (attr, source) = t.attribute(&ev);
                 attributed += u64::from(attr.container.is_some());
                 with_layer += u64::from(source.as_ref().is_some_and(|s| s.diff_id.is_some()));
-                agg.add(&ev, &attr, source.as_ref());
+                agg.add(&ev, &attr, source.as_deref());
             }
         }
     }

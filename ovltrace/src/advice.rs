@@ -63,9 +63,12 @@ fn owner_label(report: &Report, container: Option<&str>, dev: u32) -> String {
     })
 }
 
+/// Whose files: a container id (or none) and the overlay device.
+type Owner = (Option<std::sync::Arc<str>>, u32);
+
 fn volumes(agg: &Aggregator, report: &Report) -> Vec<Advice> {
     // (owner key) -> directory -> cost of everything copied up below it.
-    let mut dirs: HashMap<(Option<String>, u32), BTreeMap<Vec<u8>, DirCost>> = HashMap::new();
+    let mut dirs: HashMap<Owner, BTreeMap<Vec<u8>, DirCost>> = HashMap::new();
     for (key, f) in &agg.files {
         let owner_key = (f.attribution.container.clone(), key.overlay.dev);
         let tree = dirs.entry(owner_key).or_default();
@@ -100,7 +103,7 @@ fn volumes(agg: &Aggregator, report: &Report) -> Vec<Advice> {
         for (dir, c) in picked.into_iter().take(MAX_VOLUME_ADVICE) {
             let target = format!("/{}", String::from_utf8_lossy(dir));
             let who = owner_label(report, container.as_deref(), dev);
-            let container = container.clone();
+            let container = container.as_deref().map(str::to_string);
             out.push(Advice {
                 kind: "volume".into(),
                 container,
@@ -125,9 +128,9 @@ fn volumes(agg: &Aggregator, report: &Report) -> Vec<Advice> {
 
 /// The same path copied up in several containers (of one image, typically).
 fn repeated(agg: &Aggregator, report: &Report) -> Vec<Advice> {
-    let mut by_path: BTreeMap<&[u8], (Vec<&String>, u64, u64)> = BTreeMap::new();
+    let mut by_path: BTreeMap<&[u8], (Vec<&str>, u64, u64)> = BTreeMap::new();
     for (key, f) in &agg.files {
-        if let Some(c) = &f.attribution.container {
+        if let Some(c) = f.attribution.container.as_deref() {
             let e = by_path.entry(&key.path).or_default();
             e.0.push(c);
             e.1 += f.bytes;
@@ -141,7 +144,7 @@ fn repeated(agg: &Aggregator, report: &Report) -> Vec<Advice> {
             let target = format!("/{}", String::from_utf8_lossy(path));
             let image = cs
                 .first()
-                .and_then(|c| report.containers.iter().find(|x| &&x.id == c))
+                .and_then(|c| report.containers.iter().find(|x| x.id == *c))
                 .and_then(|c| c.image.tags.first().cloned());
             Advice {
                 kind: "volume".into(),

@@ -1,7 +1,7 @@
 //! Aggregation of decoded events: per overlay mount totals with HDR latency
 //! histograms, and a bounded table of the files that cost copy-ups.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{collections::BTreeSet, sync::Arc};
 
 use hdrhistogram::Histogram;
 use smallvec::SmallVec;
@@ -10,6 +10,13 @@ use crate::{
     event::{CopyUp, FileKind, OverlayKey},
     resolve::SourceLayer,
 };
+
+/// The hash maps of the per-event path (SipHash was a third of the ingest
+/// time). foldhash is seeded at random per map, so hashes are not
+/// predictable from outside; maps keyed by container-chosen names (file
+/// paths) use its higher-quality variant, [`NameMap`].
+pub type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+pub type NameMap<K, V> = hashbrown::HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Significant digits of every HDR histogram.
 pub const SIGFIG: u8 = 3;
@@ -81,15 +88,30 @@ impl GroupAgg {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileKey {
     pub overlay: OverlayKey,
-    pub container: Option<String>,
+    pub container: Option<Arc<str>>,
     pub path: Vec<u8>,
+}
+
+/// A [`FileKey`] borrowed from an event: looks the file up without copying
+/// the path (same fields, same order, so the same hash).
+#[derive(Hash)]
+struct FileKeyRef<'a> {
+    overlay: OverlayKey,
+    container: Option<&'a str>,
+    path: &'a [u8],
+}
+
+impl hashbrown::Equivalent<FileKey> for FileKeyRef<'_> {
+    fn equivalent(&self, k: &FileKey) -> bool {
+        self.overlay == k.overlay && self.path == k.path && self.container == k.container.as_deref()
+    }
 }
 
 /// Where an event came from, as far as it could be resolved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attribution {
-    /// Container id.
-    pub container: Option<String>,
+    /// Container id (shared: one allocation per container, not per event).
+    pub container: Option<Arc<str>>,
     /// Overlay index of the lower layer the file came from (1 = first lowerdir).
     pub layer: Option<usize>,
     /// The writer was outside the container: in the tracer's (the host's)
@@ -112,6 +134,39 @@ pub struct LayerAgg {
 pub enum LayerKey {
     DiffId(String),
     Index { overlay: OverlayKey, index: usize },
+}
+
+/// A [`LayerKey`] borrowed from an event (same variants and fields, so the
+/// same hash).
+#[derive(Hash)]
+enum LayerKeyRef<'a> {
+    DiffId(&'a str),
+    Index { overlay: OverlayKey, index: usize },
+}
+
+impl hashbrown::Equivalent<LayerKey> for LayerKeyRef<'_> {
+    fn equivalent(&self, k: &LayerKey) -> bool {
+        match (self, k) {
+            (LayerKeyRef::DiffId(a), LayerKey::DiffId(b)) => *a == b,
+            (
+                LayerKeyRef::Index { overlay, index },
+                LayerKey::Index {
+                    overlay: o,
+                    index: i,
+                },
+            ) => overlay == o && index == i,
+            _ => false,
+        }
+    }
+}
+
+impl LayerKeyRef<'_> {
+    fn to_owned(&self) -> LayerKey {
+        match *self {
+            LayerKeyRef::DiffId(d) => LayerKey::DiffId(d.to_string()),
+            LayerKeyRef::Index { overlay, index } => LayerKey::Index { overlay, index },
+        }
+    }
 }
 
 /// One file (path within one mount) that was copied up.
@@ -209,13 +264,13 @@ pub fn percentile(samples: &[u64], p: f64) -> u64 {
 /// All copy-up aggregates of a trace.
 #[derive(Debug)]
 pub struct Aggregator {
-    pub per_overlay: HashMap<OverlayKey, GroupAgg>,
-    pub per_container: HashMap<String, GroupAgg>,
-    pub per_layer: HashMap<LayerKey, LayerAgg>,
+    pub per_overlay: FastMap<OverlayKey, GroupAgg>,
+    pub per_container: FastMap<String, GroupAgg>,
+    pub per_layer: FastMap<LayerKey, LayerAgg>,
     /// Copy-ups that could not be tied to a container (not a container's
     /// overlay, or its metadata was unreadable).
     pub unattributed: u64,
-    pub files: HashMap<FileKey, FileAgg>,
+    pub files: NameMap<FileKey, FileAgg>,
     max_files: usize,
     /// Files dropped from the table to keep it bounded (their copy-ups still
     /// count in the mount totals).
@@ -226,11 +281,11 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(max_files: usize) -> Self {
         Self {
-            per_overlay: HashMap::new(),
-            per_container: HashMap::new(),
-            per_layer: HashMap::new(),
+            per_overlay: FastMap::default(),
+            per_container: FastMap::default(),
+            per_layer: FastMap::default(),
             unattributed: 0,
-            files: HashMap::new(),
+            files: NameMap::default(),
             max_files: max_files.max(16),
             evicted_files: 0,
             events: 0,
@@ -238,43 +293,68 @@ impl Aggregator {
     }
 
     /// Adds one copy-up; `source` describes its source layer when known.
+    ///
+    /// The per-event path: keys are looked up borrowed and copied only when
+    /// a group or file is new.
     pub fn add(&mut self, ev: &CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
         self.events += 1;
         self.per_overlay.entry(ev.overlay).or_default().add(ev);
-        match &attr.container {
-            Some(id) => self.per_container.entry(id.clone()).or_default().add(ev),
+        match attr.container.as_deref() {
+            Some(id) => match self.per_container.get_mut(id) {
+                Some(g) => g.add(ev),
+                None => {
+                    let mut g = GroupAgg::default();
+                    g.add(ev);
+                    self.per_container.insert(id.to_string(), g);
+                }
+            },
             None => self.unattributed += 1,
         }
         if let Some(index) = attr.layer {
-            let diff_id = source.and_then(|s| s.diff_id.as_deref());
-            let key = match diff_id {
-                Some(d) => LayerKey::DiffId(d.to_string()),
-                None => LayerKey::Index {
+            let key = match source.and_then(|s| s.diff_id.as_deref()) {
+                Some(d) => LayerKeyRef::DiffId(d),
+                None => LayerKeyRef::Index {
                     overlay: ev.overlay,
                     index,
                 },
             };
-            let l = self.per_layer.entry(key).or_default();
-            l.total.add(ev);
-            if l.created_by.is_none() {
-                l.created_by = source.and_then(|s| s.created_by.clone());
+            if !self.per_layer.contains_key(&key) {
+                self.per_layer.insert(key.to_owned(), LayerAgg::default());
             }
-            if let Some(c) = &attr.container {
-                if l.containers.len() < MAX_CONTAINERS_PER_LAYER {
-                    l.containers.insert(c.clone());
+            if let Some(l) = self.per_layer.get_mut(&key) {
+                l.total.add(ev);
+                if l.created_by.is_none() {
+                    l.created_by = source.and_then(|s| s.created_by.clone());
+                }
+                if let Some(c) = attr.container.as_deref() {
+                    if l.containers.len() < MAX_CONTAINERS_PER_LAYER && !l.containers.contains(c) {
+                        l.containers.insert(c.to_string());
+                    }
                 }
             }
         }
-        let key = FileKey {
+        let key = FileKeyRef {
             overlay: ev.overlay,
-            container: attr.container.clone(),
-            path: ev.path.clone(),
+            container: attr.container.as_deref(),
+            path: &ev.path,
         };
-        let f = self.files.entry(key).or_insert_with(|| {
-            FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index))
-        });
-        f.outside |= attr.outside;
-        f.add(ev);
+        match self.files.get_mut(&key) {
+            Some(f) => {
+                f.outside |= attr.outside;
+                f.add(ev);
+            }
+            None => {
+                let owned = FileKey {
+                    overlay: ev.overlay,
+                    container: attr.container.clone(),
+                    path: ev.path.clone(),
+                };
+                let mut f = FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index));
+                f.outside = attr.outside;
+                f.add(ev);
+                self.files.insert(owned, f);
+            }
+        }
         if self.files.len() > self.max_files {
             self.prune();
         }

@@ -2,7 +2,7 @@
 //! copy-up belongs to. The kernel names the overlay instance and the lower
 //! layer on the event; this looks up what they are in the [`Catalog`].
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use crate::{
     aggregate::Attribution,
@@ -19,6 +19,8 @@ pub struct Tracker {
     catalog: Catalog,
     /// The tracer's own mount namespace (inode number; 0 unknown).
     host_mnt_ns: u32,
+    /// Overlays already in `mounts`/`containers` (checked once per event).
+    recorded: hashbrown::HashSet<OverlayKey, foldhash::fast::RandomState>,
     mounts: HashMap<OverlayKey, MountMeta>,
     containers: HashMap<String, KnownContainer>,
 }
@@ -32,6 +34,7 @@ impl Tracker {
             host_mnt_ns,
             mounts: HashMap::new(),
             containers: HashMap::new(),
+            recorded: Default::default(),
         }
     }
 
@@ -55,19 +58,31 @@ impl Tracker {
         }
         for e in self.catalog.entries().filter(|e| !e.gone) {
             remember(&mut self.mounts, &mut self.containers, e);
+            self.recorded.insert(e.key);
         }
     }
 
     /// The container and source layer of one copy-up: the kernel names the
-    /// overlay instance and the layer; this looks up what they are.
-    pub fn attribute(&mut self, ev: &CopyUp) -> (Attribution, Option<SourceLayer>) {
+    /// overlay instance and the layer; this looks up what they are. The
+    /// source layer is borrowed from the catalog (built once per layer).
+    pub fn attribute(&mut self, ev: &CopyUp) -> (Attribution, Option<Cow<'_, SourceLayer>>) {
         let Self {
             catalog,
             mounts,
             containers,
             host_mnt_ns,
+            recorded,
         } = self;
-        let mut entry = catalog.resolve(&ev.overlay);
+        let entry = catalog.resolve(&ev.overlay);
+        if let Some(e) = entry.as_deref() {
+            // Periodic refreshes keep known entries current; only new ones
+            // are recorded here (the hot path).
+            if !recorded.contains(&e.key) {
+                remember(mounts, containers, e);
+                recorded.insert(e.key);
+            }
+        }
+        let container = entry.as_deref().and_then(|e| e.container_id.clone());
         let source = ev.source.map(|s| {
             let index = usize::from(s.layer);
             // Only a regular file has data elsewhere (metacopy); a merged
@@ -76,32 +91,20 @@ impl Tracker {
                 .data_layer
                 .filter(|&d| ev.kind == FileKind::Regular && d != s.layer)
                 .map(usize::from);
-            match entry.as_deref_mut() {
-                Some(e) => e.source_layer(index, data_index),
-                None => SourceLayer {
-                    index,
-                    diff_id: None,
-                    created_by: None,
-                    data_index,
-                },
-            }
+            (index, data_index)
         });
-        let entry = entry.as_deref();
-        if let Some(e) = entry {
-            // Periodic refreshes keep known entries current; only new ones
-            // are recorded here (the hot path).
-            let known = match &e.container {
-                Some(c) => containers.contains_key(&c.id),
-                None => mounts.contains_key(&e.key),
-            };
-            if !known {
-                remember(mounts, containers, e);
-            }
-        }
+        let source = match (source, entry) {
+            (Some((index, data_index)), Some(e)) => Some(e.source(index, data_index)),
+            (Some((index, data_index)), None) => Some(Cow::Owned(SourceLayer {
+                index,
+                diff_id: None,
+                created_by: None,
+                data_index,
+            })),
+            (None, _) => None,
+        };
         let attr = Attribution {
-            container: entry
-                .and_then(|e| e.container.as_ref())
-                .map(|c| c.id.clone()),
+            container,
             layer: source.as_ref().map(|s| s.index),
             outside: *host_mnt_ns != 0 && ev.mnt_ns == *host_mnt_ns,
         };

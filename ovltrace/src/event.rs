@@ -159,9 +159,14 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
 
 /// Leaf-first NUL-terminated components -> `a/b/c`.
 fn join_components(raw: &[u8]) -> Vec<u8> {
-    let mut parts: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
-    parts.reverse();
-    parts.join(&b'/')
+    let mut out = Vec::with_capacity(raw.len());
+    for part in raw.rsplit(|&b| b == 0).filter(|p| !p.is_empty()) {
+        if !out.is_empty() {
+            out.push(b'/');
+        }
+        out.extend_from_slice(part);
+    }
+    out
 }
 
 fn cstr_lossy(raw: &[u8]) -> String {

@@ -238,9 +238,9 @@ impl Session {
             match event::decode(&item) {
                 Ok(ev) => {
                     let (attr, source) = self.tracker.attribute(&ev);
-                    self.agg.add(&ev, &attr, source.as_ref());
+                    self.agg.add(&ev, &attr, source.as_deref());
                     if let Some(i) = &mut self.interval {
-                        i.agg.add(&ev, &attr, source.as_ref());
+                        i.agg.add(&ev, &attr, source.as_deref());
                     }
                 }
                 Err(e) => {

@@ -133,14 +133,14 @@ fn busy_report() -> Report {
         mounts.insert(
             OverlayKey::dev_only(dev),
             MountMeta {
-                container: Some(id.clone()),
+                container: Some(id.as_str().into()),
                 mountpoint: Some(info.mountpoint.display().to_string()),
                 ..Default::default()
             },
         );
         containers.push(KnownContainer { info, gone: i == 3 });
         let attr = Attribution {
-            container: Some(id.clone()),
+            container: Some(id.as_str().into()),
             layer: Some(1),
             outside: false,
         };

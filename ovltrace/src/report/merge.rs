@@ -782,7 +782,7 @@ mod tests {
                         let l = &cs[c].layers[index - 1];
                         (
                             Attribution {
-                                container: Some(cs[c].id.clone()),
+                                container: Some(cs[c].id.as_str().into()),
                                 layer: Some(index),
                                 outside: false,
                             },

@@ -510,7 +510,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
         .into_iter()
         .map(|(k, f)| {
             let (path, path_b64) = path_fields(&k.path);
-            let container = f.attribution.container.clone();
+            let container = f.attribution.container.as_deref().map(str::to_string);
             let layer = f.attribution.layer.map(|index| {
                 let info = container
                     .as_deref()

@@ -619,7 +619,7 @@ pub(crate) mod tests {
         };
         let mut agg = Aggregator::new(100);
         let in_web = |layer: usize| Attribution {
-            container: Some(web.id.clone()),
+            container: Some(web.id.as_str().into()),
             layer: Some(layer),
             outside: false,
         };
@@ -668,7 +668,7 @@ pub(crate) mod tests {
         mounts.insert(
             OverlayKey::dev_only(Dev::new(0, 50).to_kernel()),
             MountMeta {
-                container: Some(web.id.clone()),
+                container: Some(web.id.as_str().into()),
                 mountpoint: Some("/var/lib/docker/overlay2/abc/merged".into()),
                 upperdir: None,
                 lowerdirs: vec!["a".into(), "b".into(), "c".into()],

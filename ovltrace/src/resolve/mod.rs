@@ -15,6 +15,7 @@ pub mod podman;
 pub mod safe_fs;
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
@@ -248,10 +249,48 @@ pub struct MountEntry {
     seen: u64,
     /// When a scan first saw it.
     first_seen: Instant,
+    /// `container`'s id, shared with every event attributed to it.
+    pub container_id: Option<Arc<str>>,
+    /// Source layers as events report them, by overlay index (filled on
+    /// first use; cleared when `container` changes).
+    sources: Vec<Option<SourceLayer>>,
 }
 
 impl MountEntry {
     /// The layer with overlay index `index` as events report it.
+    fn set_container(&mut self, container: Option<ContainerInfo>) {
+        if self.container != container {
+            self.container_id = container.as_ref().map(|c| Arc::from(c.id.as_str()));
+            self.sources.clear();
+            self.container = container;
+        }
+    }
+
+    /// The source layer with overlay index `index`, as events report it;
+    /// built once per layer (a metacopy file's, which names its data layer
+    /// too, each time).
+    pub fn source(&mut self, index: usize, data_index: Option<usize>) -> Cow<'_, SourceLayer> {
+        if data_index.is_some() || index > MAX_CACHED_LAYERS {
+            return Cow::Owned(self.source_layer(index, data_index));
+        }
+        if self.sources.len() <= index {
+            self.sources.resize(index + 1, None);
+        }
+        if self.sources[index].is_none() {
+            self.sources[index] = Some(self.source_layer(index, None));
+        }
+        match &self.sources[index] {
+            Some(s) => Cow::Borrowed(s),
+            // Just filled above.
+            None => Cow::Owned(SourceLayer {
+                index,
+                diff_id: None,
+                created_by: None,
+                data_index: None,
+            }),
+        }
+    }
+
     /// Reads the layer's deferred metadata the first time it is needed.
     pub fn source_layer(&mut self, index: usize, data_index: Option<usize>) -> SourceLayer {
         let layer = self
@@ -292,6 +331,9 @@ pub fn overlay_key(m: &OverlayMount) -> Option<OverlayKey> {
     Some(key)
 }
 
+/// Source layers cached per mount (overlay allows 500 layers; images rarely
+/// have more than a hundred).
+const MAX_CACHED_LAYERS: usize = 512;
 /// How long after a mount is first seen an event on it may re-read the
 /// runtimes' metadata when no runtime claims the mount yet.
 const CLAIM_WINDOW: Duration = Duration::from_secs(2);
@@ -309,7 +351,8 @@ const MAX_TRIED: usize = 65_536;
 pub struct Catalog {
     resolvers: Vec<Box<dyn Resolver>>,
     mountinfo: PathBuf,
-    entries: HashMap<OverlayKey, MountEntry>,
+    /// Looked up once per event: a fast hash (keys come from the kernel).
+    entries: HashMap<OverlayKey, MountEntry, foldhash::fast::RandomState>,
     /// Scans so far.
     generation: u64,
     last_scan: Option<Instant>,
@@ -341,7 +384,7 @@ impl Catalog {
         Self {
             resolvers,
             mountinfo,
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             generation: 0,
             last_scan: None,
             min_rescan: Self::DEFAULT_MIN_RESCAN,
@@ -409,19 +452,22 @@ impl Catalog {
             };
             match self.entries.get_mut(&key) {
                 Some(e) if e.mount == *m => {
-                    e.container = container;
+                    e.set_container(container);
                     e.gone = false;
                     e.seen = self.generation;
                 }
                 _ => {
-                    let fresh = MountEntry {
+                    let mut fresh = MountEntry {
                         mount: m.clone(),
                         key,
-                        container,
+                        container: None,
                         gone: false,
                         seen: self.generation,
                         first_seen: Instant::now(),
+                        container_id: None,
+                        sources: Vec::new(),
                     };
+                    fresh.set_container(container);
                     self.entries.insert(key, fresh);
                 }
             }

@@ -85,7 +85,7 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
             data_index: None,
         };
         let attr = Attribution {
-            container: Some(info.id.clone()),
+            container: Some(info.id.as_str().into()),
             layer: Some(2),
             outside: false,
         };
