@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use smallvec::SmallVec;
 
 use crate::{
-    event::{CopyUp, FileKind, OverlayKey},
+    event::{Comm, CopyUp, FileKind, OverlayKey},
     resolve::SourceLayer,
 };
 
@@ -192,7 +192,7 @@ pub struct FileAgg {
     /// Distinct process ids, sorted (bounded).
     pub pids: SmallVec<[u32; 2]>,
     /// Distinct process names, sorted (bounded).
-    pub comms: SmallVec<[String; 1]>,
+    pub comms: SmallVec<[Comm; 2]>,
 }
 
 impl FileAgg {
@@ -240,7 +240,7 @@ impl FileAgg {
         }
         if self.comms.len() < MAX_COMMS {
             if let Err(i) = self.comms.binary_search(&ev.comm) {
-                self.comms.insert(i, ev.comm.clone());
+                self.comms.insert(i, ev.comm);
             }
         }
     }

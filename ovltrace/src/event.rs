@@ -4,8 +4,8 @@
 
 pub use ovltrace_ebpf::OverlayKey;
 use ovltrace_ebpf::{
-    CopyUpEvent, EventHeader, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED,
-    NO_LAYER, PATH_BUF,
+    CopyUpEvent, EventHeader, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT,
+    FLAG_PATH_TRUNCATED, NO_LAYER, PATH_BUF,
 };
 use serde::Serialize;
 
@@ -59,12 +59,59 @@ pub struct CopyUp {
     /// chosen by containers and need not be UTF-8).
     pub path: Vec<u8>,
     pub path_truncated: bool,
-    pub comm: String,
+    pub comm: Comm,
     /// Mount namespace of the writer (inode number; 0 unknown).
     pub mnt_ns: u32,
     /// Where the kernel copied the file from, read from overlay's lower
     /// stack (`None`: this kernel's overlay types are unknown).
     pub source: Option<Source>,
+}
+
+/// A task's command name as the kernel keeps it (at most 15 bytes, NUL
+/// padded; not necessarily UTF-8), kept without an allocation per event.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Comm([u8; COMM_LEN]);
+
+impl Comm {
+    /// The name's bytes, up to the first NUL.
+    pub fn bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        &self.0[..end]
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.bytes()))
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+/// Truncates to what the kernel keeps (15 bytes).
+impl From<&str> for Comm {
+    fn from(s: &str) -> Self {
+        let mut raw = [0u8; COMM_LEN];
+        let n = s.len().min(COMM_LEN - 1);
+        raw[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Comm(raw)
+    }
+}
+
+impl From<String> for Comm {
+    fn from(s: String) -> Self {
+        Comm::from(s.as_str())
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.bytes() == other.as_bytes()
+    }
 }
 
 /// The lower layers of a copied-up dentry, by overlay index (1 = the first
@@ -127,32 +174,51 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
             actual: buf.len(),
         });
     }
-    // SAFETY: as above, for the whole event.
-    let ev: CopyUpEvent = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
-    if ev.path_len as usize > PATH_BUF {
-        return Err(DecodeError::PathLength(ev.path_len));
+    // Fields are read where they lie (copying the whole event, with its
+    // 768-byte path buffer, was a tenth of the ingest time).
+    let base = buf.as_ptr();
+    macro_rules! field {
+        ($f:ident) => {
+            // SAFETY: `buf` holds a whole event (checked above), so the field
+            // lies inside it; read_unaligned copes with any alignment, and
+            // every bit pattern is a valid value of these plain types.
+            unsafe {
+                std::ptr::read_unaligned(base.add(std::mem::offset_of!(CopyUpEvent, $f)).cast())
+            }
+        };
     }
-    let data_copy = ev.flags & FLAG_DATA_COPY != 0;
+    let path_len: u32 = field!(path_len);
+    if path_len as usize > PATH_BUF {
+        return Err(DecodeError::PathLength(path_len));
+    }
+    let at = std::mem::offset_of!(CopyUpEvent, path);
+    let path = &buf[at..at + path_len as usize];
+    let flags: u32 = field!(flags);
+    let mode: u32 = field!(mode);
+    let comm: [u8; COMM_LEN] = field!(comm);
+    let (lower_idx, data_idx, numlower): (u16, u16, u16) =
+        (field!(lower_idx), field!(data_idx), field!(numlower));
+    let data_copy = flags & FLAG_DATA_COPY != 0;
     Ok(CopyUp {
-        start_ns: ev.start_ns,
-        latency_ns: ev.latency_ns,
-        data_ns: data_copy.then_some(ev.data_ns),
-        data_len: data_copy.then_some(ev.data_len),
-        size: ev.size,
-        cgroup_id: ev.cgroup_id,
-        tgid: ev.tgid,
-        tid: ev.tid,
-        overlay: ev.overlay,
-        ret: ev.ret,
-        kind: FileKind::from_mode(ev.mode),
-        path: join_components(&ev.path[..ev.path_len as usize]),
-        path_truncated: ev.flags & (FLAG_PATH_TRUNCATED | FLAG_PATH_FAULT) != 0,
-        comm: cstr_lossy(&ev.comm),
-        mnt_ns: ev.mnt_ns,
-        source: (ev.lower_idx != NO_LAYER).then(|| Source {
-            layer: ev.lower_idx,
-            data_layer: (ev.data_idx != NO_LAYER).then_some(ev.data_idx),
-            depth: ev.numlower,
+        start_ns: field!(start_ns),
+        latency_ns: field!(latency_ns),
+        data_ns: data_copy.then(|| field!(data_ns)),
+        data_len: data_copy.then(|| field!(data_len)),
+        size: field!(size),
+        cgroup_id: field!(cgroup_id),
+        tgid: field!(tgid),
+        tid: field!(tid),
+        overlay: field!(overlay),
+        ret: field!(ret),
+        kind: FileKind::from_mode(mode),
+        path: join_components(path),
+        path_truncated: flags & (FLAG_PATH_TRUNCATED | FLAG_PATH_FAULT) != 0,
+        comm: Comm(comm),
+        mnt_ns: field!(mnt_ns),
+        source: (lower_idx != NO_LAYER).then(|| Source {
+            layer: lower_idx,
+            data_layer: (data_idx != NO_LAYER).then_some(data_idx),
+            depth: numlower,
         }),
     })
 }
@@ -167,11 +233,6 @@ fn join_components(raw: &[u8]) -> Vec<u8> {
         out.extend_from_slice(part);
     }
     out
-}
-
-fn cstr_lossy(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
 #[cfg(test)]

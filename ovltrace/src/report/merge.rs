@@ -772,7 +772,7 @@ mod tests {
                     kind,
                     path: format!("d{dir}/f{file}").into_bytes(),
                     path_truncated: false,
-                    comm: format!("p{}", rng.below(3)),
+                    comm: format!("p{}", rng.below(3)).into(),
                     mnt_ns: 0,
                     source: None,
                 };

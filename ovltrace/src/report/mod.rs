@@ -551,7 +551,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                     max: f.max_ns,
                 },
                 pids: f.pids.iter().copied().collect(),
-                comms: f.comms.iter().cloned().collect(),
+                comms: f.comms.iter().map(|c| c.to_string()).collect(),
                 outside: f.outside,
             }
         })
