@@ -174,7 +174,6 @@ pub struct CopyUpEvent {
     pub data_len: u64,
     /// `i_size` of the overlay inode at entry (mirrors the lower inode, 5.19+).
     pub size: u64,
-    pub cgroup_id: u64,
     pub overlay: OverlayKey,
     pub tgid: u32,
     pub tid: u32,
@@ -232,7 +231,7 @@ const _: () = assert!(core::mem::size_of::<OverlayKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
 const _: () = assert!(
-    core::mem::size_of::<CopyUpEvent>() == 8 + 6 * 8 + 16 + 8 * 4 + 4 * 2 + COMM_LEN + PATH_BUF
+    core::mem::size_of::<CopyUpEvent>() == 8 + 5 * 8 + 16 + 8 * 4 + 4 * 2 + COMM_LEN + PATH_BUF
 );
 const _: () = assert!(core::mem::size_of::<LookupStats>() == 4 * 8 + HIST_SLOTS * 8);
 const _: () = assert!(PATH_BUF.is_power_of_two() || PATH_SOFT_LIMIT.is_power_of_two());

@@ -16,10 +16,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns,
-            bpf_probe_read_kernel_str,
-        },
+        generated::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel_str},
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -379,7 +376,6 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         (*ev).data_ns = inflight.data_ns;
         (*ev).data_len = inflight.data_len;
         (*ev).size = inflight.size;
-        (*ev).cgroup_id = bpf_get_current_cgroup_id();
         (*ev).overlay = inflight.overlay;
         (*ev).tgid = tgid;
         (*ev).tid = tid;

@@ -397,7 +397,6 @@ fn raw_event(path: &[&str], size: u64, start_ns: u64) -> Vec<u8> {
         data_ns: 10_000,
         data_len: size,
         size,
-        cgroup_id: 4242,
         tgid: 700,
         tid: 700,
         overlay: OverlayKey::default(),

@@ -471,7 +471,6 @@ mod tests {
             data_ns: Some(lat / 2),
             data_len: Some(bytes),
             size: bytes,
-            cgroup_id: 1,
             tgid: 100,
             tid: 100,
             overlay: OverlayKey::dev_only(dev),

@@ -48,7 +48,6 @@ pub struct CopyUp {
     pub data_len: Option<u64>,
     /// Size of the file (the overlay inode mirrors the lower one).
     pub size: u64,
-    pub cgroup_id: u64,
     pub tgid: u32,
     pub tid: u32,
     /// The overlay instance, as the kernel identified it.
@@ -205,7 +204,6 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
         data_ns: data_copy.then(|| field!(data_ns)),
         data_len: data_copy.then(|| field!(data_len)),
         size: field!(size),
-        cgroup_id: field!(cgroup_id),
         tgid: field!(tgid),
         tid: field!(tid),
         overlay: field!(overlay),
@@ -252,7 +250,6 @@ pub(crate) mod tests {
             data_ns: 1000,
             data_len: 4096,
             size: 4096,
-            cgroup_id: 77,
             overlay: OverlayKey {
                 dev: 42,
                 upper_dev: 8 << 20 | 1,

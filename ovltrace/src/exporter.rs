@@ -339,7 +339,6 @@ mod tests {
                 data_ns: None,
                 data_len: Some(1),
                 size: 1,
-                cgroup_id: 0,
                 tgid: 1,
                 tid: 1,
                 overlay: OverlayKey::dev_only(7),

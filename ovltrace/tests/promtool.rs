@@ -74,7 +74,6 @@ fn ev(dev: u32, path: &str, latency_ns: u64, bytes: u64) -> CopyUp {
         data_ns: Some(latency_ns / 3),
         data_len: Some(bytes),
         size: bytes,
-        cgroup_id: 0,
         tgid: 1,
         tid: 1,
         overlay: OverlayKey::dev_only(dev),

@@ -764,7 +764,6 @@ mod tests {
                     data_ns: (kind == FileKind::Regular).then_some(latency / 3),
                     data_len: (kind == FileKind::Regular).then_some(bytes),
                     size: bytes,
-                    cgroup_id: 0,
                     tgid: 100 + rng.below(5) as u32,
                     tid: 1,
                     overlay: OverlayKey::dev_only(Dev::new(0, minor).to_kernel()),

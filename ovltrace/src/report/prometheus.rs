@@ -721,7 +721,6 @@ mod tests {
             data_ns: None,
             data_len: Some(bytes),
             size: bytes,
-            cgroup_id: 0,
             tgid: 1,
             tid: 1,
             overlay: OverlayKey::dev_only(dev),

@@ -605,7 +605,6 @@ pub(crate) mod tests {
             data_ns: Some(ns / 2),
             data_len: Some(bytes),
             size: bytes,
-            cgroup_id: 0,
             tgid: 42,
             tid: 42,
             overlay: OverlayKey::dev_only(dev),

@@ -163,7 +163,6 @@ fn event(dev: Dev, path: &[u8], latency_ns: u64, bytes: u64) -> CopyUp {
         data_ns: Some(latency_ns / 2),
         data_len: Some(bytes),
         size: bytes,
-        cgroup_id: 0,
         tgid: 4242,
         tid: 4242,
         overlay: OverlayKey::dev_only(dev.to_kernel()),
