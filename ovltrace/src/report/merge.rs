@@ -385,6 +385,16 @@ impl TotalsAcc {
     }
 }
 
+/// The sum of some totals, histograms included (`None` when one does not
+/// decode: a report read from a file may hold anything).
+pub fn sum_totals<'a>(items: impl IntoIterator<Item = &'a CopyUpTotals>) -> Option<CopyUpTotals> {
+    let mut acc = TotalsAcc::default();
+    for t in items {
+        acc.add(t, "copy_up").ok()?;
+    }
+    Some(acc.finish())
+}
+
 struct LookupAcc {
     l: Lookups,
     buckets: BTreeMap<u64, u64>,

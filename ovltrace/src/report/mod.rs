@@ -186,8 +186,10 @@ pub struct LayerCost {
 }
 
 impl LayerCost {
-    /// Short name of the layer: its short diff-id; Docker's init layer as
-    /// "init of NAME"; otherwise "DEV lower N".
+    /// Short name of the layer: its short diff-id; a container's layer
+    /// without one as "init of NAME" or "lower N of NAME"; a plain overlay's
+    /// as its lower directory; otherwise "DEV lower N" (a layer of an overlay
+    /// no container was known for: [`layer_rows`] shows those on one line).
     pub fn label(&self, r: &Report) -> String {
         if let Some(d) = &self.diff_id {
             return d.trim_start_matches("sha256:").chars().take(12).collect();
@@ -195,24 +197,141 @@ impl LayerCost {
         let (Some(dev), Some(i)) = (&self.dev, self.index) else {
             return "?".into();
         };
-        let init_of = self.containers.iter().find_map(|id| {
-            let c = r.containers.iter().find(|c| &c.id == id)?;
-            let l = c.layers.iter().find(|l| l.index == i)?;
-            l.init.then(|| {
-                c.name
-                    .clone()
-                    .unwrap_or_else(|| c.id.chars().take(12).collect())
-            })
-        });
         let host = match (&self.host, !r.hosts.is_empty()) {
             (Some(h), true) => format!("{h} "),
             _ => String::new(),
         };
-        match init_of {
-            Some(name) => format!("{host}init of {name}"),
-            None => format!("{host}{dev} lower {i}"),
+        let in_container = self.containers.iter().find_map(|id| {
+            let c = r.containers.iter().find(|c| &c.id == id)?;
+            let name = c
+                .name
+                .clone()
+                .unwrap_or_else(|| c.id.chars().take(12).collect());
+            let init = c.layers.iter().any(|l| l.index == i && l.init);
+            Some((name, init))
+        });
+        if let Some((name, init)) = in_container {
+            return if init {
+                format!("{host}init of {name}")
+            } else {
+                format!("{host}lower {i} of {name}")
+            };
         }
+        if let Some(m) = self.plain_mount(r) {
+            if let Some(dir) = i.checked_sub(1).and_then(|k| m.lowerdirs.get(k)) {
+                return format!("{host}{dir}");
+            }
+        }
+        format!("{host}{dev} lower {i}")
     }
+
+    /// The overlay of no container this layer belongs to, when the report
+    /// knows it as such.
+    fn plain_mount<'a>(&self, r: &'a Report) -> Option<&'a Mount> {
+        if !self.containers.is_empty() || self.diff_id.is_some() {
+            return None;
+        }
+        let dev = self.dev.as_deref()?;
+        r.mounts.iter().find(|m| {
+            m.dev == dev
+                && m.host == self.host
+                && m.mountpoint.is_some()
+                && !r.containers.iter().any(|c| {
+                    c.dev == m.dev
+                        && c.host == m.host
+                        && Some(&c.mountpoint) == m.mountpoint.as_ref()
+                })
+        })
+    }
+
+    /// Copy-ups from a layer of an overlay that was no known container's
+    /// and that the report does not know as a plain overlay either (a
+    /// runtime setting a container up before it was known, a device number
+    /// reused, a mount gone before it could be looked up).
+    pub fn unattributed(&self, r: &Report) -> bool {
+        self.diff_id.is_none() && self.containers.is_empty() && self.plain_mount(r).is_none()
+    }
+}
+
+/// One line of a human report's source-layer table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerRow {
+    /// [`LayerCost::label`], or "not attributed".
+    pub label: String,
+    pub diff_id: Option<String>,
+    pub created_by: Option<String>,
+    /// Why the copy-ups on this line have no layer to name (the line of
+    /// unattributed copy-ups only).
+    pub reason: Option<String>,
+    /// Containers whose copy-ups came from the layer (none for an overlay
+    /// of no container).
+    pub containers: usize,
+    pub copy_up: CopyUpTotals,
+}
+
+/// The report's layers as the human outputs list them, by total copy-up
+/// time: every layer that can be named, then the copy-ups of layers that
+/// cannot (overlays no container was known for) summed on one line that
+/// says why.
+pub fn layer_rows(r: &Report) -> Vec<LayerRow> {
+    let (lost, named): (Vec<&LayerCost>, Vec<&LayerCost>) =
+        r.layers.iter().partition(|l| l.unattributed(r));
+    let mut rows: Vec<LayerRow> = named
+        .into_iter()
+        .map(|l| LayerRow {
+            label: l.label(r),
+            diff_id: l.diff_id.clone(),
+            created_by: l.created_by.clone(),
+            reason: None,
+            containers: l.containers.len(),
+            copy_up: l.copy_up.clone(),
+        })
+        .collect();
+    rows.sort_by_key(|l| std::cmp::Reverse(l.copy_up.total_ns));
+    if !lost.is_empty() {
+        let copy_up = merge::sum_totals(lost.iter().map(|l| &l.copy_up)).unwrap_or_else(|| {
+            let sum = |f: fn(&CopyUpTotals) -> u64| {
+                lost.iter()
+                    .fold(0u64, |a, l| a.saturating_add(f(&l.copy_up)))
+            };
+            CopyUpTotals {
+                count: sum(|t| t.count),
+                bytes: sum(|t| t.bytes),
+                total_ns: sum(|t| t.total_ns),
+                errors: sum(|t| t.errors),
+                ..Default::default()
+            }
+        });
+        let mut devs: Vec<String> = lost
+            .iter()
+            .filter_map(|l| {
+                let dev = l.dev.as_deref()?;
+                Some(match (&l.host, r.hosts.is_empty()) {
+                    (Some(h), false) => format!("{dev} on {h}"),
+                    _ => dev.to_string(),
+                })
+            })
+            .collect();
+        devs.sort();
+        devs.dedup();
+        let overlays = match devs.len() {
+            0 => "an overlay".to_string(),
+            1 => format!("overlay {}", devs[0]),
+            2..=3 => format!("overlays {}", devs.join(", ")),
+            n => format!("{n} overlays"),
+        };
+        rows.push(LayerRow {
+            label: "not attributed".into(),
+            diff_id: None,
+            created_by: None,
+            reason: Some(format!(
+                "(no container known for {overlays} at copy-up time)"
+            )),
+            containers: 0,
+            copy_up,
+        });
+    }
+    rows
 }
 
 /// A suggestion backed by measurements.
@@ -703,15 +822,99 @@ pub(crate) mod tests {
             copy_up: Default::default(),
         };
         assert_eq!(cost(1, None).label(&r), "init of web-1");
-        assert_eq!(cost(2, None).label(&r), "0:31 lower 2");
+        assert_eq!(cost(2, None).label(&r), "lower 2 of web-1");
         assert_eq!(
             cost(2, Some("sha256:0123456789abcdef")).label(&r),
             "0123456789ab"
         );
-        // An overlay of no container.
-        let mut plain = cost(1, None);
+        // An overlay no container was known for: named by its device, and
+        // not attributed.
+        let mut lost = cost(1, None);
+        lost.containers.clear();
+        assert_eq!(lost.label(&r), "0:31 lower 1");
+        assert!(lost.unattributed(&r));
+        // A plain overlay the report knows: its lower directory.
+        let mut plain = cost(2, None);
         plain.containers.clear();
-        assert_eq!(plain.label(&r), "0:31 lower 1");
+        plain.dev = Some("0:27".into());
+        r.mounts.push(Mount {
+            host: None,
+            mountpoint: Some("/tmp/o/merged".into()),
+            dev: "0:27".into(),
+            upperdir: Some("/tmp/o/up".into()),
+            lowerdirs: vec!["/tmp/o/l1".into(), "/tmp/o/l2".into()],
+            copy_up: Default::default(),
+        });
+        assert_eq!(plain.label(&r), "/tmp/o/l2");
+        assert!(!plain.unattributed(&r));
+        assert!(!cost(2, None).unattributed(&r));
+    }
+
+    #[test]
+    fn layers_of_no_known_overlay_are_one_line_with_the_reason() {
+        use crate::report::terminal::tests::golden_report;
+        let mut r = golden_report();
+        let named = layer_rows(&r);
+        assert!(named.iter().all(|l| l.reason.is_none()));
+        let lost = |dev: &str, index: usize, count: u64, total_ns: u64| {
+            let mut agg = Aggregator::new(16);
+            let mut ev = crate::event::CopyUp {
+                start_ns: 0,
+                latency_ns: total_ns / count,
+                data_ns: None,
+                data_len: Some(100),
+                size: 100,
+                cgroup_id: 0,
+                tgid: 1,
+                tid: 1,
+                overlay: OverlayKey::dev_only(0),
+                ret: 0,
+                kind: crate::event::FileKind::Regular,
+                path: b"x".to_vec(),
+                path_truncated: false,
+                comm: "runc".into(),
+                mnt_ns: 0,
+                source: None,
+            };
+            for _ in 0..count {
+                agg.add(&ev, &Default::default(), None);
+                ev.path.push(b'x');
+            }
+            LayerCost {
+                diff_id: None,
+                created_by: None,
+                dev: Some(dev.into()),
+                host: None,
+                index: Some(index),
+                containers: vec![],
+                copy_up: totals(&agg.per_overlay[&OverlayKey::dev_only(0)]),
+            }
+        };
+        r.layers.push(lost("0:31", 5, 3, 3_000));
+        r.layers.push(lost("0:31", 4, 1, 500));
+        r.layers.push(lost("0:44", 2, 2, 2_000));
+        let rows = layer_rows(&r);
+        assert_eq!(rows.len(), named.len() + 1);
+        assert_eq!(&rows[..named.len()], &named[..]);
+        let last = rows.last().unwrap();
+        assert_eq!(last.label, "not attributed");
+        assert_eq!(
+            last.reason.as_deref(),
+            Some("(no container known for overlays 0:31, 0:44 at copy-up time)")
+        );
+        assert_eq!((last.copy_up.count, last.copy_up.bytes), (6, 600));
+        assert_eq!(last.copy_up.latency_ns.count, 6);
+        assert_eq!(last.containers, 0);
+        let text = terminal::render(&r);
+        assert!(!text.contains("0:31 lower"), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(" not attributed")
+                && l.contains("(no container known for overlays 0:31, 0:44 at copy-up time)")),
+            "{text}"
+        );
+        let page = html::render(&r);
+        assert!(!page.contains("0:31 lower"));
+        assert!(page.contains("no container known for overlays 0:31, 0:44"));
     }
 
     #[test]
