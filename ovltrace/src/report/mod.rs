@@ -23,7 +23,10 @@ use crate::{
     resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
 };
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `files` (how many files were seen, kept, listed and evicted).
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema `ovltrace report` still reads (upgraded on reading).
+pub const OLDEST_SCHEMA_READ: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -45,8 +48,12 @@ pub struct Report {
     pub mounts: Vec<Mount>,
     /// Containers whose overlay was seen (live at some point during the trace).
     pub containers: Vec<Container>,
-    /// The hottest paths (top N by total copy-up time).
+    /// The hottest paths (top N by total copy-up time, plus the top N by
+    /// bytes; every file the tracer kept with `--top 0`).
     pub copy_ups: Vec<CopyUpFile>,
+    /// How many files were seen, kept, listed in `copy_ups` and evicted.
+    #[serde(default)]
+    pub files: FileCounts,
     /// The source layers that cost the most (top N by total copy-up time,
     /// plus the top N by bytes).
     pub layers: Vec<LayerCost>,
@@ -56,6 +63,38 @@ pub struct Report {
     pub drops: Drops,
     pub counters: Counters,
     pub warnings: Vec<String>,
+}
+
+/// What became of the files the trace saw copied up (a file: a path within
+/// one overlay, per container).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct FileCounts {
+    /// Distinct files copied up. A file evicted from the tracer's table and
+    /// copied up again later counts twice (rare: a file is copied up once in
+    /// the life of an overlay).
+    pub seen: u64,
+    /// Files in the tracer's table at the end: `seen` minus `evicted`.
+    pub kept: u64,
+    /// Files listed in `copy_ups`.
+    pub listed: u64,
+    /// Files dropped from the table to bound its memory (their copy-ups are
+    /// in every total; `counters.evicted_files` too).
+    pub evicted: u64,
+}
+
+impl FileCounts {
+    /// The counts of a schema 1 report, which has only the evicted count
+    /// and its list: lower bounds (as if it had kept only what it listed).
+    pub fn from_schema_1(r: &Report) -> Self {
+        let listed = r.copy_ups.len() as u64;
+        let evicted = r.counters.evicted_files;
+        FileCounts {
+            seen: listed.saturating_add(evicted),
+            kept: listed,
+            listed,
+            evicted,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -547,6 +586,7 @@ pub struct Inputs<'a> {
     pub drops: Drops,
     pub counters: Counters,
     pub warnings: Vec<String>,
+    /// Files listed (and layers: N by time plus N by bytes); 0 lists all.
     pub top: usize,
 }
 
@@ -623,7 +663,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
             .then_with(|| a.name.cmp(&b.name))
             .then_with(|| a.id.cmp(&b.id))
     });
-    let copy_ups = inp
+    let copy_ups: Vec<CopyUpFile> = inp
         .agg
         .top_files(inp.top)
         .into_iter()
@@ -712,6 +752,12 @@ pub fn build(inp: Inputs<'_>) -> Report {
         probe: inp.probe,
         mounts,
         containers,
+        files: FileCounts {
+            seen: inp.agg.files_seen,
+            kept: inp.agg.files.len() as u64,
+            listed: copy_ups.len() as u64,
+            evicted: inp.agg.evicted_files,
+        },
         copy_ups,
         layers,
         lookups,
@@ -729,12 +775,13 @@ pub fn build(inp: Inputs<'_>) -> Report {
     report
 }
 
-/// Top `n` layers by total copy-up time, plus the top `n` by bytes.
+/// Top `n` layers by total copy-up time, plus the top `n` by bytes (all of
+/// them when `n` is 0).
 fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
-    use crate::aggregate::{select_top, LayerKey};
+    use crate::aggregate::{limit, select_top, LayerKey};
     let chosen: Vec<&LayerKey> = select_top(
         agg.per_layer.iter().collect(),
-        Some(n),
+        limit(n),
         |l| l.1.total.total_ns,
         |l| l.1.total.bytes,
         |l| l.0,
@@ -915,6 +962,125 @@ pub(crate) mod tests {
         let page = html::render(&r);
         assert!(!page.contains("0:31 lower"));
         assert!(page.contains("no container known for overlays 0:31, 0:44"));
+    }
+
+    #[test]
+    fn top_zero_lists_every_kept_file_and_says_how_many() {
+        let mut agg = Aggregator::new(16);
+        for i in 0..40u64 {
+            let ev = crate::event::CopyUp {
+                start_ns: 0,
+                latency_ns: 1000 + i,
+                data_ns: None,
+                data_len: Some(i),
+                size: i,
+                cgroup_id: 0,
+                tgid: 1,
+                tid: 1,
+                overlay: OverlayKey::dev_only(7),
+                ret: 0,
+                kind: crate::event::FileKind::Regular,
+                path: format!("f{i}").into_bytes(),
+                path_truncated: false,
+                comm: "sh".into(),
+                mnt_ns: 0,
+                source: None,
+            };
+            agg.add(&ev, &Default::default(), None);
+        }
+        let report = |top: usize| {
+            build(Inputs {
+                agg: &agg,
+                top,
+                ..tests_inputs()
+            })
+        };
+        let all = report(0);
+        assert!(agg.evicted_files > 0);
+        assert_eq!(all.copy_ups.len(), agg.files.len());
+        assert_eq!(
+            all.files,
+            FileCounts {
+                seen: 40,
+                kept: agg.files.len() as u64,
+                listed: agg.files.len() as u64,
+                evicted: agg.evicted_files,
+            }
+        );
+        assert_eq!(all.files.seen, all.files.kept + all.files.evicted);
+        let top = report(3);
+        // 3 by time plus the 3 by bytes (the same files here).
+        assert_eq!(top.files.listed, 3);
+        assert_eq!(top.copy_ups.len(), 3);
+        assert_eq!(
+            (top.files.seen, top.files.kept),
+            (all.files.seen, all.files.kept)
+        );
+        let text = terminal::render(&top);
+        assert!(
+            text.contains(&format!(
+                "3 of 40 copied-up files listed (--top 0 lists all {} the tracer kept)",
+                all.files.kept
+            )),
+            "{text}"
+        );
+        assert!(!terminal::render(&all).contains("files listed"));
+        // The JSON carries the counts.
+        let v: serde_json::Value = serde_json::from_str(&json::to_string(&top).unwrap()).unwrap();
+        assert_eq!(v["schema_version"], 2);
+        assert_eq!(v["files"]["seen"], 40);
+        assert_eq!(v["files"]["listed"], 3);
+        assert_eq!(v["files"]["evicted"], agg.evicted_files);
+        // `report --top 0` of a cut report keeps what it has; a cut recounts.
+        let mut again = all.clone();
+        merge::cut(&mut again, 0);
+        assert_eq!(again.copy_ups.len(), all.copy_ups.len());
+        merge::cut(&mut again, 2);
+        assert_eq!(again.files.listed, 2);
+    }
+
+    #[test]
+    fn schema_1_reports_are_read_with_lower_bounds_of_the_file_counts() {
+        let mut r = crate::report::terminal::tests::golden_report();
+        r.counters.evicted_files = 5;
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["schema_version"] = 1.into();
+        v.as_object_mut().unwrap().remove("files");
+        let back = command::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(back.schema_version, SCHEMA_VERSION);
+        assert_eq!(
+            back.files,
+            FileCounts {
+                seen: 4 + 5,
+                kept: 4,
+                listed: 4,
+                evicted: 5
+            }
+        );
+    }
+
+    fn tests_inputs() -> Inputs<'static> {
+        static MOUNTS: std::sync::OnceLock<HashMap<OverlayKey, MountMeta>> =
+            std::sync::OnceLock::new();
+        static AGG: std::sync::OnceLock<Aggregator> = std::sync::OnceLock::new();
+        Inputs {
+            agg: AGG.get_or_init(|| Aggregator::new(16)),
+            lookups: &[],
+            mounts: MOUNTS.get_or_init(HashMap::new),
+            containers: &[],
+            probe: ProbeInfo {
+                strategy: "kprobe".into(),
+                data_copy: None,
+            },
+            host: "test".into(),
+            kernel: "6.12".into(),
+            started_unix_ms: 0,
+            duration_ms: 1000,
+            drops: Drops::default(),
+            counters: Counters::default(),
+            warnings: vec![],
+            top: 10,
+        }
     }
 
     #[test]

@@ -463,6 +463,13 @@ pub fn render_styled(r: &Report, st: Style) -> String {
         "\nDROPS: {} (ring buffer full {}, lost returns {}, in-flight table full {}, undecodable {})",
         d.total, d.ringbuf_full, d.lost_returns, d.inflight_full, d.decode_errors
     );
+    if r.files.listed < r.files.kept {
+        let _ = writeln!(
+            out,
+            "{} of {} copied-up files listed (--top 0 lists all {} the tracer kept)",
+            r.files.listed, r.files.seen, r.files.kept
+        );
+    }
     if r.counters.evicted_files > 0 {
         let _ = writeln!(
             out,
