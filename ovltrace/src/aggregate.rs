@@ -275,6 +275,10 @@ pub struct Aggregator {
     /// Files dropped from the table to keep it bounded (their copy-ups still
     /// count in the mount totals).
     pub evicted_files: u64,
+    /// Files that entered the table: the distinct files seen, except that a
+    /// file evicted and copied up again later counts again (rare: a file is
+    /// copied up once in the life of an overlay).
+    pub files_seen: u64,
     pub events: u64,
 }
 
@@ -288,6 +292,7 @@ impl Aggregator {
             files: NameMap::default(),
             max_files: max_files.max(16),
             evicted_files: 0,
+            files_seen: 0,
             events: 0,
         }
     }
@@ -344,6 +349,7 @@ impl Aggregator {
                 f.add(ev);
             }
             None => {
+                self.files_seen += 1;
                 let owned = FileKey {
                     overlay: ev.overlay,
                     container: attr.container.clone(),
@@ -378,16 +384,22 @@ impl Aggregator {
     }
 
     /// The hot spots: the `n` files with the largest total copy-up time, then
-    /// those of the `n` with the most bytes that are not among them.
+    /// those of the `n` with the most bytes that are not among them; every
+    /// file in the table when `n` is 0.
     pub fn top_files(&self, n: usize) -> Vec<(&FileKey, &FileAgg)> {
         select_top(
             self.files.iter().collect(),
-            Some(n),
+            limit(n),
             |f| f.1.total_ns,
             |f| f.1.bytes,
             |f| f.0,
         )
     }
+}
+
+/// A `--top N` as a bound for [`select_top`]: 0 is no bound.
+pub fn limit(top: usize) -> Option<usize> {
+    (top > 0).then_some(top)
 }
 
 /// Admits the `k` largest values of a set seen once more in any order:
@@ -582,6 +594,9 @@ mod tests {
         assert_eq!(top[0].1.percentile(99.0), 3000);
         assert_eq!(top.len(), 3);
         assert_eq!(a.top_files(1).len(), 1);
+        // 0: every file.
+        assert_eq!(a.top_files(0).len(), 3);
+        assert_eq!(a.files_seen, 3);
         // Far larger values are kept, not clamped.
         a.add_plain(&ev(1, "slow", 90_000_000_000, 1));
         let h = &a.per_overlay[&OverlayKey::dev_only(1)].latency;
@@ -618,6 +633,8 @@ mod tests {
         assert!(a.files.len() <= 100);
         assert!(a.evicted_files >= 9_900);
         assert_eq!(a.files.len() as u64 + a.evicted_files, 10_001);
+        assert_eq!(a.files_seen, 10_001);
+        assert_eq!(a.top_files(0).len(), a.files.len());
         assert_eq!(a.top_files(1)[0].0.path, b"expensive");
         // A quick but huge copy-up survives pruning too (the bytes list).
         let mut a = Aggregator::new(100);

@@ -51,8 +51,9 @@ pub struct RunArgs {
     /// Kernel ring buffer size in bytes (rounded up to a power of two pages).
     #[arg(long, default_value_t = 4 << 20, value_parser = parse_ringbuf_size)]
     pub ring_buffer_size: u32,
-    /// How many files to list in the hot-spot table.
-    #[arg(long, default_value_t = 10)]
+    /// Files to list: the N with the most copy-up time plus the N with the
+    /// most bytes (and as many layers); 0 lists every file the tracer kept.
+    #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
     /// Only trace these containers (name or id prefix; repeatable).
     #[arg(long = "container", value_name = "NAME|ID")]
@@ -109,8 +110,8 @@ pub struct ReportArgs {
     /// Also write a self-contained HTML report to OUT.html (atomically; never through a symlink).
     #[arg(long, value_name = "OUT.html")]
     pub html: Option<PathBuf>,
-    /// Keep the N hottest files, and the N costliest layers by time plus N by bytes
-    /// [default: everything in the inputs].
+    /// Keep the N hottest files, and the N costliest layers by time plus N by bytes;
+    /// 0 keeps everything [default: everything in the inputs].
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
     /// Colour in the terminal report.

@@ -165,12 +165,16 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
     // The verdict comes from really attaching, then detaching at once.
     let verdict = if !root {
         o.line(Some(false), "attach test", "skipped: not root");
-        false
+        Err(
+            "ovltrace doctor cannot tell whether run can trace here without root \
+             (run needs root too): rerun it with sudo"
+                .to_string(),
+        )
     } else {
         match run::prepare(args.probe, 1 << 16, false) {
             Err(e) => {
                 o.line(Some(false), "attach test", format!("{e:#}"));
-                false
+                Err(cannot(&format!("its programs do not load ({e})")))
             }
             Ok(mut p) => match probe::attach(&mut p.ebpf, &p.plan) {
                 Ok(a) => {
@@ -183,32 +187,41 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
                         o.line(None, "", w);
                     }
                     map_access_line(&mut o, &p.ebpf);
-                    true
+                    Ok(())
                 }
                 Err(e) => {
                     for (s, why) in &e.tried {
                         o.line(Some(false), &format!("attach test {s}"), why);
                     }
-                    false
+                    let tried: Vec<String> = e.tried.iter().map(|(s, _)| s.to_string()).collect();
+                    Err(cannot(&format!(
+                        "no probe attaches (tried {})",
+                        tried.join(", ")
+                    )))
                 }
             },
         }
     };
     privilege_lines(&mut o);
     print!("{}", o.0);
-    println!(
-        "{}",
-        if verdict {
-            "ovltrace run will work on this kernel."
-        } else {
-            "ovltrace run cannot trace overlayfs on this kernel (see FAIL lines)."
+    // The last line is the verdict, one line, for scripts and preflight
+    // checks; the exit status says the same (0: run will work, 1: not).
+    match verdict {
+        Ok(()) => {
+            println!("ovltrace run will work on this kernel.");
+            Ok(ExitCode::SUCCESS)
         }
-    );
-    Ok(if verdict {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+        Err(why) => {
+            println!("{why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The verdict line when `run` cannot trace.
+fn cannot(why: &str) -> String {
+    let one_line: String = why.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("ovltrace run cannot trace overlayfs on this kernel: {one_line}; see the FAIL lines.")
 }
 
 /// What `run` keeps once attached, and why (privilege.rs).

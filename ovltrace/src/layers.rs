@@ -210,14 +210,14 @@ fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
         "(init layer: /etc/hosts, /etc/resolv.conf, ...)".to_string()
     } else {
         match (&l.created_by, &l.comment) {
-            (Some(c), _) if !c.trim().is_empty() => instruction(c),
-            (Some(_), Some(comment)) if !comment.is_empty() => {
+            (Some(c), Some(comment)) if c.trim().is_empty() && !comment.is_empty() => {
                 format!(
-                    "(no instruction; comment: {})",
+                    "{}; comment: {}",
+                    crate::instruction::NO_HISTORY,
                     truncate(&escape(comment), 80)
                 )
             }
-            (Some(_), _) => "(no instruction)".into(),
+            (Some(c), _) => escape(&crate::instruction::display(Some(c), 100)),
             (None, _) => "(unknown)".into(),
         }
     };
@@ -228,22 +228,6 @@ fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
 pub fn short_digest(d: &str) -> String {
     let hex = d.strip_prefix("sha256:").unwrap_or(d);
     escape(hex.get(..12).unwrap_or(hex))
-}
-
-/// A history instruction as a Dockerfile line: the legacy builder's `/bin/sh -c
-/// #(nop) ` prefix dropped, `/bin/sh -c cmd` shown as `RUN cmd`, one line, at most
-/// 100 characters.
-pub fn instruction(created_by: &str) -> String {
-    let c = created_by.trim();
-    let c = if let Some(rest) = c.strip_prefix("/bin/sh -c #(nop)") {
-        rest.trim().to_string()
-    } else if let Some(rest) = c.strip_prefix("/bin/sh -c ") {
-        format!("RUN {}", rest.trim())
-    } else {
-        c.to_string()
-    };
-    let one_line: String = c.split_whitespace().collect::<Vec<_>>().join(" ");
-    truncate(&escape(&one_line), 100)
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -288,30 +272,8 @@ mod tests {
     use crate::{mounts::Dev, resolve::ImageInfo};
 
     #[test]
-    fn instructions_read_like_a_dockerfile() {
-        assert_eq!(
-            instruction("/bin/sh -c #(nop) COPY file:abc in /data/x "),
-            "COPY file:abc in /data/x"
-        );
-        assert_eq!(instruction("/bin/sh -c #(nop)  ENV A=1"), "ENV A=1");
-        assert_eq!(
-            instruction("/bin/sh -c apt-get update &&\n\tapt-get install x"),
-            "RUN apt-get update && apt-get install x"
-        );
-        assert_eq!(
-            instruction("RUN /bin/sh -c true # buildkit"),
-            "RUN /bin/sh -c true # buildkit"
-        );
-        assert_eq!(instruction(&"x".repeat(300)).chars().count(), 100);
-    }
-
-    #[test]
     fn control_characters_are_escaped() {
         assert_eq!(escape("a\x1b[31mred\x07"), "a\\u{1b}[31mred\\u{7}");
-        assert_eq!(
-            instruction("/bin/sh -c echo \x1b]0;pwned\x07"),
-            "RUN echo \\u{1b}]0;pwned\\u{7}"
-        );
     }
 
     #[test]
@@ -345,7 +307,10 @@ mod tests {
                     position: Some(2),
                     diff_id: Some(format!("sha256:{}", "cd".repeat(32))),
                     size: Some(11),
-                    created_by: Some("/bin/sh -c #(nop) COPY file:1 in /etc/app.conf".into()),
+                    created_by: Some(
+                        "/bin/sh -c #(nop) COPY file:8a0dcac8c05d3fce4e448fe2cc2458c5ec2bb6ab2d62dc341ae634b03bfab586 in /etc/app.conf "
+                            .into(),
+                    ),
                     ..Default::default()
                 },
                 LayerInfo {
@@ -369,10 +334,15 @@ mod tests {
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
         assert!(
-            squeezed.contains(&"2 2/2 cdcdcdcdcdcd 11 B COPY file:1 in /etc/app.conf".to_string()),
+            squeezed.contains(
+                &"2 2/2 cdcdcdcdcdcd 11 B COPY file:8a0dcac8c05d… in /etc/app.conf".to_string()
+            ),
             "{t}"
         );
-        assert!(t.contains("(no instruction; comment: imported)"), "{t}");
+        assert!(
+            t.contains("(no history: imported or squashed layer); comment: imported"),
+            "{t}"
+        );
         assert!(t.contains("init"), "{t}");
     }
 }

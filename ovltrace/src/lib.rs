@@ -9,6 +9,7 @@
 //! - `resolve`: overlay instance -> mount/container/image/layers, one resolver per runtime.
 //! - `attribute`: event -> mount, container and layer, through the catalog.
 //! - `aggregate`: histograms and hot spots.
+//! - `instruction`: image history instructions as Dockerfile lines, for display.
 //! - `report`: output formats.
 //! - `run`, `doctor`: the subcommands.
 
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod doctor;
 pub mod event;
 pub mod exporter;
+pub mod instruction;
 pub mod layers;
 pub mod live;
 pub mod module_btf;

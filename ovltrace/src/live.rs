@@ -105,7 +105,13 @@ pub fn summary(r: &Report, elapsed: Duration, _style: Style) -> String {
             .copy_ups
             .iter()
             .find(|f| f.container.as_deref() == Some(&c.id))
-            .map(|f| format!(", top /{}", f.path))
+            .map(|f| {
+                let by = f.layer.as_ref().and_then(|l| l.created_by.as_deref());
+                match crate::instruction::display(by, 40) {
+                    i if i.is_empty() => format!(", top /{}", f.path),
+                    i => format!(", top /{} ({i})", f.path),
+                }
+            })
             .unwrap_or_default();
         let _ = writeln!(
             out,
@@ -222,6 +228,10 @@ mod tests {
         assert!(lines[0].contains("4 copy-ups (415.0 MiB)"), "{s}");
         assert!(lines[0].contains("100 lookups (10 not found)"), "{s}");
         assert!(lines[1].contains("web-1: 3 copy-ups"), "{s}");
-        assert!(lines[1].contains("top /var/lib/app/catalog.db"), "{s}");
+        assert!(
+            lines[1]
+                .contains("top /var/lib/app/catalog.db (COPY file:01344f2ea10c… in /var/lib/app/)"),
+            "{s}"
+        );
     }
 }

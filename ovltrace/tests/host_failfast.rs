@@ -1,6 +1,7 @@
 //! On a kernel where nothing can be attached to overlayfs (the build
 //! machines: no kprobes, fentry refused with EPERM), `ovltrace run` fails
-//! fast with the diagnosis, and `ovltrace doctor` shows the FAIL lines.
+//! fast with the diagnosis, and `ovltrace doctor` shows the FAIL lines,
+//! ends with a one-line verdict that says why, and exits 1.
 //!
 //! The timing bound is for the release binary (what users run, built by
 //! `cargo xtask test` before the tests); when it is missing, the test binary
@@ -168,10 +169,16 @@ fn doctor_shows_the_fail_lines() {
     assert!(
         line("[info] run keeps").contains("CAP_DAC_READ_SEARCH: reading the runtimes' metadata")
     );
+    // The last line is the one-line verdict, with the reason.
+    let verdict = text.lines().last().unwrap_or_default();
     assert!(
-        text.lines()
-            .last()
-            .is_some_and(|l| l.contains("cannot trace overlayfs on this kernel")),
+        verdict.starts_with("ovltrace run cannot trace overlayfs on this kernel: "),
         "{text}"
     );
+    if carries_programs(&out) {
+        assert!(
+            verdict.contains("no probe attaches (tried fentry, kprobe)"),
+            "{verdict}"
+        );
+    }
 }

@@ -236,8 +236,8 @@ fn bad_inputs_are_one_line_errors() {
         std::fs::write(&p, content).unwrap();
         p
     };
-    let mut v2 = serde_json::to_value(&good).unwrap();
-    v2["schema_version"] = 2.into();
+    let mut v3 = serde_json::to_value(&good).unwrap();
+    v3["schema_version"] = 3.into();
     let mut corrupt = good.clone();
     corrupt.containers[0].copy_up.latency_ns.hdr = "HISTxxxx".into();
     let mut no_hdr = good.clone();
@@ -262,8 +262,8 @@ fn bad_inputs_are_one_line_errors() {
         ),
         (case("other.json", b"{\"a\": 1}"), "no schema_version"),
         (
-            case("v2.json", v2.to_string().as_bytes()),
-            "unsupported schema_version 2",
+            case("v3.json", v3.to_string().as_bytes()),
+            "unsupported schema_version 3 (this ovltrace reads 1 and 2)",
         ),
         (
             case("string.json", b"{\"schema_version\": \"1\"}"),

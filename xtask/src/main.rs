@@ -13,6 +13,7 @@ mod vm;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use setup::{Needs, Verbosity};
 
 #[derive(Parser)]
 #[command(about = "ovltrace build, test and VM tooling")]
@@ -29,7 +30,8 @@ enum Cmd {
     Vm(vm::VmArgs),
     /// fmt check, clippy, build and all tests, VM tests included.
     Test(test::TestArgs),
-    /// Boot a VM and show ovltrace tracing copy-ups of a small workload.
+    /// Boot a VM and show ovltrace tracing copy-ups of a small workload
+    /// (installs only what the demo needs).
     Demo,
     /// Overhead in a VM (ratios to untraced, bpftrace and the empty-probe
     /// floor) and user-space costs on the host; rewrites BENCHMARKS.md.
@@ -39,11 +41,15 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Cmd::Setup => setup::run(setup::Verbosity::Steps).map(|()| ExitCode::SUCCESS),
-        Cmd::Vm(args) => setup::run(setup::Verbosity::Summary).and_then(|()| vm::run(args)),
+        Cmd::Setup => setup::run(Needs::All, Verbosity::Steps).map(|()| ExitCode::SUCCESS),
+        Cmd::Vm(args) => setup::run(Needs::All, Verbosity::Summary).and_then(|()| vm::run(args)),
         Cmd::Test(args) => test::run(args),
-        Cmd::Demo => setup::run(setup::Verbosity::Summary).and_then(|()| demo::run()),
-        Cmd::Bench(args) => setup::run(setup::Verbosity::Summary).and_then(|()| bench::run(args)),
+        // Only what the demo needs: not the fuzz toolchain, the deploy
+        // linters, the browser or the other runtimes.
+        Cmd::Demo => setup::run(Needs::Demo, Verbosity::Summary).and_then(|()| demo::run()),
+        Cmd::Bench(args) => {
+            setup::run(Needs::All, Verbosity::Summary).and_then(|()| bench::run(args))
+        }
     };
     match result {
         Ok(code) => code,

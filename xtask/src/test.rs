@@ -54,7 +54,9 @@ pub fn run(args: &TestArgs) -> Result<ExitCode> {
     };
 
     // A failed setup or build makes every later step meaningless.
-    let mut ok = record("setup", &mut || setup::run(setup::Verbosity::Steps));
+    let mut ok = record("setup", &mut || {
+        setup::run(setup::Needs::All, setup::Verbosity::Steps)
+    });
     if ok && !args.no_lint {
         record("cargo fmt --check", &mut || {
             util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))

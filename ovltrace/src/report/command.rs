@@ -11,7 +11,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use super::{html, json, merge, terminal, Report, SCHEMA_VERSION};
+use super::{html, json, merge, terminal, Report, OLDEST_SCHEMA_READ, SCHEMA_VERSION};
 use crate::cli::{ColorMode, ReportArgs};
 
 /// Larger than any report ovltrace writes by far; a bigger file is refused
@@ -45,15 +45,22 @@ pub fn parse(bytes: &[u8]) -> Result<Report> {
     }
     let v: Version =
         serde_json::from_slice(bytes).map_err(|e| anyhow!("not an ovltrace JSON report: {e}"))?;
+    let readable = OLDEST_SCHEMA_READ..=SCHEMA_VERSION;
     match v.schema_version {
         None => bail!("not an ovltrace JSON report: no schema_version"),
-        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+        Some(serde_json::Value::Number(n))
+            if n.as_u64()
+                .is_some_and(|n| u32::try_from(n).is_ok_and(|n| readable.contains(&n))) => {}
         Some(other) => {
-            bail!("unsupported schema_version {other} (this ovltrace reads {SCHEMA_VERSION})")
+            bail!(
+                "unsupported schema_version {other} (this ovltrace reads {})",
+                merge::schemas_read()
+            )
         }
     }
-    let r: Report =
+    let mut r: Report =
         serde_json::from_slice(bytes).map_err(|e| anyhow!("not an ovltrace JSON report: {e}"))?;
+    merge::upgrade(&mut r);
     merge::check_schema(&r)?;
     Ok(r)
 }

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 
 use super::{
-    terminal::{fmt_bytes, fmt_ns, instruction, layer_label, sanitize},
+    terminal::{fmt_bytes, fmt_ns, layer_label, sanitize},
     Bucket, Container, CopyUpFile, CopyUpTotals, Report,
 };
 
@@ -66,6 +66,16 @@ pub fn show(s: &str) -> String {
 /// Untrusted text, ready for HTML text or a quoted attribute.
 fn t(s: &str) -> String {
     esc(&show(s))
+}
+
+/// Characters of an instruction shown in a cell (the whole text is in its
+/// tooltip).
+const INSTRUCTION_WIDTH: usize = 120;
+
+/// A history `created_by` as its Dockerfile line ([`crate::instruction`]),
+/// ready for HTML.
+fn instruction(created_by: Option<&str>) -> String {
+    t(&crate::instruction::display(created_by, INSTRUCTION_WIDTH))
 }
 
 /// Raw path bytes for display: valid UTF-8 through [`show`], other bytes as
@@ -562,11 +572,7 @@ pub fn render(r: &Report) -> String {
                         .unwrap_or_else(|| id.chars().take(12).collect())
                 })
                 .unwrap_or_else(|| "-".into());
-            let full_instruction = f
-                .layer
-                .as_ref()
-                .and_then(|l| l.created_by.as_deref())
-                .unwrap_or("");
+            let created_by = f.layer.as_ref().and_then(|l| l.created_by.as_deref());
             let _ = write!(
                 o,
                 "<tr><td class=\"path\">{}</td><td class=\"name\">{}</td>",
@@ -580,8 +586,8 @@ pub fn render(r: &Report) -> String {
                 o,
                 "<td class=\"nw\"><code>{}</code></td><td class=\"instr\" title=\"{}\"><code>{}</code></td>",
                 t(&layer_label(r, f)),
-                t(full_instruction),
-                t(&instruction(f))
+                t(created_by.unwrap_or("")),
+                instruction(created_by)
             );
             num(&mut o, f.count);
             num(&mut o, fmt_bytes(f.bytes));
@@ -622,19 +628,23 @@ pub fn render(r: &Report) -> String {
             ],
         );
         o.push_str("<tbody>");
-        let mut layers: Vec<&super::LayerCost> = r.layers.iter().collect();
-        layers.sort_by_key(|l| std::cmp::Reverse(l.copy_up.total_ns));
-        for l in layers {
-            let label = l.label(r);
-            let by = l.created_by.as_deref().unwrap_or("");
+        for l in super::layer_rows(r) {
+            let what = match &l.reason {
+                Some(why) => t(why),
+                None => instruction(l.created_by.as_deref()),
+            };
             let _ = write!(
                 o,
-                "<tr><td class=\"nw\"><code title=\"{}\">{}</code></td><td class=\"instr\">{}</td>",
+                "<tr><td class=\"nw\"><code title=\"{}\">{}</code></td><td class=\"instr\" title=\"{}\">{}</td>",
                 t(l.diff_id.as_deref().unwrap_or("")),
-                t(&label),
-                t(by)
+                t(&l.label),
+                t(l.created_by.as_deref().unwrap_or("")),
+                what
             );
-            num(&mut o, l.containers.len());
+            match l.containers {
+                0 => num(&mut o, "-"),
+                n => num(&mut o, n),
+            }
             num(&mut o, l.copy_up.count);
             num(&mut o, fmt_bytes(l.copy_up.bytes));
             num(&mut o, fmt_ns(l.copy_up.total_ns));
@@ -874,7 +884,7 @@ mod tests {
             "shop/api:2.3",
             "/var/lib/app/catalog.db",
             "2/2 ab12cd34ef56",
-            "COPY file:1 in /var/lib/app/",
+            "COPY file:01344f2ea10c… in /var/lib/app/",
             // The hostile name from the golden trace, escaped.
             "/etc/\\u{1b}[31mevil\\nname",
             "<svg",

@@ -55,10 +55,11 @@ use base64::Engine as _;
 use hdrhistogram::Histogram;
 
 use super::{
-    lookup_latency, Advice, Bucket, Container, CopyUpFile, CopyUpTotals, Counters, Drops, Hist,
-    Latency, LayerCost, Lookups, Mount, ProbeInfo, Report, Tool, SCHEMA_VERSION,
+    lookup_latency, Advice, Bucket, Container, CopyUpFile, CopyUpTotals, Counters, Drops,
+    FileCounts, Hist, Latency, LayerCost, Lookups, Mount, ProbeInfo, Report, Tool,
+    OLDEST_SCHEMA_READ, SCHEMA_VERSION,
 };
-use crate::aggregate::{new_histogram, select_top};
+use crate::aggregate::{limit, new_histogram, select_top};
 
 /// Bounds the aggregator applies to a file's pids and comms, and to a layer's
 /// containers.
@@ -83,11 +84,32 @@ pub struct MergeError {
 pub fn check_schema(r: &Report) -> Result<()> {
     if r.schema_version != SCHEMA_VERSION {
         bail!(
-            "unsupported schema_version {} (this ovltrace reads {SCHEMA_VERSION})",
-            r.schema_version
+            "unsupported schema_version {} (this ovltrace reads {})",
+            r.schema_version,
+            schemas_read()
         );
     }
     Ok(())
+}
+
+/// The schema versions `ovltrace report` reads, for messages.
+pub fn schemas_read() -> String {
+    let v: Vec<String> = (OLDEST_SCHEMA_READ..=SCHEMA_VERSION)
+        .map(|v| v.to_string())
+        .collect();
+    match v.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => v.join(""),
+    }
+}
+
+/// A report of an older schema this binary reads, brought to the current
+/// one (fields it did not have get what can be known of them).
+pub fn upgrade(r: &mut Report) {
+    if r.schema_version == 1 {
+        r.files = FileCounts::from_schema_1(r);
+        r.schema_version = SCHEMA_VERSION;
+    }
 }
 
 /// Merges `reports` into one (see the module documentation for what that
@@ -168,6 +190,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             })
             .collect(),
         copy_ups: m.files.into_values().collect(),
+        files: m.file_counts,
         layers: m
             .layers
             .into_values()
@@ -190,18 +213,20 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             .then_with(|| a.name.cmp(&b.name))
             .then_with(|| a.id.cmp(&b.id))
     });
-    out.copy_ups = select_files(std::mem::take(&mut out.copy_ups), top);
-    out.layers = select_layers(out.layers, top);
+    out.copy_ups = select_files(std::mem::take(&mut out.copy_ups), top.and_then(limit));
+    out.layers = select_layers(out.layers, top.and_then(limit));
+    out.files.listed = out.copy_ups.len() as u64;
     if !multi {
         clear_hosts(&mut out);
     }
     Ok(out)
 }
 
-/// Applies `--top` to a single report the way [`merge`] does.
+/// Applies `--top` to a single report the way [`merge`] does (0: no cut).
 pub fn cut(r: &mut Report, top: usize) {
-    r.copy_ups = select_files(std::mem::take(&mut r.copy_ups), Some(top));
-    r.layers = select_layers(std::mem::take(&mut r.layers), Some(top));
+    r.copy_ups = select_files(std::mem::take(&mut r.copy_ups), limit(top));
+    r.layers = select_layers(std::mem::take(&mut r.layers), limit(top));
+    r.files.listed = r.copy_ups.len() as u64;
 }
 
 /// The hosts a report covers.
@@ -385,6 +410,16 @@ impl TotalsAcc {
     }
 }
 
+/// The sum of some totals, histograms included (`None` when one does not
+/// decode: a report read from a file may hold anything).
+pub fn sum_totals<'a>(items: impl IntoIterator<Item = &'a CopyUpTotals>) -> Option<CopyUpTotals> {
+    let mut acc = TotalsAcc::default();
+    for t in items {
+        acc.add(t, "copy_up").ok()?;
+    }
+    Some(acc.finish())
+}
+
 struct LookupAcc {
     l: Lookups,
     buckets: BTreeMap<u64, u64>,
@@ -414,6 +449,7 @@ struct Merger {
     warnings: Vec<String>,
     drops: Drops,
     counters: Counters,
+    file_counts: FileCounts,
 }
 
 fn first<T: Clone>(into: &mut Option<T>, from: &Option<T>) {
@@ -435,6 +471,13 @@ fn union_bounded<T: Ord + Clone>(a: &[T], b: &[T], max: usize) -> Vec<T> {
 
 impl Merger {
     fn add(&mut self, r: &Report, multi: bool) -> Result<()> {
+        // Files of different inputs add, except those that two inputs list
+        // (counted once, below, as the files are merged); `listed` is set once the
+        // merged list is cut.
+        let f = &mut self.file_counts;
+        f.seen = f.seen.saturating_add(r.files.seen);
+        f.kept = f.kept.saturating_add(r.files.kept);
+        f.evicted = f.evicted.saturating_add(r.files.evicted);
         // Every item gets a host: its own (from a multi-host input) or its report's.
         let host = |h: &Option<String>| Some(h.clone().unwrap_or_else(|| r.host.clone()));
         // Prefix for notes of no container, once the merge spans several hosts.
@@ -514,6 +557,9 @@ impl Merger {
                     e.insert(f);
                 }
                 Entry::Occupied(mut e) => {
+                    // Counted by both inputs: one file.
+                    self.file_counts.seen = self.file_counts.seen.saturating_sub(1);
+                    self.file_counts.kept = self.file_counts.kept.saturating_sub(1);
                     let x = e.get_mut();
                     x.count = x.count.saturating_add(f.count);
                     x.bytes = x.bytes.saturating_add(f.bytes);
@@ -1158,8 +1204,13 @@ mod tests {
             e.to_string()
         };
         let mut r = good.clone();
-        r.schema_version = 2;
-        assert!(fails(r).contains("schema_version 2"));
+        r.schema_version = SCHEMA_VERSION + 1;
+        let e = fails(r);
+        assert!(
+            e.contains(&format!("schema_version {}", SCHEMA_VERSION + 1)),
+            "{e}"
+        );
+        assert!(e.contains("this ovltrace reads 1 and 2"), "{e}");
         let mut r = good.clone();
         r.containers[0].copy_up.latency_ns.hdr = "!!!".into();
         let e = fails(r);

@@ -23,7 +23,10 @@ use crate::{
     resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
 };
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `files` (how many files were seen, kept, listed and evicted).
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest schema `ovltrace report` still reads (upgraded on reading).
+pub const OLDEST_SCHEMA_READ: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -45,8 +48,12 @@ pub struct Report {
     pub mounts: Vec<Mount>,
     /// Containers whose overlay was seen (live at some point during the trace).
     pub containers: Vec<Container>,
-    /// The hottest paths (top N by total copy-up time).
+    /// The hottest paths (top N by total copy-up time, plus the top N by
+    /// bytes; every file the tracer kept with `--top 0`).
     pub copy_ups: Vec<CopyUpFile>,
+    /// How many files were seen, kept, listed in `copy_ups` and evicted.
+    #[serde(default)]
+    pub files: FileCounts,
     /// The source layers that cost the most (top N by total copy-up time,
     /// plus the top N by bytes).
     pub layers: Vec<LayerCost>,
@@ -56,6 +63,38 @@ pub struct Report {
     pub drops: Drops,
     pub counters: Counters,
     pub warnings: Vec<String>,
+}
+
+/// What became of the files the trace saw copied up (a file: a path within
+/// one overlay, per container).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct FileCounts {
+    /// Distinct files copied up. A file evicted from the tracer's table and
+    /// copied up again later counts twice (rare: a file is copied up once in
+    /// the life of an overlay).
+    pub seen: u64,
+    /// Files in the tracer's table at the end: `seen` minus `evicted`.
+    pub kept: u64,
+    /// Files listed in `copy_ups`.
+    pub listed: u64,
+    /// Files dropped from the table to bound its memory (their copy-ups are
+    /// in every total; `counters.evicted_files` too).
+    pub evicted: u64,
+}
+
+impl FileCounts {
+    /// The counts of a schema 1 report, which has only the evicted count
+    /// and its list: lower bounds (as if it had kept only what it listed).
+    pub fn from_schema_1(r: &Report) -> Self {
+        let listed = r.copy_ups.len() as u64;
+        let evicted = r.counters.evicted_files;
+        FileCounts {
+            seen: listed.saturating_add(evicted),
+            kept: listed,
+            listed,
+            evicted,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -186,8 +225,10 @@ pub struct LayerCost {
 }
 
 impl LayerCost {
-    /// Short name of the layer: its short diff-id; Docker's init layer as
-    /// "init of NAME"; otherwise "DEV lower N".
+    /// Short name of the layer: its short diff-id; a container's layer
+    /// without one as "init of NAME" or "lower N of NAME"; a plain overlay's
+    /// as its lower directory; otherwise "DEV lower N" (a layer of an overlay
+    /// no container was known for: [`layer_rows`] shows those on one line).
     pub fn label(&self, r: &Report) -> String {
         if let Some(d) = &self.diff_id {
             return d.trim_start_matches("sha256:").chars().take(12).collect();
@@ -195,24 +236,141 @@ impl LayerCost {
         let (Some(dev), Some(i)) = (&self.dev, self.index) else {
             return "?".into();
         };
-        let init_of = self.containers.iter().find_map(|id| {
-            let c = r.containers.iter().find(|c| &c.id == id)?;
-            let l = c.layers.iter().find(|l| l.index == i)?;
-            l.init.then(|| {
-                c.name
-                    .clone()
-                    .unwrap_or_else(|| c.id.chars().take(12).collect())
-            })
-        });
         let host = match (&self.host, !r.hosts.is_empty()) {
             (Some(h), true) => format!("{h} "),
             _ => String::new(),
         };
-        match init_of {
-            Some(name) => format!("{host}init of {name}"),
-            None => format!("{host}{dev} lower {i}"),
+        let in_container = self.containers.iter().find_map(|id| {
+            let c = r.containers.iter().find(|c| &c.id == id)?;
+            let name = c
+                .name
+                .clone()
+                .unwrap_or_else(|| c.id.chars().take(12).collect());
+            let init = c.layers.iter().any(|l| l.index == i && l.init);
+            Some((name, init))
+        });
+        if let Some((name, init)) = in_container {
+            return if init {
+                format!("{host}init of {name}")
+            } else {
+                format!("{host}lower {i} of {name}")
+            };
         }
+        if let Some(m) = self.plain_mount(r) {
+            if let Some(dir) = i.checked_sub(1).and_then(|k| m.lowerdirs.get(k)) {
+                return format!("{host}{dir}");
+            }
+        }
+        format!("{host}{dev} lower {i}")
     }
+
+    /// The overlay of no container this layer belongs to, when the report
+    /// knows it as such.
+    fn plain_mount<'a>(&self, r: &'a Report) -> Option<&'a Mount> {
+        if !self.containers.is_empty() || self.diff_id.is_some() {
+            return None;
+        }
+        let dev = self.dev.as_deref()?;
+        r.mounts.iter().find(|m| {
+            m.dev == dev
+                && m.host == self.host
+                && m.mountpoint.is_some()
+                && !r.containers.iter().any(|c| {
+                    c.dev == m.dev
+                        && c.host == m.host
+                        && Some(&c.mountpoint) == m.mountpoint.as_ref()
+                })
+        })
+    }
+
+    /// Copy-ups from a layer of an overlay that was no known container's
+    /// and that the report does not know as a plain overlay either (a
+    /// runtime setting a container up before it was known, a device number
+    /// reused, a mount gone before it could be looked up).
+    pub fn unattributed(&self, r: &Report) -> bool {
+        self.diff_id.is_none() && self.containers.is_empty() && self.plain_mount(r).is_none()
+    }
+}
+
+/// One line of a human report's source-layer table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerRow {
+    /// [`LayerCost::label`], or "not attributed".
+    pub label: String,
+    pub diff_id: Option<String>,
+    pub created_by: Option<String>,
+    /// Why the copy-ups on this line have no layer to name (the line of
+    /// unattributed copy-ups only).
+    pub reason: Option<String>,
+    /// Containers whose copy-ups came from the layer (none for an overlay
+    /// of no container).
+    pub containers: usize,
+    pub copy_up: CopyUpTotals,
+}
+
+/// The report's layers as the human outputs list them, by total copy-up
+/// time: every layer that can be named, then the copy-ups of layers that
+/// cannot (overlays no container was known for) summed on one line that
+/// says why.
+pub fn layer_rows(r: &Report) -> Vec<LayerRow> {
+    let (lost, named): (Vec<&LayerCost>, Vec<&LayerCost>) =
+        r.layers.iter().partition(|l| l.unattributed(r));
+    let mut rows: Vec<LayerRow> = named
+        .into_iter()
+        .map(|l| LayerRow {
+            label: l.label(r),
+            diff_id: l.diff_id.clone(),
+            created_by: l.created_by.clone(),
+            reason: None,
+            containers: l.containers.len(),
+            copy_up: l.copy_up.clone(),
+        })
+        .collect();
+    rows.sort_by_key(|l| std::cmp::Reverse(l.copy_up.total_ns));
+    if !lost.is_empty() {
+        let copy_up = merge::sum_totals(lost.iter().map(|l| &l.copy_up)).unwrap_or_else(|| {
+            let sum = |f: fn(&CopyUpTotals) -> u64| {
+                lost.iter()
+                    .fold(0u64, |a, l| a.saturating_add(f(&l.copy_up)))
+            };
+            CopyUpTotals {
+                count: sum(|t| t.count),
+                bytes: sum(|t| t.bytes),
+                total_ns: sum(|t| t.total_ns),
+                errors: sum(|t| t.errors),
+                ..Default::default()
+            }
+        });
+        let mut devs: Vec<String> = lost
+            .iter()
+            .filter_map(|l| {
+                let dev = l.dev.as_deref()?;
+                Some(match (&l.host, r.hosts.is_empty()) {
+                    (Some(h), false) => format!("{dev} on {h}"),
+                    _ => dev.to_string(),
+                })
+            })
+            .collect();
+        devs.sort();
+        devs.dedup();
+        let overlays = match devs.len() {
+            0 => "an overlay".to_string(),
+            1 => format!("overlay {}", devs[0]),
+            2..=3 => format!("overlays {}", devs.join(", ")),
+            n => format!("{n} overlays"),
+        };
+        rows.push(LayerRow {
+            label: "not attributed".into(),
+            diff_id: None,
+            created_by: None,
+            reason: Some(format!(
+                "(no container known for {overlays} at copy-up time)"
+            )),
+            containers: 0,
+            copy_up,
+        });
+    }
+    rows
 }
 
 /// A suggestion backed by measurements.
@@ -428,6 +586,7 @@ pub struct Inputs<'a> {
     pub drops: Drops,
     pub counters: Counters,
     pub warnings: Vec<String>,
+    /// Files listed (and layers: N by time plus N by bytes); 0 lists all.
     pub top: usize,
 }
 
@@ -504,7 +663,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
             .then_with(|| a.name.cmp(&b.name))
             .then_with(|| a.id.cmp(&b.id))
     });
-    let copy_ups = inp
+    let copy_ups: Vec<CopyUpFile> = inp
         .agg
         .top_files(inp.top)
         .into_iter()
@@ -593,6 +752,12 @@ pub fn build(inp: Inputs<'_>) -> Report {
         probe: inp.probe,
         mounts,
         containers,
+        files: FileCounts {
+            seen: inp.agg.files_seen,
+            kept: inp.agg.files.len() as u64,
+            listed: copy_ups.len() as u64,
+            evicted: inp.agg.evicted_files,
+        },
         copy_ups,
         layers,
         lookups,
@@ -610,12 +775,13 @@ pub fn build(inp: Inputs<'_>) -> Report {
     report
 }
 
-/// Top `n` layers by total copy-up time, plus the top `n` by bytes.
+/// Top `n` layers by total copy-up time, plus the top `n` by bytes (all of
+/// them when `n` is 0).
 fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
-    use crate::aggregate::{select_top, LayerKey};
+    use crate::aggregate::{limit, select_top, LayerKey};
     let chosen: Vec<&LayerKey> = select_top(
         agg.per_layer.iter().collect(),
-        Some(n),
+        limit(n),
         |l| l.1.total.total_ns,
         |l| l.1.total.bytes,
         |l| l.0,
@@ -703,15 +869,216 @@ pub(crate) mod tests {
             copy_up: Default::default(),
         };
         assert_eq!(cost(1, None).label(&r), "init of web-1");
-        assert_eq!(cost(2, None).label(&r), "0:31 lower 2");
+        assert_eq!(cost(2, None).label(&r), "lower 2 of web-1");
         assert_eq!(
             cost(2, Some("sha256:0123456789abcdef")).label(&r),
             "0123456789ab"
         );
-        // An overlay of no container.
-        let mut plain = cost(1, None);
+        // An overlay no container was known for: named by its device, and
+        // not attributed.
+        let mut lost = cost(1, None);
+        lost.containers.clear();
+        assert_eq!(lost.label(&r), "0:31 lower 1");
+        assert!(lost.unattributed(&r));
+        // A plain overlay the report knows: its lower directory.
+        let mut plain = cost(2, None);
         plain.containers.clear();
-        assert_eq!(plain.label(&r), "0:31 lower 1");
+        plain.dev = Some("0:27".into());
+        r.mounts.push(Mount {
+            host: None,
+            mountpoint: Some("/tmp/o/merged".into()),
+            dev: "0:27".into(),
+            upperdir: Some("/tmp/o/up".into()),
+            lowerdirs: vec!["/tmp/o/l1".into(), "/tmp/o/l2".into()],
+            copy_up: Default::default(),
+        });
+        assert_eq!(plain.label(&r), "/tmp/o/l2");
+        assert!(!plain.unattributed(&r));
+        assert!(!cost(2, None).unattributed(&r));
+    }
+
+    #[test]
+    fn layers_of_no_known_overlay_are_one_line_with_the_reason() {
+        use crate::report::terminal::tests::golden_report;
+        let mut r = golden_report();
+        let named = layer_rows(&r);
+        assert!(named.iter().all(|l| l.reason.is_none()));
+        let lost = |dev: &str, index: usize, count: u64, total_ns: u64| {
+            let mut agg = Aggregator::new(16);
+            let mut ev = crate::event::CopyUp {
+                start_ns: 0,
+                latency_ns: total_ns / count,
+                data_ns: None,
+                data_len: Some(100),
+                size: 100,
+                tgid: 1,
+                tid: 1,
+                overlay: OverlayKey::dev_only(0),
+                ret: 0,
+                kind: crate::event::FileKind::Regular,
+                path: b"x".to_vec(),
+                path_truncated: false,
+                comm: "runc".into(),
+                mnt_ns: 0,
+                source: None,
+            };
+            for _ in 0..count {
+                agg.add(&ev, &Default::default(), None);
+                ev.path.push(b'x');
+            }
+            LayerCost {
+                diff_id: None,
+                created_by: None,
+                dev: Some(dev.into()),
+                host: None,
+                index: Some(index),
+                containers: vec![],
+                copy_up: totals(&agg.per_overlay[&OverlayKey::dev_only(0)]),
+            }
+        };
+        r.layers.push(lost("0:31", 5, 3, 3_000));
+        r.layers.push(lost("0:31", 4, 1, 500));
+        r.layers.push(lost("0:44", 2, 2, 2_000));
+        let rows = layer_rows(&r);
+        assert_eq!(rows.len(), named.len() + 1);
+        assert_eq!(&rows[..named.len()], &named[..]);
+        let last = rows.last().unwrap();
+        assert_eq!(last.label, "not attributed");
+        assert_eq!(
+            last.reason.as_deref(),
+            Some("(no container known for overlays 0:31, 0:44 at copy-up time)")
+        );
+        assert_eq!((last.copy_up.count, last.copy_up.bytes), (6, 600));
+        assert_eq!(last.copy_up.latency_ns.count, 6);
+        assert_eq!(last.containers, 0);
+        let text = terminal::render(&r);
+        assert!(!text.contains("0:31 lower"), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(" not attributed")
+                && l.contains("(no container known for overlays 0:31, 0:44 at copy-up time)")),
+            "{text}"
+        );
+        let page = html::render(&r);
+        assert!(!page.contains("0:31 lower"));
+        assert!(page.contains("no container known for overlays 0:31, 0:44"));
+    }
+
+    #[test]
+    fn top_zero_lists_every_kept_file_and_says_how_many() {
+        let mut agg = Aggregator::new(16);
+        for i in 0..40u64 {
+            let ev = crate::event::CopyUp {
+                start_ns: 0,
+                latency_ns: 1000 + i,
+                data_ns: None,
+                data_len: Some(i),
+                size: i,
+                tgid: 1,
+                tid: 1,
+                overlay: OverlayKey::dev_only(7),
+                ret: 0,
+                kind: crate::event::FileKind::Regular,
+                path: format!("f{i}").into_bytes(),
+                path_truncated: false,
+                comm: "sh".into(),
+                mnt_ns: 0,
+                source: None,
+            };
+            agg.add(&ev, &Default::default(), None);
+        }
+        let report = |top: usize| {
+            build(Inputs {
+                agg: &agg,
+                top,
+                ..tests_inputs()
+            })
+        };
+        let all = report(0);
+        assert!(agg.evicted_files > 0);
+        assert_eq!(all.copy_ups.len(), agg.files.len());
+        assert_eq!(
+            all.files,
+            FileCounts {
+                seen: 40,
+                kept: agg.files.len() as u64,
+                listed: agg.files.len() as u64,
+                evicted: agg.evicted_files,
+            }
+        );
+        assert_eq!(all.files.seen, all.files.kept + all.files.evicted);
+        let top = report(3);
+        // 3 by time plus the 3 by bytes (the same files here).
+        assert_eq!(top.files.listed, 3);
+        assert_eq!(top.copy_ups.len(), 3);
+        assert_eq!(
+            (top.files.seen, top.files.kept),
+            (all.files.seen, all.files.kept)
+        );
+        let text = terminal::render(&top);
+        assert!(
+            text.contains(&format!(
+                "3 of 40 copied-up files listed (--top 0 lists all {} the tracer kept)",
+                all.files.kept
+            )),
+            "{text}"
+        );
+        assert!(!terminal::render(&all).contains("files listed"));
+        // The JSON carries the counts.
+        let v: serde_json::Value = serde_json::from_str(&json::to_string(&top).unwrap()).unwrap();
+        assert_eq!(v["schema_version"], 2);
+        assert_eq!(v["files"]["seen"], 40);
+        assert_eq!(v["files"]["listed"], 3);
+        assert_eq!(v["files"]["evicted"], agg.evicted_files);
+        // `report --top 0` of a cut report keeps what it has; a cut recounts.
+        let mut again = all.clone();
+        merge::cut(&mut again, 0);
+        assert_eq!(again.copy_ups.len(), all.copy_ups.len());
+        merge::cut(&mut again, 2);
+        assert_eq!(again.files.listed, 2);
+    }
+
+    #[test]
+    fn schema_1_reports_are_read_with_lower_bounds_of_the_file_counts() {
+        let mut r = crate::report::terminal::tests::golden_report();
+        r.counters.evicted_files = 5;
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["schema_version"] = 1.into();
+        v.as_object_mut().unwrap().remove("files");
+        let back = command::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(back.schema_version, SCHEMA_VERSION);
+        assert_eq!(
+            back.files,
+            FileCounts {
+                seen: 4 + 5,
+                kept: 4,
+                listed: 4,
+                evicted: 5
+            }
+        );
+    }
+
+    fn tests_inputs() -> Inputs<'static> {
+        static MOUNTS: std::sync::OnceLock<HashMap<OverlayKey, MountMeta>> =
+            std::sync::OnceLock::new();
+        static AGG: std::sync::OnceLock<Aggregator> = std::sync::OnceLock::new();
+        Inputs {
+            agg: AGG.get_or_init(|| Aggregator::new(16)),
+            lookups: &[],
+            mounts: MOUNTS.get_or_init(HashMap::new),
+            containers: &[],
+            probe: ProbeInfo {
+                strategy: "kprobe".into(),
+                data_copy: None,
+            },
+            host: "test".into(),
+            kernel: "6.12".into(),
+            started_unix_ms: 0,
+            duration_ms: 1000,
+            drops: Drops::default(),
+            counters: Counters::default(),
+            warnings: vec![],
+            top: 10,
+        }
     }
 
     #[test]

@@ -37,7 +37,8 @@
 //!   `container=""`, `image=""`.
 //! - `image`: the image's first `repo:tag`, else its 12-character id.
 //! - `diff_id`: only for the image layers the report lists (the top layers by
-//!   copy-up time and by bytes, `--top`), so there is never one series per file.
+//!   copy-up time and by bytes, `--top`; every layer with copy-ups with
+//!   `--top 0`), so there is never one series per file.
 //! - Running containers always have series; containers that are gone keep
 //!   theirs only if they copied up or looked up anything. At most
 //!   [`MAX_CONTAINER_SERIES`] containers get series, the busiest first.

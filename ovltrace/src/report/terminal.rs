@@ -142,36 +142,18 @@ pub fn layer_label(r: &Report, f: &CopyUpFile) -> String {
     }
 }
 
-/// The Dockerfile line that made the file's source layer.
+/// Width of the INSTRUCTION column.
+pub const INSTRUCTION_WIDTH: usize = 60;
+
+/// The Dockerfile line that made the file's source layer, escaped.
 pub fn instruction(f: &CopyUpFile) -> String {
     instruction_text(f.layer.as_ref().and_then(|l| l.created_by.as_deref()))
 }
 
-/// A history `created_by` as a Dockerfile line, as `docker history` shows it.
+/// A history `created_by` for the INSTRUCTION column (see
+/// [`crate::instruction::display`]), escaped.
 pub fn instruction_text(created_by: Option<&str>) -> String {
-    let Some(cmd) = created_by else {
-        return String::new();
-    };
-    let cmd = cmd.trim();
-    // Legacy-builder history: `/bin/sh -c #(nop)  COPY ...` or `/bin/sh -c <run>`.
-    let cmd = if let Some(rest) = cmd.strip_prefix("/bin/sh -c #(nop)") {
-        rest.trim().to_string()
-    } else if let Some(rest) = cmd.strip_prefix("/bin/sh -c ") {
-        format!("RUN {}", rest.trim())
-    } else {
-        cmd.to_string()
-    };
-    truncate(&sanitize(&cmd), 60)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(max - 1).collect();
-        t.push('…');
-        t
-    }
+    sanitize(&crate::instruction::display(created_by, INSTRUCTION_WIDTH))
 }
 
 fn latency_line(t: &super::CopyUpTotals) -> String {
@@ -445,13 +427,19 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             "TOTAL",
             "P99",
         ]);
-        let mut layers: Vec<&super::LayerCost> = r.layers.iter().collect();
-        layers.sort_by_key(|l| std::cmp::Reverse(l.copy_up.total_ns));
-        for l in layers {
+        for l in super::layer_rows(r) {
+            let what = match &l.reason {
+                Some(why) => sanitize(why),
+                None => instruction_text(l.created_by.as_deref()),
+            };
+            let containers = match l.containers {
+                0 => "-".to_string(),
+                n => n.to_string(),
+            };
             t.add_row(vec![
-                l.label(r),
-                instruction_text(l.created_by.as_deref()),
-                l.containers.len().to_string(),
+                sanitize(&l.label),
+                what,
+                containers,
                 l.copy_up.count.to_string(),
                 fmt_bytes(l.copy_up.bytes),
                 fmt_ns(l.copy_up.total_ns),
@@ -475,6 +463,13 @@ pub fn render_styled(r: &Report, st: Style) -> String {
         "\nDROPS: {} (ring buffer full {}, lost returns {}, in-flight table full {}, undecodable {})",
         d.total, d.ringbuf_full, d.lost_returns, d.inflight_full, d.decode_errors
     );
+    if r.files.listed < r.files.kept {
+        let _ = writeln!(
+            out,
+            "{} of {} copied-up files listed (--top 0 lists all {} the tracer kept)",
+            r.files.listed, r.files.seen, r.files.kept
+        );
+    }
     if r.counters.evicted_files > 0 {
         let _ = writeln!(
             out,
@@ -530,18 +525,17 @@ pub(crate) mod tests {
             comms: vec![],
             outside: false,
         };
+        // The rules are crate::instruction's; this checks the column's use.
         assert_eq!(
-            instruction(&f("/bin/sh -c #(nop) COPY file:ab in /app/ ")),
-            "COPY file:ab in /app/"
+            instruction(&f("/bin/sh -c #(nop) COPY file:01344f2ea10c2be8c3f5a2e2b1f1f1e0d7c7b5a0c3f5a2e2b1f1f1e0d7c7b5a0 in /var/lib/app/ ")),
+            "COPY file:01344f2ea10c… in /var/lib/app/"
         );
         assert_eq!(
             instruction(&f("/bin/sh -c dd if=/dev/zero of=/x")),
             "RUN dd if=/dev/zero of=/x"
         );
-        assert_eq!(
-            instruction(&f("COPY x /y # buildkit")),
-            "COPY x /y # buildkit"
-        );
+        assert_eq!(instruction(&f("COPY x /y # buildkit")), "COPY x /y");
+        assert_eq!(instruction(&f("")), crate::instruction::NO_HISTORY);
         assert_eq!(
             instruction(&f("/bin/sh -c echo \x1b[2J")),
             "RUN echo \\u{1b}[2J"
@@ -592,7 +586,7 @@ pub(crate) mod tests {
                     2,
                     Some(2),
                     "ab12cd34ef56aa",
-                    "/bin/sh -c #(nop) COPY file:1 in /var/lib/app/ ",
+                    "/bin/sh -c #(nop) COPY file:01344f2ea10c2be8c3f5a2e2b1f1f1e0d7c7b5a0e3c1d9f8a7b6c5d4e3f2a1b0 in /var/lib/app/ ",
                 ),
                 layer(3, Some(1), "0123456789ab", ""),
             ],

@@ -753,10 +753,12 @@ fn link_image(
         l.diff_id = img.diff_ids.get(k).cloned();
         l.chain_id = Some(image_chain.clone());
     }
-    if let Some((created_by, comment)) = img.history.get(k) {
-        l.created_by = Some(created_by.clone());
-        l.comment = comment.clone();
-    }
+    // No history entry for the layer (an image squashed or written by a
+    // tool that keeps none): known to have no instruction, which the human
+    // outputs say, unlike an unknown one (None).
+    let (created_by, comment) = img.history.get(k).cloned().unwrap_or_default();
+    l.created_by = Some(created_by);
+    l.comment = comment;
 }
 
 impl Resolver for DockerResolver {

@@ -165,10 +165,12 @@ pub fn describe_layer(img: &ImageMeta, position: usize, l: &mut super::LayerInfo
     }
     l.diff_id = Some(diff.clone());
     l.chain_id = img.chain_ids.get(k).cloned();
-    if let Some((created_by, comment)) = img.history.get(k) {
-        l.created_by = Some(created_by.clone());
-        l.comment = comment.clone();
-    }
+    // No history entry for the layer (an image squashed or written by a
+    // tool that keeps none): known to have no instruction, which the human
+    // outputs say, unlike an unknown one (None).
+    let (created_by, comment) = img.history.get(k).cloned().unwrap_or_default();
+    l.created_by = Some(created_by);
+    l.comment = comment;
     true
 }
 
@@ -228,5 +230,22 @@ mod tests {
         assert_eq!(m.position_of_chain(&d0), Some(1));
         assert!(parse_image_config("x", br#"{"rootfs":{"diff_ids":["x"]}}"#, &mut w).is_err());
         fuzz_parsers(b"\xff");
+    }
+    #[test]
+    fn layers_of_an_image_without_history_are_known_to_have_none() {
+        let d0 = format!("sha256:{}", "0".repeat(64));
+        let d1 = format!("sha256:{}", "1".repeat(64));
+        // A squashed image with no history at all, as some tools write them.
+        let cfg = format!(r#"{{"rootfs":{{"diff_ids":["{d0}","{d1}"]}}}}"#);
+        let mut w = Vec::new();
+        let img = parse_image_config("x", cfg.as_bytes(), &mut w).unwrap();
+        let mut l = super::super::LayerInfo::default();
+        assert!(describe_layer(&img, 2, &mut l));
+        assert_eq!(l.diff_id.as_deref(), Some(d1.as_str()));
+        assert_eq!(l.created_by.as_deref(), Some(""));
+        assert_eq!(
+            crate::instruction::display(l.created_by.as_deref(), 60),
+            crate::instruction::NO_HISTORY
+        );
     }
 }
