@@ -19,7 +19,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel_str},
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
@@ -94,6 +94,18 @@ static LOOKUPS: PerCpuHashMap<OverlayKey, LookupStats> = PerCpuHashMap::with_max
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Overlay identities by superblock address. Reading one takes ten probe
+/// reads (sb, ovl_fs, its upper mount, ...); with this, an event on a known
+/// overlay takes one hash lookup. An entry is removed when its superblock is
+/// shut down (`generic_shutdown_super`), before the memory can be reused by
+/// the next overlay, so a stale identity is never returned.
+#[map]
+static OVERLAYS: HashMap<u64, OverlayKey> = HashMap::with_max_entries(4096, 0);
+
+/// `[0] == 1` once the shutdown hook is attached: only then is `OVERLAYS` used.
+#[map]
+static CACHE_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Overlays to trace when `CONFIG.filter_overlays` is set (`--container`).
 #[map]
@@ -189,11 +201,30 @@ fn read_u16(base: u64, off: u32) -> Option<u16> {
 /// device is known.
 #[inline(always)]
 fn overlay_of(o: &Offsets, dentry: u64) -> OverlayKey {
-    let mut key = OverlayKey::default();
     let Some(sb) = read_u64(dentry, o.dentry_d_sb) else {
-        return key;
+        return OverlayKey::default();
     };
-    key.dev = read_u32(sb, o.sb_s_dev).unwrap_or(0);
+    let cache = CACHE_ON.get(0).is_some_and(|&on| on == 1);
+    if cache {
+        // SAFETY: the value is copied out at once.
+        if let Some(key) = unsafe { OVERLAYS.get(&sb) } {
+            return *key;
+        }
+    }
+    let key = read_overlay_key(o, sb);
+    if cache && key.upper_ino != 0 {
+        // Full: the next event reads the identity again.
+        let _ = OVERLAYS.insert(&sb, &key, 0);
+    }
+    key
+}
+
+#[inline(always)]
+fn read_overlay_key(o: &Offsets, sb: u64) -> OverlayKey {
+    let mut key = OverlayKey {
+        dev: read_u32(sb, o.sb_s_dev).unwrap_or(0),
+        ..OverlayKey::default()
+    };
     if o.lower_layout == 0 {
         return key;
     }
@@ -605,6 +636,12 @@ fn log2(mut v: u64) -> u32 {
     r
 }
 
+/// A superblock is going away: its address may soon be another overlay's.
+#[inline(always)]
+fn sb_shutdown(sb: u64) {
+    let _ = OVERLAYS.remove(&sb);
+}
+
 // ------------------------------------------------------ kprobe flavour ----
 // ovl_copy_up_one(struct dentry *parent, struct dentry *dentry, int flags)
 // ovl_lookup(struct inode *dir, struct dentry *dentry, unsigned int flags)
@@ -642,6 +679,13 @@ pub fn kp_data_copy_len2(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn krp_data_copy(_ctx: RetProbeContext) -> u32 {
     data_copy_exit();
+    0
+}
+
+/// `generic_shutdown_super(struct super_block *sb)` (vmlinux).
+#[kprobe]
+pub fn kp_sb_shutdown(ctx: ProbeContext) -> u32 {
+    sb_shutdown(ctx.arg::<u64>(0).unwrap_or(0));
     0
 }
 
@@ -684,6 +728,12 @@ pub fn fe_data_copy(ctx: FEntryContext) -> i32 {
 #[fexit(function = "ovl_copy_up_file")]
 pub fn fx_data_copy(_ctx: FExitContext) -> i32 {
     data_copy_exit();
+    0
+}
+
+#[fentry(function = "generic_shutdown_super")]
+pub fn fe_sb_shutdown(ctx: FEntryContext) -> i32 {
+    sb_shutdown(ctx.arg::<u64>(0));
     0
 }
 

@@ -266,7 +266,14 @@ pub fn attach(ebpf: &mut Ebpf, plan: &Plan) -> Result<Attached, AttachFailure> {
             Strategy::Kprobe => attach_kprobe(ebpf, &plan.symbols),
         };
         match result {
-            Ok(attached) => return Ok(attached),
+            Ok(mut attached) => {
+                if let Err(e) = cache_identities(ebpf, strategy) {
+                    attached.warnings.push(format!(
+                        "overlay identities are read on every event (no cache): {e:#}"
+                    ));
+                }
+                return Ok(attached);
+            }
             Err(e) => {
                 tried.push((strategy, format!("{e:#}")));
                 unload_all(ebpf);
@@ -274,6 +281,39 @@ pub fn attach(ebpf: &mut Ebpf, plan: &Plan) -> Result<Attached, AttachFailure> {
         }
     }
     Err(AttachFailure { tried })
+}
+
+/// vmlinux function every superblock passes through when it goes away.
+pub const SB_SHUTDOWN_FN: &str = "generic_shutdown_super";
+
+/// Turns on the kernel side's cache of overlay identities, once the hook
+/// that drops an entry when its superblock goes away is attached.
+fn cache_identities(ebpf: &mut Ebpf, strategy: Strategy) -> Result<()> {
+    match strategy {
+        Strategy::Fentry => {
+            let btf = Btf::from_sys_fs().context("reading vmlinux BTF")?;
+            load_attach_tracing(
+                ebpf,
+                Target::Vmlinux(&btf),
+                "fe_sb_shutdown",
+                SB_SHUTDOWN_FN,
+                0,
+                false,
+            )?;
+        }
+        Strategy::Kprobe => {
+            let p = kprobe(ebpf, "kp_sb_shutdown")?;
+            p.load().context("loading kp_sb_shutdown")?;
+            p.attach(SB_SHUTDOWN_FN, 0)
+                .with_context(|| format!("attaching kp_sb_shutdown to {SB_SHUTDOWN_FN}"))?;
+        }
+    }
+    let map = ebpf
+        .map_mut("CACHE_ON")
+        .ok_or_else(|| anyhow!("CACHE_ON map missing from the embedded object"))?;
+    let mut on: aya::maps::Array<&mut aya::maps::MapData, u32> = map.try_into()?;
+    on.set(0, 1, 0).context("enabling the identity cache")?;
+    Ok(())
 }
 
 fn unload_all(ebpf: &mut Ebpf) {
