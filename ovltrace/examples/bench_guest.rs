@@ -16,7 +16,12 @@
 //!   then stat `e0..e<EXISTING>` and `m0..m<EXISTING>` (missing) in DIR;
 //!   prints `<ns spent in the stat loops> <found> <missing>`;
 //! - `cpu PID`: CPU time of every thread of PID in ns (from schedstat) and
-//!   their context switches (voluntary and not): `<ns> <switches>`.
+//!   their context switches (voluntary and not): `<ns> <switches>`;
+//! - `progstats`: one line per loaded BPF program (walked with
+//!   BPF_PROG_GET_NEXT_ID): `<id> <type> <name> <run_cnt> <run_time_ns>`
+//!   (name `-` when empty). The counters come from the fdinfo of a
+//!   descriptor for the program and only advance while
+//!   `kernel.bpf_stats_enabled` is 1.
 
 use std::{
     ffi::CString,
@@ -46,7 +51,7 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<String> {
     let (cmd, rest) = args
         .split_first()
-        .ok_or("usage: bench_guest time|tree|lookup-layers|lookups|cpu ...")?;
+        .ok_or("usage: bench_guest time|tree|bigfile|lookup-layers|lookups|cpu|progstats ...")?;
     match cmd.as_str() {
         "time" => time(rest),
         "tree" => {
@@ -79,6 +84,7 @@ fn run(args: &[String]) -> Result<String> {
             };
             cpu_ns(num(pid)?).map(|(ns, sw)| format!("{ns} {sw}"))
         }
+        "progstats" => progstats(),
         other => Err(format!("unknown subcommand {other:?}")),
     }
 }
@@ -231,4 +237,36 @@ fn cpu_ns(pid: usize) -> Result<(u64, u64)> {
         }
     }
     Ok((ns, switches))
+}
+
+fn progstats() -> Result<String> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut lines = Vec::new();
+    for info in aya::programs::loaded_programs() {
+        let info = info.map_err(|e| format!("walking the loaded programs: {e}"))?;
+        // A program unloaded between the walk and here has no descriptor.
+        let Ok(fd) = info.fd() else { continue };
+        let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+        let text = fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| "0".into())
+        };
+        let name = match info.name_as_str() {
+            Some(n) if !n.is_empty() => n.replace(char::is_whitespace, "_"),
+            _ => "-".into(),
+        };
+        let kind = format!("{:?}", info.program_type());
+        let kind = kind.strip_prefix("BPF_PROG_TYPE_").unwrap_or(&kind);
+        lines.push(format!(
+            "{} {} {name} {} {}",
+            field("prog_id"),
+            kind.to_ascii_lowercase(),
+            field("run_cnt"),
+            field("run_time_ns")
+        ));
+    }
+    Ok(lines.join("\n"))
 }

@@ -4,19 +4,29 @@
 # with instructions executed and only ratios between set-ups mean anything).
 #
 # Every workload runs REPS times per set-up, interleaved: in each round, each
-# set-up in turn (untraced, ovltrace, bpftrace, floor) starts its tracer once
-# and runs every workload, each on a fresh overlay mount with a fresh upper
-# layer. stdout carries machine-readable lines only:
+# set-up in turn (untraced, ovltrace-fentry, ovltrace-kprobe, bpftrace-kprobe,
+# bpftrace-kfunc, floor-kprobe, floor-kfunc) starts its tracer once and runs
+# every workload, each on a fresh overlay mount with a fresh upper layer.
+# Then, with BENCH_STATS=1, one more round of the traced set-ups runs with
+# kernel.bpf_stats_enabled=1 and reads every BPF program's run count and run
+# time before and after each workload. Its times are not used for the
+# medians (the statistics add two clock reads per program run); they are
+# reported on STATRUN lines.
+# stdout carries machine-readable lines only:
 #   INFO key value...
 #   RESULT workload setup rep elapsed_ns tracer_cpu_ns extra...
-# and sections (==> BEGIN json-ovltrace-REP / ==> END ...) with ovltrace's
-# JSON report of each round.
+#   STATRUN workload setup elapsed_ns extra...
+#   PROGSTAT workload setup prog_id type name run_cnt run_time_ns
+# and sections (==> BEGIN json-ovltrace-MODE-REP / ==> END ...) with
+# ovltrace's JSON report of each timed round.
 # Progress goes to stderr.
 set -u
 
 REPS=${BENCH_REPS:-3}
 WORKLOADS=${BENCH_WORKLOADS:-"copyup bigfiles lookups"}
-SETUPS=${BENCH_SETUPS:-"untraced ovltrace bpftrace floor"}
+SETUPS=${BENCH_SETUPS:-"untraced ovltrace-fentry ovltrace-kprobe bpftrace-kprobe bpftrace-kfunc floor-kprobe floor-kfunc"}
+# 1: a round with kernel.bpf_stats_enabled=1 after the timed rounds.
+STATS=${BENCH_STATS:-1}
 # Workload sizes (the issue's figures by default).
 CU_DIRS=${BENCH_CU_DIRS:-200}
 CU_FILES=${BENCH_CU_FILES:-100}
@@ -48,19 +58,33 @@ echo "INFO guest_clocksource $(cat /sys/devices/system/clocksource/clocksource0/
 echo "INFO bpftrace $(bpftrace --version 2>&1)"
 echo "INFO ovltrace $(ovltrace --version 2>&1)"
 
-# bpftrace doing ovltrace's job: latency histograms of copy-ups and lookups.
-cat > /tmp/hist.bt <<'EOF'
+# bpftrace doing ovltrace's job: latency histograms of copy-ups and lookups,
+# with kprobe/kretprobe and with kfunc/kretfunc (fentry/fexit; the overlay
+# module's BTF).
+cat > /tmp/bpftrace-kprobe.bt <<'EOF'
 kprobe:ovl_copy_up_one { @cu[tid] = nsecs; }
 kretprobe:ovl_copy_up_one /@cu[tid]/ { @copy_up_ns = hist(nsecs - @cu[tid]); delete(@cu[tid]); }
 kprobe:ovl_lookup { @lk[tid] = nsecs; }
 kretprobe:ovl_lookup /@lk[tid]/ { @lookup_ns = hist(nsecs - @lk[tid]); delete(@lk[tid]); }
 EOF
-# The floor: the same four probes with empty programs.
-cat > /tmp/floor.bt <<'EOF'
+cat > /tmp/bpftrace-kfunc.bt <<'EOF'
+kfunc:overlay:ovl_copy_up_one { @cu[tid] = nsecs; }
+kretfunc:overlay:ovl_copy_up_one /@cu[tid]/ { @copy_up_ns = hist(nsecs - @cu[tid]); delete(@cu[tid]); }
+kfunc:overlay:ovl_lookup { @lk[tid] = nsecs; }
+kretfunc:overlay:ovl_lookup /@lk[tid]/ { @lookup_ns = hist(nsecs - @lk[tid]); delete(@lk[tid]); }
+EOF
+# The floors: the same four probes with empty programs.
+cat > /tmp/floor-kprobe.bt <<'EOF'
 kprobe:ovl_copy_up_one {}
 kretprobe:ovl_copy_up_one {}
 kprobe:ovl_lookup {}
 kretprobe:ovl_lookup {}
+EOF
+cat > /tmp/floor-kfunc.bt <<'EOF'
+kfunc:overlay:ovl_copy_up_one {}
+kretfunc:overlay:ovl_copy_up_one {}
+kfunc:overlay:ovl_lookup {}
+kretfunc:overlay:ovl_lookup {}
 EOF
 cat > /tmp/append.sh <<'EOF'
 # Appends a line to every file given: each append copies a whole file up.
@@ -74,14 +98,11 @@ tracer_start() { # setup tag
 	TPID=
 	case $1 in
 	untraced) return 0 ;;
-	ovltrace)
-		ovltrace run --json /tmp/$2.json > /tmp/$2.out 2> /tmp/$2.err &
+	ovltrace-fentry | ovltrace-kprobe)
+		ovltrace run --probe ${1#ovltrace-} --json /tmp/$2.json > /tmp/$2.out 2> /tmp/$2.err &
 		TPID=$!; TLOG=/tmp/$2.err; ready='^Tracing' ;;
-	bpftrace)
-		bpftrace /tmp/hist.bt > /tmp/$2.out 2> /tmp/$2.err &
-		TPID=$!; TLOG=/tmp/$2.out; ready='^Attaching' ;;
-	floor)
-		bpftrace /tmp/floor.bt > /tmp/$2.out 2> /tmp/$2.err &
+	bpftrace-kprobe | bpftrace-kfunc | floor-kprobe | floor-kfunc)
+		bpftrace /tmp/$1.bt > /tmp/$2.out 2> /tmp/$2.err &
 		TPID=$!; TLOG=/tmp/$2.out; ready='^Attaching' ;;
 	*) die "unknown set-up $1" ;;
 	esac
@@ -96,15 +117,15 @@ tracer_start() { # setup tag
 	done
 }
 
-tracer_stop() { # setup tag
+tracer_stop() { # setup tag timed|stats
 	[ -z "$TPID" ] && return 0
 	kill -INT $TPID
 	wait $TPID
 	rc=$?
 	[ $rc -eq 0 ] || { cat /tmp/$2.out /tmp/$2.err >&2; die "$1 exited with $rc"; }
-	if [ "$1" = ovltrace ]; then
-		section "json-$2" /tmp/$2.json
-	fi
+	case $1 in
+	ovltrace-*) [ "$3" = timed ] && section "json-$2" /tmp/$2.json ;;
+	esac
 	rm -f /tmp/$2.json /tmp/$2.out /tmp/$2.err
 }
 
@@ -112,6 +133,9 @@ tracer_stop() { # setup tag
 tracer_cpu() {
 	if [ -n "$TPID" ]; then $H cpu $TPID; else echo 0 0; fi
 }
+
+# Every loaded BPF program: id type name run_cnt run_time_ns.
+progstats() { $H progstats > "$1" || die "reading the BPF programs' statistics"; }
 
 # Lets deferred kernel work (freed memory, RCU) finish; costs no host time
 # (-icount sleep=off skips idle time).
@@ -184,6 +208,39 @@ for w in $WORKLOADS; do
 	prep_$w
 done
 echo "INFO free_after_prep $(free -m | grep Mem: | tr -s ' ')"
+# One workload ($w) on a fresh overlay; $1 = timed or stats.
+run_workload() {
+	d=$B/run/$w-$tag
+	mkdir -p $d
+	# The upper layer on its own tmpfs: unmounting frees it at once.
+	mount -t tmpfs -o size=1200m run $d || die "tmpfs for $w-$tag"
+	mkdir -p $d/up $d/work $d/m
+	mount_$w || die "mounting the overlay for $w-$tag"
+	settle
+	if [ "$1" = timed ]; then
+		before=$(tracer_cpu)
+		timed_$w
+		after=$(tracer_cpu)
+		set -- $before $after
+		echo "RESULT $w $s $rep $ELAPSED $(($3 - $1)) $EXTRA tracer_switches=$(($4 - $2))"
+		say "$w-$tag: $ELAPSED ns ($EXTRA)"
+	else
+		progstats /tmp/progs.before
+		timed_$w
+		progstats /tmp/progs.after
+		echo "STATRUN $w $s $ELAPSED $EXTRA"
+		# The programs that ran during the workload, with their deltas.
+		awk -v w=$w -v s=$s 'NR == FNR { c[$1] = $4; t[$1] = $5; next }
+			NF == 5 && $4 - c[$1] > 0 {
+				print "PROGSTAT", w, s, $1, $2, $3, $4 - c[$1], $5 - t[$1] }' \
+			/tmp/progs.before /tmp/progs.after
+		say "$w-$tag: $ELAPSED ns with BPF statistics on"
+	fi
+	umount $d/m || die "umount $d/m"
+	umount $d || die "umount $d"
+	rmdir $d
+}
+
 rep=1
 while [ $rep -le $REPS ]; do
 	for s in $SETUPS; do
@@ -193,25 +250,27 @@ while [ $rep -le $REPS ]; do
 		say "$tag: starting"
 		tracer_start $s $tag
 		for w in $WORKLOADS; do
-			d=$B/run/$w-$tag
-			mkdir -p $d
-			# The upper layer on its own tmpfs: unmounting frees it at once.
-			mount -t tmpfs -o size=1200m run $d || die "tmpfs for $w-$tag"
-			mkdir -p $d/up $d/work $d/m
-			mount_$w || die "mounting the overlay for $w-$tag"
-			settle
-			before=$(tracer_cpu)
-			timed_$w
-			after=$(tracer_cpu)
-			set -- $before $after
-			echo "RESULT $w $s $rep $ELAPSED $(($3 - $1)) $EXTRA tracer_switches=$(($4 - $2))"
-			say "$w-$tag: $ELAPSED ns ($EXTRA)"
-			umount $d/m || die "umount $d/m"
-			umount $d || die "umount $d"
-			rmdir $d
+			run_workload timed
 		done
-		tracer_stop $s $tag
+		tracer_stop $s $tag timed
 	done
 	rep=$((rep + 1))
 done
+if [ "$STATS" = 1 ]; then
+	# Statistics in a round of their own: counting costs two clock reads
+	# per program run, which the timed rounds must not include.
+	echo 1 > /proc/sys/kernel/bpf_stats_enabled || die "enabling kernel.bpf_stats_enabled"
+	echo "INFO bpf_stats_enabled $(cat /proc/sys/kernel/bpf_stats_enabled)"
+	for s in $SETUPS; do
+		[ $s = untraced ] && continue
+		tag=$s-stats
+		say "$tag: starting"
+		tracer_start $s $tag
+		for w in $WORKLOADS; do
+			run_workload stats
+		done
+		tracer_stop $s $tag stats
+	done
+	echo 0 > /proc/sys/kernel/bpf_stats_enabled
+fi
 echo "INFO done"
