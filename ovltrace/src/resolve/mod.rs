@@ -473,6 +473,11 @@ impl Catalog {
         self.entries.get(key)
     }
 
+    /// [`get`](Self::get), for reading deferred layer metadata.
+    pub fn get_mut(&mut self, key: &OverlayKey) -> Option<&mut MountEntry> {
+        self.entries.get_mut(key)
+    }
+
     /// The mount an event with `key` happened on. An unknown key (an overlay
     /// mounted since the latest scan) rescans, once per key and at most every
     /// `min_rescan`; `None` when it is still unknown then (it was unmounted
