@@ -1,16 +1,72 @@
 //! Attribution: which overlay mount, container and image layer a decoded
 //! copy-up belongs to. The kernel names the overlay instance and the lower
 //! layer on the event; this looks up what they are in the [`Catalog`].
+//!
+//! One overlay is never in a mount scan: Docker mounts a new container's init
+//! layer alone (upperdir `<mount-id>-init/diff`, lowerdirs the image's
+//! layers) for a few milliseconds while it creates the container, and writes
+//! `/etc/hosts`, `/dev/pts`, ... into it. Such copy-ups are parked until the
+//! container's own overlay is known: the kernel's key of the init mount holds
+//! the identity (device, inode) of its upper directory, which is the
+//! container's init layer directory (its overlay index 1). A match is exact;
+//! what no container claims is given up as not attributed.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use crate::{
     aggregate::Attribution,
     event::{CopyUp, FileKind, OverlayKey},
-    mounts,
+    mounts::{self, Dev},
     report::{KnownContainer, MountMeta},
-    resolve::{Catalog, MountEntry, SourceLayer},
+    resolve::{safe_fs::SafeRoot, Catalog, ContainerInfo, MountEntry, SourceLayer},
 };
+
+/// Most copy-ups parked at once; more are counted as not attributed at once.
+pub const MAX_PENDING: usize = 4096;
+/// How long a parked copy-up waits for a container to claim its overlay
+/// (`docker create`, then `docker start` this much later: not attributed).
+pub const PENDING_FOR: Duration = Duration::from_secs(60);
+
+/// What [`Tracker::attribute`] made of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attributed {
+    /// The container (if any) and source layer, final.
+    Now(Attribution, Option<SourceLayer>),
+    /// Parked: its overlay may be a runtime's short-lived mount of a container's
+    /// init layer. A later [`Tracker::refresh`] or [`Tracker::finish`] returns
+    /// it, attributed or given up, exactly once.
+    Pending,
+}
+
+/// A parked copy-up, attributed (or given up) by a refresh.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub ev: CopyUp,
+    pub attr: Attribution,
+    pub source: Option<SourceLayer>,
+}
+
+/// A container's init layer, as the upper directory of a runtime's mount of it.
+#[derive(Debug, Clone)]
+struct InitLayer {
+    container: String,
+    /// The container's own overlay (whose index 1 the init layer is).
+    key: OverlayKey,
+    dir: PathBuf,
+    /// The container's lowerdirs below the init layer: the image's layers,
+    /// which are the init mount's lowerdirs.
+    lowerdirs: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+struct Parked {
+    ev: CopyUp,
+    since: Instant,
+}
 
 /// Attribution state of a trace: the catalog of mounts/containers, plus
 /// everything seen so far, kept after containers go away so late events and
@@ -21,6 +77,17 @@ pub struct Tracker {
     host_mnt_ns: u32,
     mounts: HashMap<OverlayKey, MountMeta>,
     containers: HashMap<String, KnownContainer>,
+    /// Copy-ups of overlays no container was known for yet, oldest first.
+    pending: VecDeque<Parked>,
+    max_pending: usize,
+    pending_for: Duration,
+    /// Containers whose init layer directory was looked at (once each).
+    init_checked: HashSet<String>,
+    /// Init layer directories by identity: (device, kernel encoding; inode).
+    init_dirs: HashMap<(u32, u64), InitLayer>,
+    /// Overlays found to be a container's init mount -> the container.
+    init_mounts: HashMap<OverlayKey, String>,
+    overflow_warned: bool,
 }
 
 impl Tracker {
@@ -32,6 +99,13 @@ impl Tracker {
             host_mnt_ns,
             mounts: HashMap::new(),
             containers: HashMap::new(),
+            pending: VecDeque::new(),
+            max_pending: MAX_PENDING,
+            pending_for: PENDING_FOR,
+            init_checked: HashSet::new(),
+            init_dirs: HashMap::new(),
+            init_mounts: HashMap::new(),
+            overflow_warned: false,
         }
     }
 
@@ -45,8 +119,28 @@ impl Tracker {
         self.containers.values()
     }
 
-    /// Rescans mounts and containers.
-    pub fn refresh(&mut self) {
+    /// Copy-ups parked now (not in any aggregate yet).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Rescans mounts and containers; returns the parked copy-ups that are now
+    /// attributed to a container's init layer, or that waited too long.
+    #[must_use = "settled copy-ups are aggregated by the caller"]
+    pub fn refresh(&mut self) -> Vec<Settled> {
+        self.rescan();
+        self.settle(false)
+    }
+
+    /// The last refresh of a trace: every parked copy-up is returned,
+    /// attributed or not.
+    #[must_use = "settled copy-ups are aggregated by the caller"]
+    pub fn finish(&mut self) -> Vec<Settled> {
+        self.rescan();
+        self.settle(true)
+    }
+
+    fn rescan(&mut self) {
         if let Err(e) = self.catalog.refresh() {
             log::warn!("scanning overlay mounts: {e:#}");
         }
@@ -56,37 +150,121 @@ impl Tracker {
         for e in self.catalog.entries().filter(|e| !e.gone) {
             remember(&mut self.mounts, &mut self.containers, e);
         }
+        self.learn_init_layers();
+        // A still-mounted init mount's entry is re-remembered as a plain one.
+        for (key, id) in &self.init_mounts {
+            if let Some(m) = self.mounts.get_mut(key) {
+                m.container = Some(id.clone());
+            }
+        }
+    }
+
+    /// Looks at the init layer directory of every container not looked at yet.
+    fn learn_init_layers(&mut self) {
+        for e in self.catalog.entries() {
+            let Some(c) = &e.container else { continue };
+            if self.init_checked.contains(&c.id) {
+                continue;
+            }
+            self.init_checked.insert(c.id.clone());
+            if let Some((ident, dir)) = init_identity(c) {
+                let lowerdirs = e.mount.lowerdirs.iter().skip(1).cloned().collect();
+                self.init_dirs.insert(
+                    ident,
+                    InitLayer {
+                        container: c.id.clone(),
+                        key: e.key,
+                        dir,
+                        lowerdirs,
+                    },
+                );
+            }
+        }
+    }
+
+    fn settle(&mut self, all: bool) -> Vec<Settled> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let (attr, source) = if let Some(init) = self.init_of(&p.ev.overlay) {
+                self.attribute_init(&p.ev, &init)
+            } else if all || now.duration_since(p.since) >= self.pending_for {
+                self.attribute_mount(&p.ev)
+            } else {
+                self.pending.push_back(p);
+                continue;
+            };
+            out.push(Settled {
+                ev: p.ev,
+                attr,
+                source,
+            });
+        }
+        out
+    }
+
+    fn init_of(&self, key: &OverlayKey) -> Option<InitLayer> {
+        if key.upper_ino == 0 {
+            return None;
+        }
+        self.init_dirs.get(&(key.upper_dev, key.upper_ino)).cloned()
     }
 
     /// The container and source layer of one copy-up: the kernel names the
     /// overlay instance and the layer; this looks up what they are.
-    pub fn attribute(&mut self, ev: &CopyUp) -> (Attribution, Option<SourceLayer>) {
+    ///
+    /// A copy-up on an overlay of no known container that may be a runtime's
+    /// short-lived mount of a container's init layer (unmounted, or never
+    /// seen; or a live one whose upper directory Docker named
+    /// `<id>-init/diff`) is parked: [`Attributed::Pending`].
+    pub fn attribute(&mut self, ev: &CopyUp) -> Attributed {
+        let (has_container, maybe_init) = match self.catalog.resolve(&ev.overlay) {
+            Some(e) => (
+                e.container.is_some(),
+                e.gone || named_as_init(e.mount.upperdir.as_deref()),
+            ),
+            None => (false, true),
+        };
+        if !has_container {
+            if let Some(init) = self.init_of(&ev.overlay) {
+                let (attr, source) = self.attribute_init(ev, &init);
+                return Attributed::Now(attr, source);
+            }
+            // Without the upper directory's identity nothing could match.
+            if maybe_init && ev.overlay.upper_ino != 0 {
+                if self.pending.len() < self.max_pending {
+                    self.pending.push_back(Parked {
+                        ev: ev.clone(),
+                        since: Instant::now(),
+                    });
+                    return Attributed::Pending;
+                }
+                if !self.overflow_warned {
+                    self.overflow_warned = true;
+                    log::warn!(
+                        "{} copy-ups wait for their overlay to be identified; \
+                         more are counted as not attributed",
+                        self.max_pending
+                    );
+                }
+            }
+        }
+        let (attr, source) = self.attribute_mount(ev);
+        Attributed::Now(attr, source)
+    }
+
+    /// Attribution through the catalog entry of the event's own overlay.
+    fn attribute_mount(&mut self, ev: &CopyUp) -> (Attribution, Option<SourceLayer>) {
         let Self {
             catalog,
             mounts,
             containers,
-            host_mnt_ns,
+            ..
         } = self;
-        let mut entry = catalog.resolve(&ev.overlay);
-        let source = ev.source.map(|s| {
-            let index = usize::from(s.layer);
-            // Only a regular file has data elsewhere (metacopy); a merged
-            // directory's deeper entries are not its source.
-            let data_index = s
-                .data_layer
-                .filter(|&d| ev.kind == FileKind::Regular && d != s.layer)
-                .map(usize::from);
-            match entry.as_deref_mut() {
-                Some(e) => e.source_layer(index, data_index),
-                None => SourceLayer {
-                    index,
-                    diff_id: None,
-                    created_by: None,
-                    data_index,
-                },
-            }
-        });
+        let mut entry = catalog.get_mut(&ev.overlay);
+        let source = source_layer(ev, 0, entry.as_deref_mut());
         let entry = entry.as_deref();
+        let mut new_container = false;
         if let Some(e) = entry {
             // Periodic refreshes keep known entries current; only new ones
             // are recorded here (the hot path).
@@ -96,6 +274,7 @@ impl Tracker {
             };
             if !known {
                 remember(mounts, containers, e);
+                new_container = e.container.is_some();
             }
         }
         let attr = Attribution {
@@ -103,9 +282,51 @@ impl Tracker {
                 .and_then(|e| e.container.as_ref())
                 .map(|c| c.id.clone()),
             layer: source.as_ref().map(|s| s.index),
-            outside: *host_mnt_ns != 0 && ev.mnt_ns == *host_mnt_ns,
+            outside: self.outside(ev),
+        };
+        if new_container {
+            // Before a short-lived container's init layer is removed.
+            self.learn_init_layers();
+        }
+        (attr, source)
+    }
+
+    /// Attribution of a copy-up on the init mount of `init`'s container.
+    ///
+    /// The init mount's lowerdirs are the container's below its init layer
+    /// (moby's overlay2 driver writes the init layer's `lower` file from the
+    /// image's layers, and the container layer's as the init layer's link
+    /// followed by that file), so the kernel's lower index `i` on the init
+    /// mount is the container's overlay index `i + 1`.
+    fn attribute_init(
+        &mut self,
+        ev: &CopyUp,
+        init: &InitLayer,
+    ) -> (Attribution, Option<SourceLayer>) {
+        let source = source_layer(ev, 1, self.catalog.get_mut(&init.key));
+        self.init_mounts.insert(ev.overlay, init.container.clone());
+        let meta = self.mounts.entry(ev.overlay).or_insert_with(|| MountMeta {
+            container: None,
+            // Unmounted before any scan saw it.
+            mountpoint: None,
+            upperdir: Some(mounts::path_display(&init.dir)),
+            lowerdirs: init
+                .lowerdirs
+                .iter()
+                .map(|p| mounts::path_display(p))
+                .collect(),
+        });
+        meta.container = Some(init.container.clone());
+        let attr = Attribution {
+            container: Some(init.container.clone()),
+            layer: source.as_ref().map(|s| s.index),
+            outside: self.outside(ev),
         };
         (attr, source)
+    }
+
+    fn outside(&self, ev: &CopyUp) -> bool {
+        self.host_mnt_ns != 0 && ev.mnt_ns == self.host_mnt_ns
     }
 
     /// Every `--container` must match a running container.
@@ -174,5 +395,416 @@ fn remember(
                 gone: e.gone,
             },
         );
+    }
+}
+
+/// The source layer of `ev`, with the kernel's lower indices shifted by
+/// `shift` into the overlay indices of `entry` (the container's overlay).
+fn source_layer(ev: &CopyUp, shift: usize, entry: Option<&mut MountEntry>) -> Option<SourceLayer> {
+    let s = ev.source?;
+    let index = usize::from(s.layer) + shift;
+    // Only a regular file has data elsewhere (metacopy); a merged
+    // directory's deeper entries are not its source.
+    let data_index = s
+        .data_layer
+        .filter(|&d| ev.kind == FileKind::Regular && d != s.layer)
+        .map(|d| usize::from(d) + shift);
+    Some(match entry {
+        Some(e) => e.source_layer(index, data_index),
+        None => SourceLayer {
+            index,
+            diff_id: None,
+            created_by: None,
+            data_index,
+        },
+    })
+}
+
+/// An upper directory named as Docker names a container's init layer's
+/// (`<mount-id>-init/diff`). Only decides whether a copy-up waits for its
+/// container; what it is attributed to is decided by identity alone.
+fn named_as_init(upper: Option<&Path>) -> bool {
+    upper.is_some_and(|u| {
+        u.file_name().is_some_and(|n| n == "diff")
+            && u.parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n.as_encoded_bytes().ends_with(b"-init"))
+    })
+}
+
+/// The identity (device in kernel encoding, inode) of `c`'s init layer
+/// directory, and the directory: the layer at overlay index 1 marked `init`
+/// (Docker's). Reached without following symlinks below the runtime's
+/// layer store (`<root>/overlay2`, which the resolver validated the
+/// directory to lie in).
+fn init_identity(c: &ContainerInfo) -> Option<((u32, u64), PathBuf)> {
+    let l = c.layer(1).filter(|l| l.init)?;
+    let dir = l.dir.as_deref()?;
+    let store = dir.parent()?.parent()?;
+    let rel = dir.strip_prefix(store).ok()?;
+    let ident = SafeRoot::open(store).and_then(|r| r.dir_identity(rel));
+    match ident {
+        Ok((dev, ino)) => {
+            let dev = Dev::new(libc::major(dev), libc::minor(dev)).to_kernel();
+            Some(((dev, ino), dir.to_path_buf()))
+        }
+        Err(e) => {
+            log::debug!("container {}: init layer not identified: {e}", c.short_id());
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::{
+        event::Source,
+        mounts::OverlayMount,
+        resolve::{ImageInfo, LayerInfo, Resolver},
+    };
+
+    /// Claims mounts below /c; their first lowerdir is the init layer.
+    struct Fake;
+
+    impl Resolver for Fake {
+        fn runtime(&self) -> &'static str {
+            "fake"
+        }
+
+        fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
+            mounts
+                .iter()
+                .filter(|m| m.mountpoint.starts_with("/c"))
+                .map(|m| ContainerInfo {
+                    id: format!("{:064x}", m.mount_id),
+                    name: Some(format!("c{}", m.mount_id)),
+                    image: ImageInfo::default(),
+                    mountpoint: m.mountpoint.clone(),
+                    dev: m.dev,
+                    runtime: "fake",
+                    upperdir: m.upperdir.clone(),
+                    layers: m
+                        .lowerdirs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| LayerInfo {
+                            index: i + 1,
+                            init: i == 0,
+                            diff_id: (i > 0).then(|| format!("sha256:{i}")),
+                            dir: Some(d.clone()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    pod: None,
+                    mount_id: m.mount_id,
+                })
+                .collect()
+        }
+    }
+
+    /// A layer store in a temp dir: `overlay2/<id>/diff` for the container's
+    /// upper layer, its init layer and two image layers.
+    struct Fx {
+        tmp: tempfile::TempDir,
+        mountinfo: PathBuf,
+    }
+
+    impl Fx {
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            for id in ["rw", "rw-init", "img1", "img2", "other-init", "plain"] {
+                std::fs::create_dir_all(tmp.path().join("overlay2").join(id).join("diff")).unwrap();
+            }
+            let mountinfo = tmp.path().join("mountinfo");
+            std::fs::write(&mountinfo, "").unwrap();
+            Self { tmp, mountinfo }
+        }
+
+        fn dir(&self, id: &str) -> PathBuf {
+            self.tmp.path().join("overlay2").join(id).join("diff")
+        }
+
+        /// The container's overlay: upper `rw`, lowers `rw-init`, `img1`, `img2`.
+        fn mount_container(&self) {
+            self.mount_line(&format!(
+                "60 1 0:60 / /c/web rw - overlay overlay rw,lowerdir={}:{}:{},upperdir={},workdir=/w\n",
+                self.dir("rw-init").display(),
+                self.dir("img1").display(),
+                self.dir("img2").display(),
+                self.dir("rw").display(),
+            ));
+        }
+
+        fn mount_line(&self, line: &str) {
+            let mut s = std::fs::read_to_string(&self.mountinfo).unwrap();
+            s.push_str(line);
+            std::fs::write(&self.mountinfo, s).unwrap();
+        }
+
+        fn tracker(&self) -> Tracker {
+            let mut cat = Catalog::with_mountinfo(vec![Box::new(Fake)], self.mountinfo.clone());
+            cat.set_min_rescan(Duration::ZERO);
+            let mut t = Tracker::new(cat);
+            assert!(t.refresh().is_empty());
+            t
+        }
+
+        /// The key of an overlay on device 0:`minor` whose upper is `id`'s.
+        fn key(&self, minor: u32, id: &str) -> OverlayKey {
+            let md = std::fs::metadata(self.dir(id)).unwrap();
+            OverlayKey {
+                dev: Dev::new(0, minor).to_kernel(),
+                upper_dev: Dev::new(libc::major(md.dev()), libc::minor(md.dev())).to_kernel(),
+                upper_ino: md.ino(),
+            }
+        }
+    }
+
+    fn host_ns() -> u32 {
+        std::fs::metadata("/proc/self/ns/mnt").map_or(0, |m| m.ino() as u32)
+    }
+
+    fn copy_up(overlay: OverlayKey, path: &str, kind: FileKind, layer: u16) -> CopyUp {
+        CopyUp {
+            start_ns: 1,
+            latency_ns: 1000,
+            data_ns: None,
+            data_len: None,
+            size: 0,
+            cgroup_id: 1,
+            tgid: 7,
+            tid: 7,
+            overlay,
+            ret: 0,
+            kind,
+            path: path.as_bytes().to_vec(),
+            path_truncated: false,
+            comm: "dockerd".into(),
+            mnt_ns: host_ns(),
+            source: Some(Source {
+                layer,
+                data_layer: Some(layer + 1),
+                depth: 2,
+            }),
+        }
+    }
+
+    fn container_id() -> String {
+        format!("{:064x}", 60)
+    }
+
+    #[test]
+    fn init_mount_copy_ups_wait_for_their_container() {
+        let fx = Fx::new();
+        let mut t = fx.tracker();
+        let init = fx.key(99, "rw-init");
+        // dockerd's mount of the init layer, gone before any scan.
+        let dir = copy_up(init, "etc", FileKind::Dir, 1);
+        let mut file = copy_up(init, "etc/hosts", FileKind::Regular, 2);
+        file.source = Some(Source {
+            layer: 1,
+            data_layer: Some(2),
+            depth: 2,
+        });
+        assert_eq!(t.attribute(&dir), Attributed::Pending);
+        assert_eq!(t.attribute(&file), Attributed::Pending);
+        assert_eq!(t.pending(), 2);
+        // No container yet: they keep waiting.
+        assert!(t.refresh().is_empty());
+        assert_eq!(t.pending(), 2);
+
+        fx.mount_container();
+        let settled = t.refresh();
+        assert_eq!(t.pending(), 0);
+        assert_eq!(settled.len(), 2);
+        let id = container_id();
+        for s in &settled {
+            assert_eq!(s.attr.container.as_deref(), Some(id.as_str()));
+            assert!(s.attr.outside, "dockerd writes from the host");
+        }
+        // The init mount's lower 1 is the container's index 2 (img1).
+        let d = &settled[0];
+        assert_eq!(d.ev.path, b"etc");
+        assert_eq!(d.attr.layer, Some(2));
+        let src = d.source.as_ref().unwrap();
+        assert_eq!((src.index, src.diff_id.as_deref()), (2, Some("sha256:1")));
+        assert_eq!(src.data_index, None, "a directory has no data layer");
+        let f = settled[1].source.as_ref().unwrap();
+        assert_eq!((f.index, f.data_index), (2, Some(3)));
+        // Settled once: nothing is returned again.
+        assert!(t.refresh().is_empty());
+        assert!(t.finish().is_empty());
+
+        // The init mount is the container's, described by its init layer.
+        let m = &t.mounts()[&init];
+        assert_eq!(m.container.as_deref(), Some(id.as_str()));
+        assert_eq!(m.mountpoint, None);
+        assert_eq!(m.upperdir, Some(mounts::path_display(&fx.dir("rw-init"))));
+        let lowers: Vec<String> = ["img1", "img2"]
+            .iter()
+            .map(|d| mounts::path_display(&fx.dir(d)))
+            .collect();
+        assert_eq!(m.lowerdirs, lowers);
+
+        // Later copy-ups on it (another mount of the same init layer) need
+        // no waiting.
+        let mut again = copy_up(fx.key(98, "rw-init"), "dev", FileKind::Dir, 2);
+        again.mnt_ns = host_ns().wrapping_add(1);
+        let Attributed::Now(attr, src) = t.attribute(&again) else {
+            panic!("known init layer");
+        };
+        assert_eq!(attr.container.as_deref(), Some(id.as_str()));
+        assert!(!attr.outside);
+        assert_eq!(src.map(|s| s.index), Some(3));
+    }
+
+    #[test]
+    fn unclaimed_copy_ups_are_given_up_once() {
+        let fx = Fx::new();
+        fx.mount_container();
+        let mut t = fx.tracker();
+        // Another container's init layer, never mounted as a container here.
+        let ev = copy_up(fx.key(99, "other-init"), "etc", FileKind::Dir, 1);
+        assert_eq!(t.attribute(&ev), Attributed::Pending);
+        assert!(t.refresh().is_empty(), "waits for its container");
+        let settled = t.finish();
+        assert_eq!(settled.len(), 1);
+        let s = &settled[0];
+        assert_eq!(s.attr.container, None);
+        // Unshifted: no container's indices apply.
+        assert_eq!(s.attr.layer, Some(1));
+        assert_eq!(s.source.as_ref().map(|s| s.index), Some(1));
+        assert!(t.finish().is_empty());
+
+        // Waiting longer than pending_for gives up at a refresh.
+        t.pending_for = Duration::ZERO;
+        assert_eq!(t.attribute(&ev), Attributed::Pending);
+        let settled = t.refresh();
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].attr.container, None);
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_counts_copy_ups_as_not_attributed() {
+        let fx = Fx::new();
+        let mut t = fx.tracker();
+        t.max_pending = 2;
+        let ev = copy_up(fx.key(99, "rw-init"), "etc", FileKind::Dir, 1);
+        assert_eq!(t.attribute(&ev), Attributed::Pending);
+        assert_eq!(t.attribute(&ev), Attributed::Pending);
+        let Attributed::Now(attr, source) = t.attribute(&ev) else {
+            panic!("the queue is full");
+        };
+        assert_eq!(attr.container, None);
+        assert_eq!(source.map(|s| s.index), Some(1));
+        assert_eq!(t.pending(), 2);
+        // The parked ones are still matched.
+        fx.mount_container();
+        let settled = t.refresh();
+        assert_eq!(settled.len(), 2);
+        assert!(settled.iter().all(|s| s.attr.container.is_some()));
+    }
+
+    #[test]
+    fn live_plain_overlays_are_not_held_back() {
+        let fx = Fx::new();
+        let plain = fx.dir("plain");
+        fx.mount_line(&format!(
+            "70 1 0:70 / /mnt/p rw - overlay overlay rw,lowerdir={},upperdir={},workdir=/w\n",
+            fx.dir("img1").display(),
+            plain.display()
+        ));
+        let mut t = fx.tracker();
+        let ev = copy_up(fx.key(70, "plain"), "f", FileKind::Regular, 1);
+        let Attributed::Now(attr, _) = t.attribute(&ev) else {
+            panic!("a live plain overlay is counted at once");
+        };
+        assert_eq!(attr.container, None);
+        // Without the upper directory's identity nothing could match.
+        let dev_only = copy_up(OverlayKey::dev_only(99), "etc", FileKind::Dir, 1);
+        assert!(matches!(t.attribute(&dev_only), Attributed::Now(..)));
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn live_init_named_overlays_wait() {
+        let fx = Fx::new();
+        // A scan caught dockerd's init mount while it was mounted.
+        fx.mount_line(&format!(
+            "80 1 0:80 / /var/lib/docker/overlay2/rw-init/merged rw - overlay overlay rw,lowerdir={}:{},upperdir={},workdir=/w\n",
+            fx.dir("img1").display(),
+            fx.dir("img2").display(),
+            fx.dir("rw-init").display()
+        ));
+        let mut t = fx.tracker();
+        let init = fx.key(80, "rw-init");
+        assert!(t.mounts()[&init].container.is_none());
+        let ev = copy_up(init, "etc", FileKind::Dir, 2);
+        assert_eq!(t.attribute(&ev), Attributed::Pending);
+        // It is unmounted, the container is mounted.
+        std::fs::write(&fx.mountinfo, "").unwrap();
+        fx.mount_container();
+        let settled = t.refresh();
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].attr.layer, Some(3));
+        let m = &t.mounts()[&init];
+        assert_eq!(m.container, Some(container_id()));
+        // What the scan saw stays.
+        assert_eq!(
+            m.mountpoint.as_deref(),
+            Some("/var/lib/docker/overlay2/rw-init/merged")
+        );
+        assert!(named_as_init(Some(Path::new("/x/abc-init/diff"))));
+        assert!(!named_as_init(Some(Path::new("/x/abc/diff"))));
+        assert!(!named_as_init(Some(Path::new("/x/abc-init/up"))));
+        assert!(!named_as_init(None));
+    }
+
+    #[test]
+    fn init_layers_are_not_identified_through_symlinks() {
+        let fx = Fx::new();
+        // The init layer's diff is a symlink to another layer's directory.
+        let init = fx.dir("rw-init");
+        std::fs::remove_dir(&init).unwrap();
+        std::os::unix::fs::symlink(fx.dir("other-init"), &init).unwrap();
+        fx.mount_container();
+        let mut t = fx.tracker();
+        let ev = copy_up(fx.key(99, "other-init"), "etc", FileKind::Dir, 1);
+        assert_eq!(t.attribute(&ev), Attributed::Pending);
+        let settled = t.finish();
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].attr.container, None);
+        // A symlinked layer store component below the store: the same.
+        let c = ContainerInfo {
+            id: "x".repeat(64),
+            name: None,
+            image: ImageInfo::default(),
+            mountpoint: "/c/x".into(),
+            dev: Dev::new(0, 1),
+            runtime: "fake",
+            upperdir: None,
+            layers: vec![LayerInfo {
+                index: 1,
+                init: true,
+                dir: Some(init.clone()),
+                ..Default::default()
+            }],
+            pod: None,
+            mount_id: 1,
+        };
+        assert!(init_identity(&c).is_none());
+        let mut plain = c.clone();
+        plain.layers[0].dir = Some(fx.dir("img1"));
+        let (ident, dir) = init_identity(&plain).unwrap();
+        assert_eq!(dir, fx.dir("img1"));
+        let k = fx.key(1, "img1");
+        assert_eq!(ident, (k.upper_dev, k.upper_ino));
+        // Only an init layer at index 1 is one.
+        plain.layers[0].init = false;
+        assert!(init_identity(&plain).is_none());
     }
 }
