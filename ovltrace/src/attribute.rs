@@ -203,11 +203,20 @@ impl Tracker {
         out
     }
 
-    fn init_of(&self, key: &OverlayKey) -> Option<InitLayer> {
+    /// The container whose init layer directory is `key`'s upper directory.
+    /// Checked again on every match: a removed container's directory may
+    /// have left its inode number to a new container's.
+    fn init_of(&mut self, key: &OverlayKey) -> Option<InitLayer> {
         if key.upper_ino == 0 {
             return None;
         }
-        self.init_dirs.get(&(key.upper_dev, key.upper_ino)).cloned()
+        let ident = (key.upper_dev, key.upper_ino);
+        let init = self.init_dirs.get(&ident)?;
+        if dir_identity(&init.dir) == Some(ident) {
+            return Some(init.clone());
+        }
+        self.init_dirs.remove(&ident);
+        None
     }
 
     /// The container and source layer of one copy-up: the kernel names the
@@ -304,19 +313,27 @@ impl Tracker {
         init: &InitLayer,
     ) -> (Attribution, Option<SourceLayer>) {
         let source = source_layer(ev, 1, self.catalog.get_mut(&init.key));
-        self.init_mounts.insert(ev.overlay, init.container.clone());
-        let meta = self.mounts.entry(ev.overlay).or_insert_with(|| MountMeta {
-            container: None,
-            // Unmounted before any scan saw it.
-            mountpoint: None,
-            upperdir: Some(mounts::path_display(&init.dir)),
-            lowerdirs: init
-                .lowerdirs
-                .iter()
-                .map(|p| mounts::path_display(p))
-                .collect(),
-        });
-        meta.container = Some(init.container.clone());
+        let seen = self.init_mounts.insert(ev.overlay, init.container.clone());
+        let scanned = seen.is_none() && self.mounts.contains_key(&ev.overlay);
+        if !scanned && seen.as_ref() != Some(&init.container) {
+            self.mounts.insert(
+                ev.overlay,
+                MountMeta {
+                    container: None,
+                    // Unmounted before any scan saw it.
+                    mountpoint: None,
+                    upperdir: Some(mounts::path_display(&init.dir)),
+                    lowerdirs: init
+                        .lowerdirs
+                        .iter()
+                        .map(|p| mounts::path_display(p))
+                        .collect(),
+                },
+            );
+        }
+        if let Some(m) = self.mounts.get_mut(&ev.overlay) {
+            m.container = Some(init.container.clone());
+        }
         let attr = Attribution {
             container: Some(init.container.clone()),
             layer: source.as_ref().map(|s| s.index),
@@ -440,19 +457,30 @@ fn named_as_init(upper: Option<&Path>) -> bool {
 fn init_identity(c: &ContainerInfo) -> Option<((u32, u64), PathBuf)> {
     let l = c.layer(1).filter(|l| l.init)?;
     let dir = l.dir.as_deref()?;
+    let Some(ident) = dir_identity(dir) else {
+        log::debug!(
+            "container {}: init layer {} not identified",
+            c.short_id(),
+            mounts::path_display(dir)
+        );
+        return None;
+    };
+    Some((ident, dir.to_path_buf()))
+}
+
+/// The identity (device in kernel encoding, inode) of a layer directory
+/// `<store>/<cache-id>/diff`, reached from `<store>` without following
+/// symlinks.
+fn dir_identity(dir: &Path) -> Option<(u32, u64)> {
     let store = dir.parent()?.parent()?;
     let rel = dir.strip_prefix(store).ok()?;
-    let ident = SafeRoot::open(store).and_then(|r| r.dir_identity(rel));
-    match ident {
-        Ok((dev, ino)) => {
-            let dev = Dev::new(libc::major(dev), libc::minor(dev)).to_kernel();
-            Some(((dev, ino), dir.to_path_buf()))
-        }
-        Err(e) => {
-            log::debug!("container {}: init layer not identified: {e}", c.short_id());
-            None
-        }
-    }
+    let (dev, ino) = SafeRoot::open(store)
+        .and_then(|r| r.dir_identity(rel))
+        .ok()?;
+    Some((
+        Dev::new(libc::major(dev), libc::minor(dev)).to_kernel(),
+        ino,
+    ))
 }
 
 #[cfg(test)]
@@ -762,6 +790,31 @@ mod tests {
         assert!(!named_as_init(Some(Path::new("/x/abc/diff"))));
         assert!(!named_as_init(Some(Path::new("/x/abc-init/up"))));
         assert!(!named_as_init(None));
+    }
+
+    #[test]
+    fn a_removed_init_layer_is_no_match() {
+        let fx = Fx::new();
+        fx.mount_container();
+        let mut t = fx.tracker();
+        let init = fx.key(99, "rw-init");
+        assert!(matches!(
+            t.attribute(&copy_up(init, "etc", FileKind::Dir, 1)),
+            Attributed::Now(
+                Attribution {
+                    container: Some(_),
+                    ..
+                },
+                _
+            )
+        ));
+        // The container is removed; whatever directory has that identity now
+        // is not its init layer.
+        std::fs::remove_dir(fx.dir("rw-init")).unwrap();
+        let ev = copy_up(init, "dev", FileKind::Dir, 1);
+        assert_eq!(t.attribute(&ev), Attributed::Pending);
+        let settled = t.finish();
+        assert_eq!(settled[0].attr.container, None);
     }
 
     #[test]
