@@ -235,14 +235,15 @@ fn check(out: &vm::VmOutput, img: &TestImage) {
         let c = by_id[cid];
         assert_eq!(f["mountpoint"], c["mountpoint"], "{f}");
         let key = (name.to_string(), s(&f["path"]).to_string());
-        if f["dev"] != c["dev"] {
-            // Runtime setup: the overlay is the init layer's mount, whose
-            // upper directory is the container's init layer (index 1).
+        if f["outside"] == true {
+            // Runtime setup, on dockerd's mount of the init layer: an overlay
+            // of its own (its device number freed at its unmount, often the
+            // container's next), whose upper directory is the container's
+            // init layer (index 1).
             let m = mounts
                 .iter()
-                .find(|m| m["dev"] == f["dev"] && m["container"] == cid)
-                .unwrap_or_else(|| panic!("{f}: no mount of the container: {json}"));
-            assert_eq!(m["upperdir"], c["layers"][0]["dir"], "{m}");
+                .find(|m| m["container"] == cid && m["upperdir"] == c["layers"][0]["dir"])
+                .unwrap_or_else(|| panic!("{f}: no init layer mount: {json}"));
             assert!(
                 m["mountpoint"].is_null() || s(&m["mountpoint"]).ends_with("-init/merged"),
                 "{m}"
@@ -265,6 +266,7 @@ fn check(out: &vm::VmOutput, img: &TestImage) {
             );
             continue;
         }
+        assert_eq!(f["dev"], c["dev"], "{f}");
         let table = match s(&f["kind"]) {
             "regular" => &mut regular,
             "dir" => &mut dirs,
@@ -346,9 +348,21 @@ fn check(out: &vm::VmOutput, img: &TestImage) {
         );
     }
 
-    // Per-container totals agree with the files.
+    // Per-container totals agree with the files; the init layer's mount
+    // holds exactly the setup copy-ups.
     for (name, id) in &ids {
         let c = by_id[id.as_str()];
+        let on_init: u64 = mounts
+            .iter()
+            .filter(|m| m["container"] == id.as_str() && m["upperdir"] == c["layers"][0]["dir"])
+            .map(|m| m["copy_up"]["count"].as_u64().expect("count"))
+            .sum();
+        let setup_count: u64 = setup
+            .iter()
+            .filter(|(k, _)| &k.0 == name)
+            .map(|(_, f)| f["count"].as_u64().expect("count"))
+            .sum();
+        assert_eq!(on_init, setup_count, "{name}: {json}");
         let n: u64 = [&regular, &dirs, &setup]
             .iter()
             .flat_map(|t| t.iter())
