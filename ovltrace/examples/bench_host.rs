@@ -31,7 +31,7 @@ use std::{
 
 use ovltrace::{
     aggregate::{Aggregator, Attribution},
-    attribute::Tracker,
+    attribute::{Attributed, Tracker},
     event::{self, OverlayKey},
     mounts::{self, Dev},
     resolve::{
@@ -478,7 +478,7 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
     let mut tracker = match &synth {
         Some(s) => {
             let mut t = Tracker::new(s.catalog());
-            t.refresh();
+            let _ = t.refresh();
             Some(t)
         }
         None => None,
@@ -533,7 +533,10 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
                 let Some(t) = tracker.as_mut() else {
                     return Err("no catalog".into());
                 };
-                let (attr, source) = t.attribute(&ev);
+                let Attributed::Now(attr, source) = t.attribute(&ev) else {
+                    // Parked (no container known for its overlay): not here.
+                    continue;
+                };
                 attributed += u64::from(attr.container.is_some());
                 with_layer += u64::from(source.as_ref().is_some_and(|s| s.diff_id.is_some()));
                 agg.add(&ev, &attr, source.as_deref());

@@ -16,15 +16,15 @@ use ovltrace_ebpf::{Config, LookupStats, Stat};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    aggregate::Aggregator,
-    attribute::Tracker,
+    aggregate::{Aggregator, Attribution},
+    attribute::{Attributed, Tracker},
     btf::KernelBtf,
     cli::{ColorMode, RunArgs},
     event::{self, OverlayKey},
     live, mounts, privilege,
     probe::{self, Plan},
     report::{self, Counters, Drops, KnownContainer, ProbeInfo},
-    resolve::Catalog,
+    resolve::{Catalog, SourceLayer},
 };
 
 /// The programs, built for bpfel by build.rs.
@@ -230,19 +230,55 @@ impl Session {
         }) + self.decode_errors
     }
 
+    /// Counts one attributed copy-up in the trace and the current interval.
+    fn add(&mut self, ev: &event::CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
+        self.agg.add(ev, attr, source);
+        if let Some(i) = &mut self.interval {
+            i.agg.add(ev, attr, source);
+        }
+    }
+
+    /// Rescans mounts and containers, and aggregates the parked copy-ups that
+    /// it settles.
+    ///
+    /// Copy-ups parked by [`Tracker::attribute`] (a runtime's short-lived
+    /// mount of a container's init layer, until the container is known) are
+    /// in no aggregate until then: live reports (Prometheus scrapes, interval
+    /// summaries, the status line) do not count them yet, rather than count
+    /// them as not attributed and take that back. A settled copy-up counts in
+    /// the interval in which it is settled.
+    fn refresh(&mut self) {
+        for s in self.tracker.refresh() {
+            self.add(&s.ev, &s.attr, s.source.as_ref());
+        }
+    }
+
+    /// The final refresh: every parked copy-up is aggregated.
+    fn finish(&mut self) {
+        for s in self.tracker.finish() {
+            self.add(&s.ev, &s.attr, s.source.as_ref());
+        }
+    }
+
     /// Reads every event waiting in the ring buffer; returns how many.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
         let mut n = 0;
         while let Some(item) = ring.next() {
             n += 1;
             match event::decode(&item) {
-                Ok(ev) => {
-                    let (attr, source) = self.tracker.attribute(&ev);
-                    self.agg.add(&ev, &attr, source.as_deref());
-                    if let Some(i) = &mut self.interval {
-                        i.agg.add(&ev, &attr, source.as_deref());
+                Ok(ev) => match self.tracker.attribute(&ev) {
+                    Attributed::Now(attr, source) => {
+                        // The source layer borrows the tracker: add to the
+                        // aggregates field by field.
+                        let source = source.as_deref();
+                        self.agg.add(&ev, &attr, source);
+                        if let Some(i) = &mut self.interval {
+                            i.agg.add(&ev, &attr, source);
+                        }
                     }
-                }
+                    // Aggregated once, when a refresh settles it.
+                    Attributed::Pending => {}
+                },
                 Err(e) => {
                     self.decode_errors += 1;
                     log::warn!("undecodable event: {e}");
@@ -271,7 +307,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let mut catalog = Catalog::new(crate::resolve::all_resolvers(&args.docker));
     catalog.set_dev_only(!overlay_types);
     let mut tracker = Tracker::new(catalog);
-    tracker.refresh();
+    // Nothing is parked before the first event.
+    let _ = tracker.refresh();
     if filter {
         tracker.check_filters(&args.containers)?;
         update_filter(&tracker, &mut ebpf, &args.containers)?;
@@ -410,7 +447,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
                 // Queued events happened before the change: attribute them
                 // first, then learn the new mounts (and which have gone).
                 session.drain(ring.get_mut());
-                session.tracker.refresh();
+                session.refresh();
                 if filter {
                     if let Err(e) = update_filter(&session.tracker, &mut session.ebpf, &args.containers) {
                         log::warn!("updating the container filter: {e:#}");
@@ -423,7 +460,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
                 let _ = reply.send(session.report());
             }
             _ = rescan.tick() => {
-                session.tracker.refresh();
+                session.refresh();
                 if filter {
                     if let Err(e) = update_filter(&session.tracker, &mut session.ebpf, &args.containers) {
                         log::warn!("updating the container filter: {e:#}");
@@ -449,6 +486,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     drop(exporter_tasks);
     // Whatever is already in the ring buffer belongs to the trace.
     session.drain(ring.get_mut());
+    session.finish();
     let report = session.report();
     // Detach before writing: the outputs can take a while.
     drop(session);

@@ -9,7 +9,9 @@
 //! the other while `ovltrace run --json` traces. Every copy-up must name its
 //! container and the source layer's index, diff-id and instruction exactly as
 //! `docker image inspect` and `docker history` on the host describe the image,
-//! with the exact byte count.
+//! with the exact byte count. What dockerd copies up while it creates a
+//! container (on its short-lived mount of the container's init layer) is the
+//! container's too, marked `outside`: nothing is left unattributed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -122,6 +124,16 @@ const EXPECTED: [Expected; 6] = [
     },
 ];
 
+/// What dockerd copies up while it creates a container: its init layer's
+/// `etc` (it replaces /etc/hosts, ...), on its mount of the init layer alone.
+/// Above that layer is the image's top layer, which has `etc` (the whiteout of
+/// `RUN rm /etc/doomed.txt`): the container's index 2. dockerd may copy up
+/// more directories there; they are the container's too.
+const SETUP_DIRS: [(&str, &str, &str); 2] = [
+    ("web-1", "etc", "rm /etc/doomed.txt"),
+    ("web-2", "etc", "rm /etc/doomed.txt"),
+];
+
 /// Parent directories copied up on the way: (container, path, where from).
 /// `etc` is in the init layer (index 1: Docker puts /etc/hosts etc. there).
 /// dockerd may copy up more directories of a starting container (it creates
@@ -142,17 +154,17 @@ fn s(v: &Value) -> &str {
 fn check(out: &vm::VmOutput, img: &TestImage) {
     let dump = || out.dump();
     let (r, json) = attribution::clean_report(out);
-    // Not attributed: only what dockerd copies up into a container's init
-    // layer while creating it (it mounts that layer alone for a moment to
-    // add /etc/hosts, /dev/pts, ...): no container's overlay.
+    // Everything is attributed, dockerd's writes into a container's init
+    // layer too (it mounts that layer alone for a moment to add /etc/hosts,
+    // /dev/pts, ...).
     let files = r["copy_ups"].as_array().expect("copy_ups[]");
-    let mut unattributed = 0;
-    for f in files.iter().filter(|f| f["container"].is_null()) {
-        assert_eq!(f["comms"], serde_json::json!(["dockerd"]), "{f}\n{json}");
-        assert_eq!(f["kind"], "dir", "{f}");
-        unattributed += f["count"].as_u64().expect("count");
-    }
-    assert_eq!(r["counters"]["unattributed"], unattributed, "{json}");
+    assert_eq!(r["counters"]["unattributed"], 0, "{json}");
+    assert!(
+        files.iter().all(|f| !f["container"].is_null()),
+        "unattributed copy-ups: {json}"
+    );
+    let text = out.section("report").unwrap_or_default();
+    assert!(!text.contains("NOT ATTRIBUTED"), "{text}");
 
     // The containers, as docker in the VM names them.
     let mut ids: BTreeMap<String, String> = BTreeMap::new(); // name -> id
@@ -211,6 +223,9 @@ fn check(out: &vm::VmOutput, img: &TestImage) {
     // source layer and bytes; directories only the expected parents.
     let mut regular: BTreeMap<(String, String), &Value> = BTreeMap::new();
     let mut dirs: BTreeMap<(String, String), &Value> = BTreeMap::new();
+    // On dockerd's mount of a container's init layer.
+    let mut setup: BTreeMap<(String, String), &Value> = BTreeMap::new();
+    let mounts = r["mounts"].as_array().expect("mounts[]");
     let name_of: BTreeMap<&str, &str> = ids.iter().map(|(n, i)| (i.as_str(), n.as_str())).collect();
     for f in files.iter().filter(|f| !f["container"].is_null()) {
         let cid = f["container"].as_str().expect("container id");
@@ -218,9 +233,40 @@ fn check(out: &vm::VmOutput, img: &TestImage) {
             .get(cid)
             .unwrap_or_else(|| panic!("copy-up attributed to unknown container {cid}: {f}"));
         let c = by_id[cid];
-        assert_eq!(f["dev"], c["dev"], "{f}");
         assert_eq!(f["mountpoint"], c["mountpoint"], "{f}");
         let key = (name.to_string(), s(&f["path"]).to_string());
+        if f["outside"] == true {
+            // Runtime setup, on dockerd's mount of the init layer: an overlay
+            // of its own (its device number freed at its unmount, often the
+            // container's next), whose upper directory is the container's
+            // init layer (index 1).
+            let m = mounts
+                .iter()
+                .find(|m| m["container"] == cid && m["upperdir"] == c["layers"][0]["dir"])
+                .unwrap_or_else(|| panic!("{f}: no init layer mount: {json}"));
+            assert!(
+                m["mountpoint"].is_null() || s(&m["mountpoint"]).ends_with("-init/merged"),
+                "{m}"
+            );
+            assert_eq!(f["comms"], serde_json::json!(["dockerd"]), "{f}");
+            assert_eq!(f["outside"], true, "{f}");
+            assert_eq!(f["kind"], "dir", "{f}");
+            assert_eq!(f["bytes"], 0, "{f}");
+            // Index i of the init mount is index i + 1 of the container's:
+            // an image layer, described as the image describes it.
+            let index = f["layer"]["index"].as_u64().expect("layer index") as usize;
+            let layer = img
+                .layer_at_index(index)
+                .unwrap_or_else(|| panic!("{f}: not an image layer"));
+            assert_eq!(f["layer"]["diff_id"], layer.diff_id.as_str(), "{f}");
+            assert_eq!(f["layer"]["created_by"], layer.created_by.as_str(), "{f}");
+            assert!(
+                setup.insert(key.clone(), f).is_none(),
+                "{key:?} listed twice: {json}"
+            );
+            continue;
+        }
+        assert_eq!(f["dev"], c["dev"], "{f}");
         let table = match s(&f["kind"]) {
             "regular" => &mut regular,
             "dir" => &mut dirs,
@@ -257,6 +303,17 @@ fn check(out: &vm::VmOutput, img: &TestImage) {
             "{what}: instruction"
         );
         assert_eq!(f["comms"], serde_json::json!(["sh"]), "{what}");
+        assert_eq!(f["outside"], false, "{what}: the container's own write");
+    }
+    for (c, p, instruction) in SETUP_DIRS {
+        let f = setup
+            .get(&(c.to_string(), p.to_string()))
+            .unwrap_or_else(|| panic!("no setup copy-up of {p} in {c}: {json}"));
+        assert_eq!(
+            f["layer"]["index"],
+            index_of(Some(instruction)),
+            "{c} {p}: {f}"
+        );
     }
     // The topmost copy wins: the 300-byte rewrite, not the base's 100 bytes.
     assert_ne!(sizes::SHADOWED, sizes::SHADOWED_IN_BASE);
@@ -276,6 +333,7 @@ fn check(out: &vm::VmOutput, img: &TestImage) {
         };
         assert_eq!(f["layer"]["index"], index, "{c} {p}: {f}");
         assert_eq!(f["bytes"], 0);
+        assert_eq!(f["outside"], false, "{c} {p}: the container's own write");
     }
     for ((c, p), f) in &dirs {
         let expected = EXPECTED_DIRS.iter().any(|e| e.0 == c && e.1 == p);
@@ -290,11 +348,27 @@ fn check(out: &vm::VmOutput, img: &TestImage) {
         );
     }
 
-    // Per-container totals agree with the files.
+    // Per-container totals agree with the files; the init layer's mount
+    // holds exactly the setup copy-ups.
     for (name, id) in &ids {
         let c = by_id[id.as_str()];
-        let n = regular.keys().filter(|k| &k.0 == name).count()
-            + dirs.keys().filter(|k| &k.0 == name).count();
+        let on_init: u64 = mounts
+            .iter()
+            .filter(|m| m["container"] == id.as_str() && m["upperdir"] == c["layers"][0]["dir"])
+            .map(|m| m["copy_up"]["count"].as_u64().expect("count"))
+            .sum();
+        let setup_count: u64 = setup
+            .iter()
+            .filter(|(k, _)| &k.0 == name)
+            .map(|(_, f)| f["count"].as_u64().expect("count"))
+            .sum();
+        assert_eq!(on_init, setup_count, "{name}: {json}");
+        let n: u64 = [&regular, &dirs, &setup]
+            .iter()
+            .flat_map(|t| t.iter())
+            .filter(|(k, _)| &k.0 == name)
+            .map(|(_, f)| f["count"].as_u64().expect("count"))
+            .sum();
         let bytes: u64 = EXPECTED
             .iter()
             .filter(|e| e.container == name)
@@ -305,9 +379,15 @@ fn check(out: &vm::VmOutput, img: &TestImage) {
         assert_eq!(c["copy_up"]["errors"], 0);
     }
 
-    // The terminal report names container, file and instruction.
-    let text = out.section("report").unwrap_or_default();
-    for needle in ["web-1", "web-2", "data/big.bin", "app/cache.db"] {
+    // The terminal report names container, file and instruction, and tells
+    // dockerd's setup apart.
+    for needle in [
+        "web-1",
+        "web-2",
+        "data/big.bin",
+        "app/cache.db",
+        "dockerd (outside)",
+    ] {
         assert!(text.contains(needle), "{needle} not in the report:\n{text}");
     }
     assert!(text.contains("COPY"), "{text}");

@@ -463,6 +463,7 @@ pub fn render(r: &Report) -> String {
         .iter()
         .filter(|m| {
             m.copy_up.count > 0
+                && m.container.is_none()
                 && !r.containers.iter().any(|c| {
                     c.dev == m.dev
                         && c.host == m.host

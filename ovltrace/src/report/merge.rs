@@ -510,6 +510,7 @@ impl Merger {
                     acc.add(&m.copy_up, &what)?;
                     first(&mut mnt.mountpoint, &m.mountpoint);
                     first(&mut mnt.upperdir, &m.upperdir);
+                    first(&mut mnt.container, &m.container);
                     if mnt.lowerdirs.is_empty() {
                         mnt.lowerdirs.clone_from(&m.lowerdirs);
                     }

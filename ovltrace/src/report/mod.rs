@@ -123,6 +123,11 @@ pub struct Mount {
     pub dev: String,
     pub upperdir: Option<String>,
     pub lowerdirs: Vec<String>,
+    /// The container whose overlay this is: its root file system, or (not a
+    /// container's section of its own) Docker's short-lived mount of its init
+    /// layer while the container was created. Absent: no container's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     pub copy_up: CopyUpTotals,
 }
 
@@ -622,6 +627,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 dev: dev_string(key.dev),
                 upperdir: m.upperdir,
                 lowerdirs: m.lowerdirs,
+                container: m.container,
                 copy_up: inp.agg.per_overlay.get(key).map(totals).unwrap_or_default(),
             }
         })
@@ -890,6 +896,7 @@ pub(crate) mod tests {
             dev: "0:27".into(),
             upperdir: Some("/tmp/o/up".into()),
             lowerdirs: vec!["/tmp/o/l1".into(), "/tmp/o/l2".into()],
+            container: None,
             copy_up: Default::default(),
         });
         assert_eq!(plain.label(&r), "/tmp/o/l2");

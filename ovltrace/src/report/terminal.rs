@@ -199,7 +199,13 @@ fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
             fmt_bytes(f.bytes),
             fmt_ns(f.total_ns),
             fmt_ns(f.latency_ns.max),
-            sanitize(&f.comms.join(",")),
+            // Made from the host's mount namespace: a runtime setting the
+            // container up, not the container's own processes.
+            if f.outside && f.container.is_some() {
+                format!("{} (outside)", sanitize(&f.comms.join(",")))
+            } else {
+                sanitize(&f.comms.join(","))
+            },
         ]);
     }
     right_align(&mut t, 3);
@@ -344,9 +350,14 @@ pub fn render_styled(r: &Report, st: Style) -> String {
         .mounts
         .iter()
         .filter(|m| {
-            let owned = r.containers.iter().any(|c| {
-                c.dev == m.dev && c.host == m.host && Some(&c.mountpoint) == m.mountpoint.as_ref()
-            });
+            // A container's root, or its init layer's mount (whose copy-ups
+            // are the container's, in its section).
+            let owned = m.container.is_some()
+                || r.containers.iter().any(|c| {
+                    c.dev == m.dev
+                        && c.host == m.host
+                        && Some(&c.mountpoint) == m.mountpoint.as_ref()
+                });
             !owned
                 && (m.copy_up.count > 0
                     || r.lookups
@@ -733,6 +744,44 @@ pub(crate) mod tests {
         let text = render(&r);
         assert!(text.contains("NOT ATTRIBUTED 1 copy-ups"), "{text}");
         assert!(text.contains("none of them is among the files"), "{text}");
+    }
+
+    #[test]
+    fn init_mount_copy_ups_are_the_containers_marked_outside() {
+        let mut r = golden_report();
+        let c = r.containers[0].clone();
+        // dockerd's short-lived mount of the container's init layer.
+        r.mounts.push(crate::report::Mount {
+            host: None,
+            mountpoint: None,
+            dev: "0:99".into(),
+            upperdir: Some("/var/lib/docker/overlay2/x-init/diff".into()),
+            lowerdirs: vec![],
+            container: Some(c.id.clone()),
+            copy_up: crate::report::CopyUpTotals {
+                count: 1,
+                ..Default::default()
+            },
+        });
+        let mut f = r
+            .copy_ups
+            .iter()
+            .find(|f| f.container.as_deref() == Some(c.id.as_str()))
+            .expect("a copy-up of the first container")
+            .clone();
+        f.dev = "0:99".into();
+        f.path = "etc/init-setup".into();
+        f.comms = vec!["dockerd".into()];
+        f.outside = true;
+        r.copy_ups.push(f);
+        let text = render(&r);
+        assert!(!text.contains("<gone>"), "not a plain overlay: {text}");
+        assert!(!text.contains("NOT ATTRIBUTED"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.contains("/etc/init-setup"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(row.contains("dockerd (outside)"), "{row}");
     }
 
     /// OVLTRACE_BLESS=1 to rewrite the golden file after an intended change.

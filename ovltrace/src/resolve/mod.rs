@@ -247,8 +247,8 @@ pub struct MountEntry {
     pub gone: bool,
     /// Scan generation that last saw it (for keeping the newest gone ones).
     seen: u64,
-    /// When a scan first saw it.
-    first_seen: Instant,
+    /// Until when no runtime claiming it is not yet final.
+    claim_until: Instant,
     /// `container`'s id, shared with every event attributed to it.
     pub container_id: Option<Arc<str>>,
     /// Source layers as events report them, by overlay index (filled on
@@ -258,6 +258,12 @@ pub struct MountEntry {
 
 impl MountEntry {
     /// The layer with overlay index `index` as events report it.
+    /// First seen by a scan so recently that a runtime may not have written
+    /// the metadata that claims it yet ([`Catalog::set_claim_window`]).
+    pub fn young(&self) -> bool {
+        Instant::now() < self.claim_until
+    }
+
     fn set_container(&mut self, container: Option<ContainerInfo>) {
         if self.container != container {
             self.container_id = container.as_ref().map(|c| Arc::from(c.id.as_str()));
@@ -337,6 +343,7 @@ const MAX_CACHED_LAYERS: usize = 512;
 /// How long after a mount is first seen an event on it may re-read the
 /// runtimes' metadata when no runtime claims the mount yet.
 const CLAIM_WINDOW: Duration = Duration::from_secs(2);
+
 /// Gone mounts kept for late events and the report (oldest dropped first).
 const MAX_GONE: usize = 1024;
 /// Distinct unknown overlays that may each trigger one rescan, before the
@@ -367,6 +374,7 @@ pub struct Catalog {
     /// Mounts whose upper directory could not be found, by device (warned once).
     unkeyed: HashSet<Dev>,
     key_of: fn(&OverlayMount) -> Option<OverlayKey>,
+    claim_window: Duration,
 }
 
 impl Catalog {
@@ -393,11 +401,19 @@ impl Catalog {
             dev_only: false,
             unkeyed: HashSet::new(),
             key_of: overlay_key,
+            claim_window: CLAIM_WINDOW,
         }
     }
 
     pub fn set_min_rescan(&mut self, d: Duration) {
         self.min_rescan = d;
+    }
+
+    /// How long after a scan first sees a mount no runtime claims it may still
+    /// be claimed (a runtime writes into a new container's root before its
+    /// own metadata names the container).
+    pub fn set_claim_window(&mut self, d: Duration) {
+        self.claim_window = d;
     }
 
     /// Keys are device numbers alone (the kernel side has no overlay BTF).
@@ -463,7 +479,7 @@ impl Catalog {
                         container: None,
                         gone: false,
                         seen: self.generation,
-                        first_seen: Instant::now(),
+                        claim_until: Instant::now() + self.claim_window,
                         container_id: None,
                         sources: Vec::new(),
                     };
@@ -525,6 +541,11 @@ impl Catalog {
         self.entries.get(key)
     }
 
+    /// [`get`](Self::get), for reading deferred layer metadata.
+    pub fn get_mut(&mut self, key: &OverlayKey) -> Option<&mut MountEntry> {
+        self.entries.get_mut(key)
+    }
+
     /// The mount an event with `key` happened on. An unknown key (an overlay
     /// mounted since the latest scan) rescans, once per key and at most every
     /// `min_rescan`; `None` when it is still unknown then (it was unmounted
@@ -533,11 +554,12 @@ impl Catalog {
     /// A runtime mounts a container's root file system and writes into it
     /// (/etc) at once, sometimes before its own metadata names the container:
     /// an event on a mount no runtime has claimed yet, in its first
-    /// [`CLAIM_WINDOW`], re-reads the metadata (at most every `min_rescan`).
+    /// claim window, re-reads the metadata (at most every `min_rescan`).
     pub fn resolve(&mut self, key: &OverlayKey) -> Option<&mut MountEntry> {
-        let unclaimed = self.entries.get(key).is_some_and(|e| {
-            !e.gone && e.container.is_none() && e.first_seen.elapsed() < CLAIM_WINDOW
-        });
+        let unclaimed = self
+            .entries
+            .get(key)
+            .is_some_and(|e| !e.gone && e.container.is_none() && e.young());
         if unclaimed && self.rescan_allowed() {
             self.last_full = None;
             if let Err(e) = self.refresh() {

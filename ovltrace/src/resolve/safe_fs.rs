@@ -309,6 +309,16 @@ impl SafeRoot {
         }
     }
 
+    /// The device (`st_dev`) and inode of the directory `rel` below the root,
+    /// reached without following any symlink (`rel` itself included).
+    pub fn dir_identity(&self, rel: &Path) -> Result<(u64, u64)> {
+        let fd = self.open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY)?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.io_err(rel, e))?;
+        // The field types differ between architectures.
+        #[allow(clippy::unnecessary_cast)]
+        Ok((st.st_dev as u64, st.st_ino as u64))
+    }
+
     /// Whether `rel` is a directory (not a symlink to one) below the root.
     pub fn is_dir(&self, rel: &Path) -> bool {
         self.open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY)
