@@ -249,6 +249,7 @@ mod tests {
             comm: "x".into(),
             mnt_ns: 0,
             source: None,
+            cause: Default::default(),
         }
     }
 

@@ -493,6 +493,7 @@ mod tests {
             comm: "sh".into(),
             mnt_ns: 0,
             source: None,
+            cause: Default::default(),
         }
     }
 

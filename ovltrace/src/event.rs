@@ -4,7 +4,8 @@
 
 pub use ovltrace_ebpf::OverlayKey;
 use ovltrace_ebpf::{
-    CopyUpEvent, EventHeader, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT,
+    CopyUpEvent, EventHeader, CAUSE_COUNT, CAUSE_LINK, CAUSE_METADATA, CAUSE_PARENT, CAUSE_RENAME,
+    CAUSE_TRUNCATE, CAUSE_WRITE, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT,
     FLAG_PATH_TRUNCATED, NO_LAYER, PATH_BUF,
 };
 use serde::Serialize;
@@ -38,6 +39,96 @@ impl FileKind {
     }
 }
 
+/// Why a copy-up happened, as the kernel saw it (see `CAUSE_*` in the
+/// shared types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    /// An open for writing: the data is copied.
+    Write,
+    /// An open with O_TRUNC: nothing to copy.
+    Truncate,
+    /// chown, chmod, utimes, truncate(2), xattr.
+    Metadata,
+    /// A hard link to a lower file.
+    Link,
+    /// A rename of a lower file or directory.
+    Rename,
+    /// A directory copied up for a file below it.
+    Parent,
+    /// The hooks that tell were not attached.
+    #[default]
+    Unknown,
+}
+
+impl Cause {
+    /// Every cause, in the order of the kernel's numbering (Unknown last).
+    pub const ALL: [Cause; CAUSE_COUNT] = [
+        Cause::Write,
+        Cause::Truncate,
+        Cause::Metadata,
+        Cause::Link,
+        Cause::Rename,
+        Cause::Parent,
+        Cause::Unknown,
+    ];
+
+    pub fn from_raw(raw: u16) -> Self {
+        match raw {
+            CAUSE_WRITE => Cause::Write,
+            CAUSE_TRUNCATE => Cause::Truncate,
+            CAUSE_METADATA => Cause::Metadata,
+            CAUSE_LINK => Cause::Link,
+            CAUSE_RENAME => Cause::Rename,
+            CAUSE_PARENT => Cause::Parent,
+            _ => Cause::Unknown,
+        }
+    }
+
+    /// Short name: JSON value and Prometheus `cause` label (a bounded set).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Write => "write",
+            Cause::Truncate => "truncate",
+            Cause::Metadata => "metadata",
+            Cause::Link => "link",
+            Cause::Rename => "rename",
+            Cause::Parent => "parent",
+            Cause::Unknown => "unknown",
+        }
+    }
+
+    /// What a reader is told.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cause::Write => "open for writing",
+            Cause::Truncate => "open for writing with truncation (no data copied)",
+            Cause::Metadata => "metadata change (chown, chmod, utimes, truncate, xattr)",
+            Cause::Link => "hard link",
+            Cause::Rename => "rename",
+            Cause::Parent => "parent directory copied up for a child",
+            Cause::Unknown => "unknown",
+        }
+    }
+
+    /// Index into per-cause count arrays ([`Cause::ALL`] order).
+    pub fn index(self) -> usize {
+        Cause::ALL
+            .iter()
+            .position(|&c| c == self)
+            .unwrap_or(CAUSE_COUNT - 1)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Copy-up counts by cause, indexed by [`Cause::index`].
+pub type CauseCounts = [u64; CAUSE_COUNT];
+
 /// One copied-up dentry, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyUp {
@@ -64,6 +155,8 @@ pub struct CopyUp {
     /// Where the kernel copied the file from, read from overlay's lower
     /// stack (`None`: this kernel's overlay types are unknown).
     pub source: Option<Source>,
+    /// Why it was copied up.
+    pub cause: Cause,
 }
 
 /// A task's command name as the kernel keeps it (at most 15 bytes, NUL
@@ -218,6 +311,7 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
             data_layer: (data_idx != NO_LAYER).then_some(data_idx),
             depth: numlower,
         }),
+        cause: Cause::from_raw(field!(cause)),
     })
 }
 
@@ -267,6 +361,8 @@ pub(crate) mod tests {
             data_idx: 3,
             lower_fsid: 0,
             numlower: 2,
+            cause: CAUSE_METADATA,
+            _pad: [0; 3],
             comm: [0; COMM_LEN],
             path: [0; PATH_BUF],
         };
@@ -312,6 +408,34 @@ pub(crate) mod tests {
                 depth: 2
             })
         );
+    }
+
+    #[test]
+    fn decodes_every_cause() {
+        use ovltrace_ebpf::CAUSE_UNKNOWN;
+        let off = std::mem::offset_of!(CopyUpEvent, cause);
+        for (raw_cause, want) in [
+            (CAUSE_UNKNOWN, Cause::Unknown),
+            (CAUSE_WRITE, Cause::Write),
+            (CAUSE_TRUNCATE, Cause::Truncate),
+            (CAUSE_METADATA, Cause::Metadata),
+            (CAUSE_LINK, Cause::Link),
+            (CAUSE_RENAME, Cause::Rename),
+            (CAUSE_PARENT, Cause::Parent),
+            (99, Cause::Unknown),
+        ] {
+            let mut raw = raw_event(&[b"a"], 0o100644, 0);
+            raw[off..off + 2].copy_from_slice(&raw_cause.to_le_bytes());
+            assert_eq!(decode(&raw).unwrap().cause, want, "raw {raw_cause}");
+        }
+        assert_eq!(
+            decode(&raw_event(&[b"a"], 0o100644, 0)).unwrap().cause,
+            Cause::Metadata
+        );
+        for (i, c) in Cause::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+        assert_eq!(Cause::Parent.as_str(), "parent");
     }
 
     #[test]

@@ -820,6 +820,7 @@ mod tests {
                     comm: format!("p{}", rng.below(3)).into(),
                     mnt_ns: 0,
                     source: None,
+                    cause: Default::default(),
                 };
                 let index = 2 + rng.below(2) as usize;
                 let (attr, src) = match owner {

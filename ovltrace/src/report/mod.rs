@@ -921,6 +921,7 @@ pub(crate) mod tests {
                 comm: "runc".into(),
                 mnt_ns: 0,
                 source: None,
+                cause: Default::default(),
             };
             for _ in 0..count {
                 agg.add(&ev, &Default::default(), None);
@@ -983,6 +984,7 @@ pub(crate) mod tests {
                 comm: "sh".into(),
                 mnt_ns: 0,
                 source: None,
+                cause: Default::default(),
             };
             agg.add(&ev, &Default::default(), None);
         }

@@ -609,6 +609,7 @@ pub(crate) mod tests {
             comm: comm.into(),
             mnt_ns: 0,
             source: None,
+            cause: Default::default(),
         };
         let mut agg = Aggregator::new(100);
         let in_web = |layer: usize| Attribution {
