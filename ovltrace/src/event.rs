@@ -41,7 +41,9 @@ impl FileKind {
 
 /// Why a copy-up happened, as the kernel saw it (see `CAUSE_*` in the
 /// shared types).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Cause {
     /// An open for writing: the data is copied.
@@ -113,10 +115,7 @@ impl Cause {
 
     /// Index into per-cause count arrays ([`Cause::ALL`] order).
     pub fn index(self) -> usize {
-        Cause::ALL
-            .iter()
-            .position(|&c| c == self)
-            .unwrap_or(CAUSE_COUNT - 1)
+        self as usize
     }
 }
 

@@ -9,7 +9,7 @@ pub mod merge;
 pub mod prometheus;
 pub mod terminal;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
 use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
@@ -19,11 +19,12 @@ pub use hist::Hist;
 
 use crate::{
     aggregate::{Aggregator, GroupAgg},
-    event::OverlayKey,
+    event::{Cause, OverlayKey},
     resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
 };
 
-/// 2: `files` (how many files were seen, kept, listed and evicted).
+/// 2: `files` (how many files were seen, kept, listed and evicted), the
+/// cause of copy-ups (`causes` per file, `by_cause` in every total).
 pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema `ovltrace report` still reads (upgraded on reading).
 pub const OLDEST_SCHEMA_READ: u32 = 1;
@@ -161,6 +162,27 @@ pub struct CopyUpTotals {
     pub data_copy_ns: Hist,
     /// Bytes copied per copy-up.
     pub size_bytes: Hist,
+    /// Copy-ups by cause (only causes seen): `write`, `truncate`,
+    /// `metadata`, `link`, `rename`, `parent`, `unknown`.
+    #[serde(default)]
+    pub by_cause: BTreeMap<Cause, u64>,
+}
+
+/// Per-cause counts as a map without the zeros.
+pub fn cause_map(counts: &crate::event::CauseCounts) -> BTreeMap<Cause, u64> {
+    Cause::ALL
+        .into_iter()
+        .filter(|c| counts[c.index()] > 0)
+        .map(|c| (c, counts[c.index()]))
+        .collect()
+}
+
+/// Adds `from` into `into`.
+pub fn add_causes(into: &mut BTreeMap<Cause, u64>, from: &BTreeMap<Cause, u64>) {
+    for (&c, &n) in from {
+        let v = into.entry(c).or_default();
+        *v = v.saturating_add(n);
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
@@ -199,6 +221,10 @@ pub struct CopyUpFile {
     pub latency_ns: Latency,
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
+    /// Why it was copied up: every cause seen for it (`write`, `truncate`,
+    /// `metadata`, `link`, `rename`, `parent`, `unknown`).
+    #[serde(default)]
+    pub causes: Vec<Cause>,
     /// Some copy-up of this file was made from outside the container, from
     /// the host's mount namespace: the runtime setting the container up (or a
     /// host process), not the container's own processes.
@@ -338,6 +364,13 @@ pub fn layer_rows(r: &Report) -> Vec<LayerRow> {
                 bytes: sum(|t| t.bytes),
                 total_ns: sum(|t| t.total_ns),
                 errors: sum(|t| t.errors),
+                by_cause: {
+                    let mut m = BTreeMap::new();
+                    for l in &lost {
+                        add_causes(&mut m, &l.copy_up.by_cause);
+                    }
+                    m
+                },
                 ..Default::default()
             }
         });
@@ -502,6 +535,7 @@ pub fn totals(g: &GroupAgg) -> CopyUpTotals {
         latency_ns: Hist::from_hdr(&g.latency),
         data_copy_ns: Hist::from_hdr(&g.data_time),
         size_bytes: Hist::from_hdr(&g.size),
+        by_cause: cause_map(&g.by_cause),
     }
 }
 
@@ -712,6 +746,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 pids: f.pids.iter().copied().collect(),
                 comms: f.comms.iter().map(|c| c.to_string()).collect(),
                 outside: f.outside,
+                causes: f.causes(),
             }
         })
         .collect();

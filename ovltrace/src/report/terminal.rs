@@ -524,6 +524,7 @@ pub(crate) mod tests {
             pids: vec![],
             comms: vec![],
             outside: false,
+            causes: vec![],
         };
         // The rules are crate::instruction's; this checks the column's use.
         assert_eq!(
