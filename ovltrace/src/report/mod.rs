@@ -177,6 +177,25 @@ pub fn cause_map(counts: &crate::event::CauseCounts) -> BTreeMap<Cause, u64> {
         .collect()
 }
 
+/// "metadata 300, parent 2": counts by cause, most first.
+pub fn causes_text(by_cause: &BTreeMap<Cause, u64>) -> String {
+    let mut v: Vec<(&Cause, &u64)> = by_cause.iter().filter(|(_, &n)| n > 0).collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A file's causes: "write,truncate".
+pub fn file_causes(f: &CopyUpFile) -> String {
+    f.causes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Adds `from` into `into`.
 pub fn add_causes(into: &mut BTreeMap<Cause, u64>, from: &BTreeMap<Cause, u64>) {
     for (&c, &n) in from {
