@@ -953,6 +953,8 @@ mod tests {
             target: evil.into(),
             message: evil.into(),
             numbers: [(evil.to_string(), 1)].into(),
+            instruction: Some(evil.into()),
+            ..Default::default()
         });
         r.hosts = vec![evil.into(), "b".into()];
         for m in &mut r.mounts {

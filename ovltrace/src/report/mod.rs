@@ -426,10 +426,13 @@ pub fn layer_rows(r: &Report) -> Vec<LayerRow> {
 }
 
 /// A suggestion backed by measurements.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Advice {
-    /// "volume" (move a write-heavy directory out of the image) or
-    /// "flatten" (fewer layers for faster lookups).
+    /// "volume" (move a write-heavy directory or file out of the image),
+    /// "build" (do at build time what containers do at start: metadata
+    /// changes, package managers and build tools), "layer" (restructure a
+    /// layer every container of an image copies up from) or "flatten"
+    /// (fewer layers for faster lookups).
     pub kind: String,
     /// Container id the advice is about (null: an overlay of no container).
     pub container: Option<String>,
@@ -438,6 +441,18 @@ pub struct Advice {
     pub message: String,
     /// The figures behind the advice, by name.
     pub numbers: std::collections::BTreeMap<String, u64>,
+    /// The cause of the copy-ups the advice is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// The source layer of those files: its diff-id, or "lower N of ...".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    /// That layer's instruction (`created_by`), whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
+    /// The containers concerned (names, else short ids), when several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
 }
 
 /// Lookups of one overlay mount, from the in-kernel log2 histogram.
