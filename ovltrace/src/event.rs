@@ -219,10 +219,12 @@ pub struct Source {
 }
 
 impl CopyUp {
-    /// Bytes the copy-up had to copy: the data-copy length for regular files,
-    /// the target length for symlinks, nothing for directories.
+    /// Bytes the copy-up had to copy: the data-copy length for regular files
+    /// (nothing for a truncating open, which copies no data), the target
+    /// length for symlinks, nothing for directories.
     pub fn bytes(&self) -> u64 {
         match self.kind {
+            FileKind::Regular if self.cause == Cause::Truncate => 0,
             FileKind::Regular => self.data_len.unwrap_or(self.size),
             FileKind::Symlink => self.size,
             FileKind::Dir | FileKind::Other => 0,
@@ -435,6 +437,11 @@ pub(crate) mod tests {
             assert_eq!(c.index(), i);
         }
         assert_eq!(Cause::Parent.as_str(), "parent");
+        // A truncating open copies no data, whatever the file's size.
+        let mut raw = raw_event(&[b"a"], 0o100644, 0);
+        raw[off..off + 2].copy_from_slice(&CAUSE_TRUNCATE.to_le_bytes());
+        let ev = decode(&raw).unwrap();
+        assert_eq!((ev.size, ev.bytes()), (4096, 0));
     }
 
     #[test]
