@@ -34,6 +34,32 @@ pub const FLAG_DATA_COPY: u32 = 1 << 1;
 /// A component name could not be read; the path holds what was read before it.
 pub const FLAG_PATH_FAULT: u32 = 1 << 2;
 
+/// `CopyUpEvent::cause`: why the copy-up happened. Decided at the entry of
+/// `ovl_copy_up_one` from what the same thread recorded at the entry of
+/// `ovl_copy_up_flags` (the target dentry and the open flags) and of
+/// `ovl_link`/`ovl_rename`.
+/// Not known (the hooks that tell were not attached).
+pub const CAUSE_UNKNOWN: u16 = 0;
+/// An open for writing (O_WRONLY/O_RDWR without O_TRUNC): the data is copied.
+pub const CAUSE_WRITE: u16 = 1;
+/// An open for writing with O_TRUNC: no data is copied.
+pub const CAUSE_TRUNCATE: u16 = 2;
+/// A metadata change (chown, chmod, utimes, truncate(2), xattr): flags 0.
+pub const CAUSE_METADATA: u16 = 3;
+/// A hard link (`ovl_link`).
+pub const CAUSE_LINK: u16 = 4;
+/// A rename (`ovl_rename`).
+pub const CAUSE_RENAME: u16 = 5;
+/// A directory copied up because a child below it is copied up.
+pub const CAUSE_PARENT: u16 = 6;
+/// Number of causes (one past the largest).
+pub const CAUSE_COUNT: usize = 7;
+
+/// `CopyUpCause::op` values: the overlay entry point the thread is in.
+pub const OP_NONE: u32 = 0;
+pub const OP_LINK: u32 = 1;
+pub const OP_RENAME: u32 = 2;
+
 /// Counters in the `STATS` per-CPU array. User space sums them over CPUs.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +224,9 @@ pub struct CopyUpEvent {
     pub lower_fsid: u16,
     /// Entries in the dentry's lower stack.
     pub numlower: u16,
+    /// Why the copy-up happened (`CAUSE_*`).
+    pub cause: u16,
+    pub _pad: [u16; 3],
     pub comm: [u8; COMM_LEN],
     /// Leaf-first, NUL-terminated components, relative to the overlay root.
     pub path: [u8; PATH_BUF],
@@ -231,7 +260,8 @@ const _: () = assert!(core::mem::size_of::<OverlayKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
 const _: () = assert!(
-    core::mem::size_of::<CopyUpEvent>() == 8 + 5 * 8 + 16 + 8 * 4 + 4 * 2 + COMM_LEN + PATH_BUF
+    core::mem::size_of::<CopyUpEvent>()
+        == 8 + 5 * 8 + 16 + 8 * 4 + 4 * 2 + 4 * 2 + COMM_LEN + PATH_BUF
 );
 const _: () = assert!(core::mem::size_of::<LookupStats>() == 4 * 8 + HIST_SLOTS * 8);
 const _: () = assert!(PATH_BUF.is_power_of_two() || PATH_SOFT_LIMIT.is_power_of_two());

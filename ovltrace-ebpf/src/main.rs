@@ -6,7 +6,9 @@
 //! - the data-copy function (`ovl_copy_up_file`, or `ovl_copy_up_data` on
 //!   kernels without it) entry/exit: time and length of the data copy, folded
 //!   into the copy-up in flight on the same thread;
-//! - `ovl_lookup` entry/exit: aggregated in-kernel per overlay instance.
+//! - `ovl_lookup` entry/exit: aggregated in-kernel per overlay instance;
+//! - `ovl_copy_up_flags` entry and `ovl_link`/`ovl_rename` entry/exit: what
+//!   the thread is doing, read at `ovl_copy_up_one` entry as the cause.
 #![no_std]
 #![no_main]
 
@@ -19,15 +21,17 @@ use aya_ebpf::{
         generated::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel_str},
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
 use aya_log_ebpf::{debug, warn};
 use ovltrace_ebpf::{
-    Config, CopyUpEvent, EventHeader, LookupStats, Offsets, OverlayKey, Stat, COMM_LEN,
-    EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED, HIST_SLOTS, LAYOUT_DENTRY,
-    LAYOUT_INODE, MAX_COMPONENTS, NAME_READ_MAX, NO_LAYER, PATH_SOFT_LIMIT, STAT_COUNT,
+    Config, CopyUpEvent, EventHeader, LookupStats, Offsets, OverlayKey, Stat, CAUSE_LINK,
+    CAUSE_METADATA, CAUSE_PARENT, CAUSE_RENAME, CAUSE_TRUNCATE, CAUSE_UNKNOWN, CAUSE_WRITE,
+    COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED, HIST_SLOTS,
+    LAYOUT_DENTRY, LAYOUT_INODE, MAX_COMPONENTS, NAME_READ_MAX, NO_LAYER, OP_LINK, OP_NONE,
+    OP_RENAME, PATH_SOFT_LIMIT, STAT_COUNT,
 };
 
 /// Struct offsets for the running kernel, written by user space before load.
@@ -111,6 +115,28 @@ static CACHE_ON: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static FILTER: HashMap<OverlayKey, u8> = HashMap::with_max_entries(4096, 0);
 
+/// What each thread is copying up and why, per thread id: written at the
+/// entry of `ovl_copy_up_flags` (target, open flags) and of `ovl_link` /
+/// `ovl_rename` (op), read at `ovl_copy_up_one` entry. LRU: entries of
+/// threads that are gone make room by themselves.
+#[map]
+static CAUSES: LruHashMap<u32, CauseCtx> = LruHashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CauseCtx {
+    /// The dentry `ovl_copy_up_flags` was asked to copy up (0: not seen).
+    target: u64,
+    /// Its `flags` argument: the open flags, 0 from `ovl_copy_up`.
+    flags: u32,
+    /// `OP_*`: inside `ovl_link` or `ovl_rename`.
+    op: u32,
+}
+
+/// x86-64 and arm64 values (asm-generic).
+const O_ACCMODE: u32 = 0o3;
+const O_TRUNC: u32 = 0o1000;
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Inflight {
@@ -124,6 +150,8 @@ struct Inflight {
     lower: Lower,
     mode: u32,
     flags: u32,
+    cause: u32,
+    _pad: u32,
 }
 
 /// Where a copied-up dentry comes from, read from overlay's lower stack.
@@ -367,6 +395,8 @@ fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
         lower,
         mode,
         flags: 0,
+        cause: cause_of(tid, dentry) as u32,
+        _pad: 0,
     };
     if INFLIGHT.insert(&tid, &entry, 0).is_err() {
         count(Stat::InflightFull);
@@ -417,6 +447,8 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         (*ev).lower_fsid = inflight.lower.fsid;
         (*ev).numlower = inflight.lower.numlower;
         (*ev).mode = inflight.mode;
+        (*ev).cause = inflight.cause as u16;
+        (*ev)._pad = [0; 3];
         (*ev).comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
         let (path_len, components, path_flags) = write_path(&offsets(), inflight.dentry, ev);
         (*ev).path_len = path_len;
@@ -441,6 +473,75 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
             "copy-up path on dev {} could not be read whole", inflight.overlay.dev
         );
     }
+}
+
+/// Why `dentry` is being copied up on thread `tid` (see `CAUSE_*`).
+#[inline(always)]
+fn cause_of(tid: u32, dentry: u64) -> u16 {
+    // SAFETY: the value is copied out at once.
+    let Some(c) = (unsafe { CAUSES.get(&tid) }).copied() else {
+        return CAUSE_UNKNOWN;
+    };
+    if c.target != 0 && c.target != dentry {
+        // ovl_copy_up_flags copies the missing ancestors first.
+        return CAUSE_PARENT;
+    }
+    match c.op {
+        OP_LINK => return CAUSE_LINK,
+        OP_RENAME => return CAUSE_RENAME,
+        _ => {}
+    }
+    if c.target == 0 {
+        CAUSE_UNKNOWN
+    } else if c.flags & O_TRUNC != 0 {
+        CAUSE_TRUNCATE
+    } else if c.flags & O_ACCMODE != 0 {
+        CAUSE_WRITE
+    } else {
+        CAUSE_METADATA
+    }
+}
+
+/// `ovl_copy_up_flags(dentry, flags)` entry: remember the target and flags.
+#[inline(always)]
+fn copy_up_flags_enter(dentry: u64, flags: u32) {
+    let cfg = config();
+    let Some((_, tid)) = current_ids(&cfg) else {
+        return;
+    };
+    if let Some(p) = CAUSES.get_ptr_mut(&tid) {
+        // SAFETY: entries are only touched by their own thread.
+        unsafe {
+            (*p).target = dentry;
+            (*p).flags = flags;
+        }
+    } else {
+        let c = CauseCtx {
+            target: dentry,
+            flags,
+            op: OP_NONE,
+        };
+        let _ = CAUSES.insert(&tid, &c, 0);
+    }
+}
+
+/// `ovl_link`/`ovl_rename` entry (`op`) and exit (`OP_NONE`).
+#[inline(always)]
+fn set_op(op: u32) {
+    let cfg = config();
+    let Some((_, tid)) = current_ids(&cfg) else {
+        return;
+    };
+    if op == OP_NONE {
+        let _ = CAUSES.remove(&tid);
+        return;
+    }
+    let c = CauseCtx {
+        target: 0,
+        flags: 0,
+        op,
+    };
+    let _ = CAUSES.insert(&tid, &c, 0);
 }
 
 /// The mount namespace of the current task (0 if unreadable).
@@ -701,6 +802,35 @@ pub fn krp_lookup(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// `ovl_copy_up_flags(struct dentry *dentry, int flags)`.
+#[kprobe]
+pub fn kp_copy_up_flags(ctx: ProbeContext) -> u32 {
+    copy_up_flags_enter(
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<u64>(1).unwrap_or(0) as u32,
+    );
+    0
+}
+
+#[kprobe]
+pub fn kp_link(_ctx: ProbeContext) -> u32 {
+    set_op(OP_LINK);
+    0
+}
+
+#[kprobe]
+pub fn kp_rename(_ctx: ProbeContext) -> u32 {
+    set_op(OP_RENAME);
+    0
+}
+
+/// Exit of `ovl_link` and of `ovl_rename`.
+#[kretprobe]
+pub fn krp_op(_ctx: RetProbeContext) -> u32 {
+    set_op(OP_NONE);
+    0
+}
+
 // ------------------------------------------------------ fentry flavour ----
 // Attached only when the functions are in vmlinux BTF (overlay built in).
 // fexit sees the arguments followed by the return value.
@@ -746,6 +876,36 @@ pub fn fe_lookup(ctx: FEntryContext) -> i32 {
 #[fexit(function = "ovl_lookup")]
 pub fn fx_lookup(ctx: FExitContext) -> i32 {
     lookup_exit(ctx.arg::<u64>(3));
+    0
+}
+
+#[fentry(function = "ovl_copy_up_flags")]
+pub fn fe_copy_up_flags(ctx: FEntryContext) -> i32 {
+    copy_up_flags_enter(ctx.arg::<u64>(0), ctx.arg::<u64>(1) as u32);
+    0
+}
+
+#[fentry(function = "ovl_link")]
+pub fn fe_link(_ctx: FEntryContext) -> i32 {
+    set_op(OP_LINK);
+    0
+}
+
+#[fexit(function = "ovl_link")]
+pub fn fx_link(_ctx: FExitContext) -> i32 {
+    set_op(OP_NONE);
+    0
+}
+
+#[fentry(function = "ovl_rename")]
+pub fn fe_rename(_ctx: FEntryContext) -> i32 {
+    set_op(OP_RENAME);
+    0
+}
+
+#[fexit(function = "ovl_rename")]
+pub fn fx_rename(_ctx: FExitContext) -> i32 {
+    set_op(OP_NONE);
     0
 }
 

@@ -410,6 +410,8 @@ fn raw_event(path: &[&str], size: u64, start_ns: u64) -> Vec<u8> {
         data_idx: NO_LAYER,
         lower_fsid: 0,
         numlower: 1,
+        cause: ovltrace_ebpf::CAUSE_METADATA,
+        _pad: [0; 3],
         comm: [0; COMM_LEN],
         path: [0; PATH_BUF],
     };

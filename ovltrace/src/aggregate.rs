@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use smallvec::SmallVec;
 
 use crate::{
-    event::{Comm, CopyUp, FileKind, OverlayKey},
+    event::{Cause, CauseCounts, Comm, CopyUp, FileKind, OverlayKey},
     resolve::SourceLayer,
 };
 
@@ -52,6 +52,8 @@ pub struct GroupAgg {
     pub latency: Histogram<u64>,
     pub data_time: Histogram<u64>,
     pub size: Histogram<u64>,
+    /// Copy-ups by cause ([`Cause::index`]).
+    pub by_cause: CauseCounts,
 }
 
 impl Default for GroupAgg {
@@ -64,6 +66,7 @@ impl Default for GroupAgg {
             latency: new_histogram(),
             data_time: new_histogram(),
             size: new_histogram(),
+            by_cause: CauseCounts::default(),
         }
     }
 }
@@ -71,6 +74,7 @@ impl Default for GroupAgg {
 impl GroupAgg {
     fn add(&mut self, ev: &CopyUp) {
         self.count += 1;
+        self.by_cause[ev.cause.index()] += 1;
         self.bytes += ev.bytes();
         self.total_ns += ev.latency_ns;
         if ev.ret != 0 {
@@ -193,6 +197,8 @@ pub struct FileAgg {
     pub pids: SmallVec<[u32; 2]>,
     /// Distinct process names, sorted (bounded).
     pub comms: SmallVec<[Comm; 2]>,
+    /// Causes seen for this file, one bit per [`Cause::index`].
+    pub cause_bits: u8,
 }
 
 impl FileAgg {
@@ -212,11 +218,13 @@ impl FileAgg {
             samples: SmallVec::new(),
             pids: SmallVec::new(),
             comms: SmallVec::new(),
+            cause_bits: 0,
         }
     }
 
     fn add(&mut self, ev: &CopyUp) {
         self.count += 1;
+        self.cause_bits |= 1 << ev.cause.index();
         self.bytes += ev.bytes();
         self.total_ns += ev.latency_ns;
         self.min_ns = self.min_ns.min(ev.latency_ns);
@@ -243,6 +251,14 @@ impl FileAgg {
                 self.comms.insert(i, ev.comm);
             }
         }
+    }
+
+    /// The causes seen for this file, in [`Cause::ALL`] order.
+    pub fn causes(&self) -> Vec<Cause> {
+        Cause::ALL
+            .into_iter()
+            .filter(|c| self.cause_bits & (1 << c.index()) != 0)
+            .collect()
     }
 
     /// Latency percentile (0..=100) over the kept samples, nearest-rank.
@@ -493,6 +509,7 @@ mod tests {
             comm: "sh".into(),
             mnt_ns: 0,
             source: None,
+            cause: Default::default(),
         }
     }
 
@@ -544,6 +561,56 @@ mod tests {
         );
         assert_eq!(a.per_layer.len(), 2);
         assert_eq!(a.top_files(1)[0].1.attribution, db);
+    }
+
+    #[test]
+    fn causes_per_file_container_and_layer() {
+        let mut a = Aggregator::new(1000);
+        let web = Attribution {
+            container: Some("c1".into()),
+            layer: Some(3),
+            outside: false,
+        };
+        let src = SourceLayer {
+            index: 3,
+            diff_id: Some("sha256:aa".into()),
+            created_by: Some("COPY x /".into()),
+            data_index: None,
+        };
+        let with = |path: &str, cause: Cause| CopyUp {
+            cause,
+            ..ev(1, path, 100, 10)
+        };
+        a.add(&with("srv", Cause::Parent), &web, Some(&src));
+        a.add(&with("srv/a", Cause::Metadata), &web, Some(&src));
+        a.add(&with("srv/b", Cause::Metadata), &web, Some(&src));
+        a.add(&with("db", Cause::Write), &web, Some(&src));
+        // A file copied up again (another overlay of the same container
+        // path is the same key) under another cause keeps both.
+        a.add(&with("db", Cause::Truncate), &web, Some(&src));
+        let c = &a.per_container["c1"];
+        assert_eq!(c.by_cause[Cause::Metadata.index()], 2);
+        assert_eq!(c.by_cause[Cause::Parent.index()], 1);
+        assert_eq!(c.by_cause[Cause::Write.index()], 1);
+        assert_eq!(c.by_cause[Cause::Truncate.index()], 1);
+        assert_eq!(c.by_cause.iter().sum::<u64>(), c.count);
+        let layer = &a.per_layer[&LayerKey::DiffId("sha256:aa".into())];
+        assert_eq!(layer.total.by_cause, c.by_cause);
+        let file = |p: &str| {
+            a.files
+                .iter()
+                .find(|(k, _)| k.path == p.as_bytes())
+                .map(|(_, f)| f.causes())
+                .unwrap()
+        };
+        assert_eq!(file("srv"), vec![Cause::Parent]);
+        assert_eq!(file("srv/a"), vec![Cause::Metadata]);
+        assert_eq!(file("db"), vec![Cause::Write, Cause::Truncate]);
+        let t = crate::report::totals(c);
+        assert_eq!(
+            serde_json::to_value(&t.by_cause).unwrap(),
+            serde_json::json!({"write": 1, "truncate": 1, "metadata": 2, "parent": 1})
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 pub use ovltrace_ebpf::OverlayKey;
 use ovltrace_ebpf::{
-    CopyUpEvent, EventHeader, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT,
+    CopyUpEvent, EventHeader, CAUSE_COUNT, CAUSE_LINK, CAUSE_METADATA, CAUSE_PARENT, CAUSE_RENAME,
+    CAUSE_TRUNCATE, CAUSE_WRITE, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT,
     FLAG_PATH_TRUNCATED, NO_LAYER, PATH_BUF,
 };
 use serde::Serialize;
@@ -38,6 +39,95 @@ impl FileKind {
     }
 }
 
+/// Why a copy-up happened, as the kernel saw it (see `CAUSE_*` in the
+/// shared types).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    /// An open for writing: the data is copied.
+    Write,
+    /// An open with O_TRUNC: nothing to copy.
+    Truncate,
+    /// chown, chmod, utimes, truncate(2), xattr.
+    Metadata,
+    /// A hard link to a lower file.
+    Link,
+    /// A rename of a lower file or directory.
+    Rename,
+    /// A directory copied up for a file below it.
+    Parent,
+    /// The hooks that tell were not attached.
+    #[default]
+    Unknown,
+}
+
+impl Cause {
+    /// Every cause, in the order of the kernel's numbering (Unknown last).
+    pub const ALL: [Cause; CAUSE_COUNT] = [
+        Cause::Write,
+        Cause::Truncate,
+        Cause::Metadata,
+        Cause::Link,
+        Cause::Rename,
+        Cause::Parent,
+        Cause::Unknown,
+    ];
+
+    pub fn from_raw(raw: u16) -> Self {
+        match raw {
+            CAUSE_WRITE => Cause::Write,
+            CAUSE_TRUNCATE => Cause::Truncate,
+            CAUSE_METADATA => Cause::Metadata,
+            CAUSE_LINK => Cause::Link,
+            CAUSE_RENAME => Cause::Rename,
+            CAUSE_PARENT => Cause::Parent,
+            _ => Cause::Unknown,
+        }
+    }
+
+    /// Short name: JSON value and Prometheus `cause` label (a bounded set).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Write => "write",
+            Cause::Truncate => "truncate",
+            Cause::Metadata => "metadata",
+            Cause::Link => "link",
+            Cause::Rename => "rename",
+            Cause::Parent => "parent",
+            Cause::Unknown => "unknown",
+        }
+    }
+
+    /// What a reader is told.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cause::Write => "open for writing",
+            Cause::Truncate => "open for writing with truncation (no data copied)",
+            Cause::Metadata => "metadata change (chown, chmod, utimes, truncate, xattr)",
+            Cause::Link => "hard link",
+            Cause::Rename => "rename",
+            Cause::Parent => "parent directory copied up for a child",
+            Cause::Unknown => "unknown",
+        }
+    }
+
+    /// Index into per-cause count arrays ([`Cause::ALL`] order).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Copy-up counts by cause, indexed by [`Cause::index`].
+pub type CauseCounts = [u64; CAUSE_COUNT];
+
 /// One copied-up dentry, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyUp {
@@ -64,6 +154,8 @@ pub struct CopyUp {
     /// Where the kernel copied the file from, read from overlay's lower
     /// stack (`None`: this kernel's overlay types are unknown).
     pub source: Option<Source>,
+    /// Why it was copied up.
+    pub cause: Cause,
 }
 
 /// A task's command name as the kernel keeps it (at most 15 bytes, NUL
@@ -127,10 +219,12 @@ pub struct Source {
 }
 
 impl CopyUp {
-    /// Bytes the copy-up had to copy: the data-copy length for regular files,
-    /// the target length for symlinks, nothing for directories.
+    /// Bytes the copy-up had to copy: the data-copy length for regular files
+    /// (nothing for a truncating open, which copies no data), the target
+    /// length for symlinks, nothing for directories.
     pub fn bytes(&self) -> u64 {
         match self.kind {
+            FileKind::Regular if self.cause == Cause::Truncate => 0,
             FileKind::Regular => self.data_len.unwrap_or(self.size),
             FileKind::Symlink => self.size,
             FileKind::Dir | FileKind::Other => 0,
@@ -218,6 +312,7 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
             data_layer: (data_idx != NO_LAYER).then_some(data_idx),
             depth: numlower,
         }),
+        cause: Cause::from_raw(field!(cause)),
     })
 }
 
@@ -267,6 +362,8 @@ pub(crate) mod tests {
             data_idx: 3,
             lower_fsid: 0,
             numlower: 2,
+            cause: CAUSE_METADATA,
+            _pad: [0; 3],
             comm: [0; COMM_LEN],
             path: [0; PATH_BUF],
         };
@@ -312,6 +409,39 @@ pub(crate) mod tests {
                 depth: 2
             })
         );
+    }
+
+    #[test]
+    fn decodes_every_cause() {
+        use ovltrace_ebpf::CAUSE_UNKNOWN;
+        let off = std::mem::offset_of!(CopyUpEvent, cause);
+        for (raw_cause, want) in [
+            (CAUSE_UNKNOWN, Cause::Unknown),
+            (CAUSE_WRITE, Cause::Write),
+            (CAUSE_TRUNCATE, Cause::Truncate),
+            (CAUSE_METADATA, Cause::Metadata),
+            (CAUSE_LINK, Cause::Link),
+            (CAUSE_RENAME, Cause::Rename),
+            (CAUSE_PARENT, Cause::Parent),
+            (99, Cause::Unknown),
+        ] {
+            let mut raw = raw_event(&[b"a"], 0o100644, 0);
+            raw[off..off + 2].copy_from_slice(&raw_cause.to_le_bytes());
+            assert_eq!(decode(&raw).unwrap().cause, want, "raw {raw_cause}");
+        }
+        assert_eq!(
+            decode(&raw_event(&[b"a"], 0o100644, 0)).unwrap().cause,
+            Cause::Metadata
+        );
+        for (i, c) in Cause::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+        assert_eq!(Cause::Parent.as_str(), "parent");
+        // A truncating open copies no data, whatever the file's size.
+        let mut raw = raw_event(&[b"a"], 0o100644, 0);
+        raw[off..off + 2].copy_from_slice(&CAUSE_TRUNCATE.to_le_bytes());
+        let ev = decode(&raw).unwrap();
+        assert_eq!((ev.size, ev.bytes()), (4096, 0));
     }
 
     #[test]

@@ -349,6 +349,7 @@ mod tests {
                 comm: "sh".into(),
                 mnt_ns: 0,
                 source: None,
+                cause: Default::default(),
             };
             agg.add(&ev, &Default::default(), None);
         }

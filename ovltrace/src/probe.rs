@@ -26,6 +26,10 @@ pub const LOOKUP_FN: &str = "ovl_lookup";
 /// Data-copy functions by preference: 6.1+ has `ovl_copy_up_file`, older
 /// kernels `ovl_copy_up_data` (whose `len` moved from argument 2 to 3 in 5.8).
 pub const DATA_COPY_FNS: [&str; 2] = ["ovl_copy_up_file", "ovl_copy_up_data"];
+/// Functions that tell why a copy-up happens: `ovl_copy_up_flags` (target
+/// dentry and open flags), `ovl_link`, `ovl_rename`. Optional: without them
+/// the cause degrades (unknown; link and rename read as metadata changes).
+pub const CAUSE_FNS: [&str; 3] = ["ovl_copy_up_flags", "ovl_link", "ovl_rename"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -49,6 +53,8 @@ pub struct Symbols {
     pub lookup: Option<String>,
     /// Data-copy function and the index of its `len` argument.
     pub data_copy: Option<(String, u32)>,
+    /// [`CAUSE_FNS`] as kallsyms names them.
+    pub cause: [Option<String>; 3],
 }
 
 /// Where fentry/fexit find the overlay functions' BTF.
@@ -70,6 +76,8 @@ pub struct ModuleFuncs {
     pub lookup: u32,
     /// The planned data-copy function's id, when it has one.
     pub data_copy: Option<u32>,
+    /// [`CAUSE_FNS`] ids, where the module's BTF has them.
+    pub cause: [Option<u32>; 3],
 }
 
 /// The module whose BTF describes the overlay functions when it is not built in.
@@ -201,6 +209,7 @@ pub fn plan(mode: ProbeMode, btf: Option<&KernelBtf>, kallsyms: &str) -> Plan {
             copy_up,
             lookup,
             data_copy,
+            cause: CAUSE_FNS.map(|f| find_symbol(kallsyms, f)),
         },
         fentry_btf,
         notes,
@@ -227,6 +236,7 @@ fn fentry_btf(btf: Option<&KernelBtf>, data_copy: Option<&str>) -> FentryBtf {
             copy_up,
             lookup,
             data_copy: data_copy.and_then(|f| module_btf::func_id(overlay, f)),
+            cause: CAUSE_FNS.map(|f| module_btf::func_id(overlay, f)),
         }),
         _ => FentryBtf::Missing,
     }
@@ -377,11 +387,50 @@ fn attach_kprobe(ebpf: &mut Ebpf, syms: &Symbols) -> Result<Attached> {
             Err(e) => warnings.push(format!("data-copy time not measured: {e:#}")),
         }
     }
+    attach_cause_kprobes(ebpf, &syms.cause, &mut warnings);
     Ok(Attached {
         strategy: Strategy::Kprobe,
         data_copy,
         warnings,
     })
+}
+
+/// What is lost when a cause hook is missing.
+fn cause_loss(func: &str) -> &'static str {
+    match func {
+        "ovl_copy_up_flags" => "copy-up causes are unknown (except hard links and renames)",
+        "ovl_link" => "copy-ups for hard links are reported as metadata changes",
+        _ => "copy-ups for renames are reported as metadata changes",
+    }
+}
+
+/// The cause hooks as kprobes; a hook that cannot attach is a warning.
+fn attach_cause_kprobes(ebpf: &mut Ebpf, syms: &[Option<String>; 3], warnings: &mut Vec<String>) {
+    let progs: [&[&str]; 3] = [
+        &["kp_copy_up_flags"],
+        &["kp_link", "krp_op"],
+        &["kp_rename", "krp_op"],
+    ];
+    for ((func, sym), progs) in CAUSE_FNS.iter().zip(syms).zip(progs) {
+        let r: Result<()> = (|| {
+            let sym = sym
+                .as_deref()
+                .ok_or_else(|| anyhow!("{func} is not in /proc/kallsyms"))?;
+            for &prog in progs {
+                let p = kprobe(ebpf, prog)?;
+                // krp_op serves two functions: loaded once.
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {prog}"))?;
+                }
+                p.attach(sym, 0)
+                    .with_context(|| format!("attaching {prog} to {sym}"))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            warnings.push(format!("{}: {e:#}", cause_loss(func)));
+        }
+    }
 }
 
 /// aya reports a missing kprobe PMU as a bare file error; say what it means.
@@ -435,7 +484,9 @@ fn attach_fentry(ebpf: &mut Ebpf, plan: &Plan) -> Result<Attached> {
             let btf = Btf::from_sys_fs().context("reading vmlinux BTF for fentry")?;
             let target = Target::Vmlinux(&btf);
             let ids = [(COPY_UP_FN, 0), (LOOKUP_FN, 0)];
-            attach_fentry_to(ebpf, target, ids, data_copy.map(|f| (f, 0)))
+            let mut a = attach_fentry_to(ebpf, target, ids, data_copy.map(|f| (f, 0)))?;
+            attach_cause_fentry(ebpf, target, [Some(0); 3], &mut a.warnings);
+            Ok(a)
         }
         FentryBtf::Module(m) => {
             let obj = module_btf::open(OVERLAY_MODULE)
@@ -450,7 +501,9 @@ fn attach_fentry(ebpf: &mut Ebpf, plan: &Plan) -> Result<Attached> {
             let target = Target::Module(std::os::fd::AsFd::as_fd(&obj.fd));
             let ids = [(COPY_UP_FN, m.copy_up), (LOOKUP_FN, m.lookup)];
             let data_copy = data_copy.and_then(|f| Some((f, m.data_copy?)));
-            attach_fentry_to(ebpf, target, ids, data_copy)
+            let mut a = attach_fentry_to(ebpf, target, ids, data_copy)?;
+            attach_cause_fentry(ebpf, target, m.cause, &mut a.warnings);
+            Ok(a)
         }
     }
 }
@@ -486,6 +539,33 @@ fn attach_fentry_to(
         data_copy: data_copy_fn,
         warnings,
     })
+}
+
+/// The cause hooks as fentry/fexit (`ids`: module type ids, `None` where the
+/// module's BTF lacks the function); a hook that cannot attach is a warning.
+fn attach_cause_fentry(
+    ebpf: &mut Ebpf,
+    target: Target<'_>,
+    ids: [Option<u32>; 3],
+    warnings: &mut Vec<String>,
+) {
+    let progs: [&[(&str, bool)]; 3] = [
+        &[("fe_copy_up_flags", false)],
+        &[("fe_link", false), ("fx_link", true)],
+        &[("fe_rename", false), ("fx_rename", true)],
+    ];
+    for ((func, id), progs) in CAUSE_FNS.iter().zip(ids).zip(progs) {
+        let r: Result<()> = (|| {
+            let id = id.ok_or_else(|| anyhow!("{func} has no BTF in {OVERLAY_BTF}"))?;
+            for &(prog, exit) in progs {
+                load_attach_tracing(ebpf, target, prog, func, id, exit)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            warnings.push(format!("{}: {e:#}", cause_loss(func)));
+        }
+    }
 }
 
 fn load_attach_tracing(
@@ -607,6 +687,7 @@ ffffffffc0a04000 t ovl_copy_up_file\t[overlay]
                 copy_up: 6,
                 lookup: 4,
                 data_copy: Some(5),
+                cause: [None; 3],
             })
         );
         assert_eq!(
@@ -626,6 +707,33 @@ ffffffffc0a04000 t ovl_copy_up_file\t[overlay]
         assert_eq!(forced.fentry_btf, p.fentry_btf);
         let kprobe = plan(ProbeMode::Kprobe, Some(&btf), MODULE_KALLSYMS);
         assert_eq!(kprobe.order, vec![Strategy::Kprobe]);
+    }
+
+    #[test]
+    fn plan_finds_the_cause_functions() {
+        let fns = [
+            "ovl_lookup",
+            "ovl_copy_up_one",
+            "ovl_rename",
+            "ovl_copy_up_flags",
+        ];
+        let btf = module_btf::test_btf::kernel(&[], Some(&fns));
+        let k = format!("{MODULE_KALLSYMS}ffffffffc0a05000 t ovl_copy_up_flags\t[overlay]\nffffffffc0a06000 t ovl_rename\t[overlay]\n");
+        let p = plan(ProbeMode::Auto, Some(&btf), &k);
+        let FentryBtf::Module(m) = &p.fentry_btf else {
+            panic!("{:?}", p.fentry_btf)
+        };
+        // ovl_link has neither BTF nor a symbol: that cause degrades.
+        assert_eq!(m.cause, [Some(7), None, Some(6)]);
+        assert_eq!(
+            p.symbols.cause,
+            [
+                Some("ovl_copy_up_flags".to_string()),
+                None,
+                Some("ovl_rename".to_string())
+            ]
+        );
+        assert!(cause_loss("ovl_link").contains("hard links"));
     }
 
     #[test]

@@ -84,6 +84,7 @@ fn ev(dev: u32, path: &str, latency_ns: u64, bytes: u64) -> CopyUp {
         comm: "sh".into(),
         mnt_ns: 0,
         source: None,
+        cause: Default::default(),
     }
 }
 

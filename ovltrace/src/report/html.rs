@@ -324,9 +324,10 @@ fn totals_cells(out: &mut String, c: &CopyUpTotals) {
     for v in [l.p50, l.p90, l.p99, l.p999, l.max] {
         num(out, fmt_ns(v));
     }
+    let _ = write!(out, "<td>{}</td>", t(&super::causes_text(&c.by_cause)));
 }
 
-const TOTALS_COLS: [(&str, bool); 9] = [
+const TOTALS_COLS: [(&str, bool); 10] = [
     ("Copy-ups", true),
     ("Bytes", true),
     ("Errors", true),
@@ -336,6 +337,7 @@ const TOTALS_COLS: [(&str, bool); 9] = [
     ("p99", true),
     ("p99.9", true),
     ("Max", true),
+    ("Why", false),
 ];
 
 /// The whole report as one HTML document.
@@ -551,6 +553,7 @@ pub fn render(r: &Report) -> String {
         cols.extend([
             ("Layer", false),
             ("Instruction", false),
+            ("Why", false),
             ("Count", true),
             ("Bytes", true),
             ("Total", true),
@@ -590,6 +593,7 @@ pub fn render(r: &Report) -> String {
                 t(created_by.unwrap_or("")),
                 instruction(created_by)
             );
+            let _ = write!(o, "<td>{}</td>", t(&super::file_causes(f)));
             num(&mut o, f.count);
             num(&mut o, fmt_bytes(f.bytes));
             num(&mut o, fmt_ns(f.total_ns));
@@ -626,6 +630,7 @@ pub fn render(r: &Report) -> String {
                 ("Bytes", true),
                 ("Total", true),
                 ("p99", true),
+                ("Why", false),
             ],
         );
         o.push_str("<tbody>");
@@ -650,7 +655,11 @@ pub fn render(r: &Report) -> String {
             num(&mut o, fmt_bytes(l.copy_up.bytes));
             num(&mut o, fmt_ns(l.copy_up.total_ns));
             num(&mut o, fmt_ns(l.copy_up.latency_ns.p99));
-            o.push_str("</tr>");
+            let _ = write!(
+                o,
+                "<td>{}</td></tr>",
+                t(&super::causes_text(&l.copy_up.by_cause))
+            );
         }
         o.push_str("</tbody></table></div>");
     }
@@ -875,6 +884,14 @@ mod tests {
         let r = golden_report();
         let html = render(&r);
         assert!(html.starts_with("<!DOCTYPE html>"));
+        // Why, per file, per container and per layer.
+        assert!(html.contains("<th>Why</th>"), "{html}");
+        assert!(html.contains("<td>truncate</td>"), "{html}");
+        assert!(
+            html.contains("<td>write 1, truncate 1, metadata 1</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>write 1, truncate 1</td>"), "{html}");
         assert!(html.contains(&format!(
             "<meta http-equiv=\"Content-Security-Policy\" content=\"{}\">",
             esc(CSP)
@@ -937,6 +954,8 @@ mod tests {
             target: evil.into(),
             message: evil.into(),
             numbers: [(evil.to_string(), 1)].into(),
+            instruction: Some(evil.into()),
+            ..Default::default()
         });
         r.hosts = vec![evil.into(), "b".into()];
         for m in &mut r.mounts {

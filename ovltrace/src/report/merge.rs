@@ -59,7 +59,10 @@ use super::{
     FileCounts, Hist, Latency, LayerCost, Lookups, Mount, ProbeInfo, Report, Tool,
     OLDEST_SCHEMA_READ, SCHEMA_VERSION,
 };
-use crate::aggregate::{limit, new_histogram, select_top};
+use crate::{
+    aggregate::{limit, new_histogram, select_top},
+    event::Cause,
+};
 
 /// Bounds the aggregator applies to a file's pids and comms, and to a layer's
 /// containers.
@@ -336,6 +339,7 @@ struct TotalsAcc {
     latency: Histogram<u64>,
     data_copy: Histogram<u64>,
     size: Histogram<u64>,
+    by_cause: BTreeMap<Cause, u64>,
 }
 
 impl Default for TotalsAcc {
@@ -348,6 +352,7 @@ impl Default for TotalsAcc {
             latency: new_histogram(),
             data_copy: new_histogram(),
             size: new_histogram(),
+            by_cause: BTreeMap::new(),
         }
     }
 }
@@ -383,6 +388,7 @@ impl TotalsAcc {
         self.bytes = self.bytes.saturating_add(t.bytes);
         self.total_ns = self.total_ns.saturating_add(t.total_ns);
         self.errors = self.errors.saturating_add(t.errors);
+        super::add_causes(&mut self.by_cause, &t.by_cause);
         add_hist(
             &mut self.latency,
             &t.latency_ns,
@@ -406,6 +412,7 @@ impl TotalsAcc {
             latency_ns: Hist::from_hdr(&self.latency),
             data_copy_ns: Hist::from_hdr(&self.data_copy),
             size_bytes: Hist::from_hdr(&self.size),
+            by_cause: self.by_cause,
         }
     }
 }
@@ -578,6 +585,7 @@ impl Merger {
                     first(&mut x.layer, &f.layer);
                     x.pids = union_bounded(&x.pids, &f.pids, MAX_PIDS);
                     x.comms = union_bounded(&x.comms, &f.comms, MAX_COMMS);
+                    x.causes = union_bounded(&x.causes, &f.causes, Cause::ALL.len());
                 }
             }
         }
@@ -821,6 +829,7 @@ mod tests {
                     comm: format!("p{}", rng.below(3)).into(),
                     mnt_ns: 0,
                     source: None,
+                    cause: Default::default(),
                 };
                 let index = 2 + rng.below(2) as usize;
                 let (attr, src) = match owner {

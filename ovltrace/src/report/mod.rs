@@ -9,7 +9,7 @@ pub mod merge;
 pub mod prometheus;
 pub mod terminal;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
 use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
@@ -19,11 +19,12 @@ pub use hist::Hist;
 
 use crate::{
     aggregate::{Aggregator, GroupAgg},
-    event::OverlayKey,
+    event::{Cause, OverlayKey},
     resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
 };
 
-/// 2: `files` (how many files were seen, kept, listed and evicted).
+/// 2: `files` (how many files were seen, kept, listed and evicted), the
+/// cause of copy-ups (`causes` per file, `by_cause` in every total).
 pub const SCHEMA_VERSION: u32 = 2;
 /// The oldest schema `ovltrace report` still reads (upgraded on reading).
 pub const OLDEST_SCHEMA_READ: u32 = 1;
@@ -166,6 +167,46 @@ pub struct CopyUpTotals {
     pub data_copy_ns: Hist,
     /// Bytes copied per copy-up.
     pub size_bytes: Hist,
+    /// Copy-ups by cause (only causes seen): `write`, `truncate`,
+    /// `metadata`, `link`, `rename`, `parent`, `unknown`.
+    #[serde(default)]
+    pub by_cause: BTreeMap<Cause, u64>,
+}
+
+/// Per-cause counts as a map without the zeros.
+pub fn cause_map(counts: &crate::event::CauseCounts) -> BTreeMap<Cause, u64> {
+    Cause::ALL
+        .into_iter()
+        .filter(|c| counts[c.index()] > 0)
+        .map(|c| (c, counts[c.index()]))
+        .collect()
+}
+
+/// "metadata 300, parent 2": counts by cause, most first.
+pub fn causes_text(by_cause: &BTreeMap<Cause, u64>) -> String {
+    let mut v: Vec<(&Cause, &u64)> = by_cause.iter().filter(|(_, &n)| n > 0).collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A file's causes: "write,truncate".
+pub fn file_causes(f: &CopyUpFile) -> String {
+    f.causes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Adds `from` into `into`.
+pub fn add_causes(into: &mut BTreeMap<Cause, u64>, from: &BTreeMap<Cause, u64>) {
+    for (&c, &n) in from {
+        let v = into.entry(c).or_default();
+        *v = v.saturating_add(n);
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
@@ -204,6 +245,10 @@ pub struct CopyUpFile {
     pub latency_ns: Latency,
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
+    /// Why it was copied up: every cause seen for it (`write`, `truncate`,
+    /// `metadata`, `link`, `rename`, `parent`, `unknown`).
+    #[serde(default)]
+    pub causes: Vec<Cause>,
     /// Some copy-up of this file was made from outside the container, from
     /// the host's mount namespace: the runtime setting the container up (or a
     /// host process), not the container's own processes.
@@ -343,6 +388,13 @@ pub fn layer_rows(r: &Report) -> Vec<LayerRow> {
                 bytes: sum(|t| t.bytes),
                 total_ns: sum(|t| t.total_ns),
                 errors: sum(|t| t.errors),
+                by_cause: {
+                    let mut m = BTreeMap::new();
+                    for l in &lost {
+                        add_causes(&mut m, &l.copy_up.by_cause);
+                    }
+                    m
+                },
                 ..Default::default()
             }
         });
@@ -379,10 +431,13 @@ pub fn layer_rows(r: &Report) -> Vec<LayerRow> {
 }
 
 /// A suggestion backed by measurements.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Advice {
-    /// "volume" (move a write-heavy directory out of the image) or
-    /// "flatten" (fewer layers for faster lookups).
+    /// "volume" (move a write-heavy directory or file out of the image),
+    /// "build" (do at build time what containers do at start: metadata
+    /// changes, package managers and build tools), "layer" (restructure a
+    /// layer every container of an image copies up from) or "flatten"
+    /// (fewer layers for faster lookups).
     pub kind: String,
     /// Container id the advice is about (null: an overlay of no container).
     pub container: Option<String>,
@@ -391,6 +446,18 @@ pub struct Advice {
     pub message: String,
     /// The figures behind the advice, by name.
     pub numbers: std::collections::BTreeMap<String, u64>,
+    /// The cause of the copy-ups the advice is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// The source layer of those files: its diff-id, or "lower N of ...".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    /// That layer's instruction (`created_by`), whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
+    /// The containers concerned (names, else short ids), when several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
 }
 
 /// Lookups of one overlay mount, from the in-kernel log2 histogram.
@@ -507,6 +574,7 @@ pub fn totals(g: &GroupAgg) -> CopyUpTotals {
         latency_ns: Hist::from_hdr(&g.latency),
         data_copy_ns: Hist::from_hdr(&g.data_time),
         size_bytes: Hist::from_hdr(&g.size),
+        by_cause: cause_map(&g.by_cause),
     }
 }
 
@@ -718,6 +786,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 pids: f.pids.iter().copied().collect(),
                 comms: f.comms.iter().map(|c| c.to_string()).collect(),
                 outside: f.outside,
+                causes: f.causes(),
             }
         })
         .collect();
@@ -928,6 +997,7 @@ pub(crate) mod tests {
                 comm: "runc".into(),
                 mnt_ns: 0,
                 source: None,
+                cause: Default::default(),
             };
             for _ in 0..count {
                 agg.add(&ev, &Default::default(), None);
@@ -990,6 +1060,7 @@ pub(crate) mod tests {
                 comm: "sh".into(),
                 mnt_ns: 0,
                 source: None,
+                cause: Default::default(),
             };
             agg.add(&ev, &Default::default(), None);
         }

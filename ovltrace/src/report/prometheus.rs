@@ -15,6 +15,7 @@
 //! | `ovltrace_copy_ups_total` | counter | `container`, `image` | Copy-ups (files, directories and symlinks copied up to the upper layer). |
 //! | `ovltrace_copy_up_bytes_total` | counter | `container`, `image` | Bytes copied by copy-ups. |
 //! | `ovltrace_copy_up_errors_total` | counter | `container`, `image` | Copy-ups that failed. |
+//! | `ovltrace_copy_ups_by_cause_total` | counter | `container`, `image`, `cause` | Copy-ups by why they happened: `cause` is `write` (open for writing), `truncate` (open with truncation: no data copied), `metadata` (chown, chmod, utimes, truncate, xattr), `link` (hard link), `rename`, `parent` (a directory copied up for a file below it) or `unknown`. |
 //! | `ovltrace_copy_up_seconds` | histogram | `container`, `image` | Copy-up latency; buckets 10µs to 10s. |
 //! | `ovltrace_data_copy_seconds` | histogram | `container`, `image` | Time spent copying file data within copy-ups; same buckets. Empty when the data-copy function is not probed. |
 //! | `ovltrace_lookups_total` | counter | `container`, `image`, `result` | Overlay name lookups; `result` is `found`, `not_found` or `error`. |
@@ -22,6 +23,7 @@
 //! | `ovltrace_layer_copy_ups_total` | counter | `diff_id` | Copy-ups whose file came from this image layer. |
 //! | `ovltrace_layer_copy_up_bytes_total` | counter | `diff_id` | Bytes copied up from this image layer. |
 //! | `ovltrace_layer_copy_up_seconds_total` | counter | `diff_id` | Total copy-up time of files from this image layer. |
+//! | `ovltrace_layer_copy_ups_by_cause_total` | counter | `diff_id`, `cause` | Copy-ups of files from this image layer by cause (the causes seen; same values as above). |
 //! | `ovltrace_dropped_events_total` | counter | `reason` | Events lost: `ringbuf_full` (ring buffer full), `lost_return` (return not seen), `inflight_full` (operation not timed), `decode_error` (record not decodable). |
 //! | `ovltrace_events_total` | counter | | Copy-up events received from the kernel. |
 //! | `ovltrace_kernel_calls_total` | counter | `op`, `phase` | Probe hits in the kernel: `op` is `copy_up`, `lookup` or `data_copy`, `phase` is `entry` or `exit`. |
@@ -36,6 +38,7 @@
 //!   series. Overlays that are no container's are summed into
 //!   `container=""`, `image=""`.
 //! - `image`: the image's first `repo:tag`, else its 12-character id.
+//! - `cause`: one of the seven values above, a fixed set.
 //! - `diff_id`: only for the image layers the report lists (the top layers by
 //!   copy-up time and by bytes, `--top`; every layer with copy-ups with
 //!   `--top 0`), so there is never one series per file.
@@ -57,6 +60,8 @@
 //! escaped as the format requires (backslash, double quote, line feed).
 
 use std::{collections::BTreeMap, collections::HashMap, fmt::Write as _};
+
+use crate::event::{Cause, CauseCounts};
 
 use super::{Bucket, Container, CopyUpTotals, Hist, Report};
 
@@ -148,6 +153,22 @@ pub fn render(report: &Report) -> String {
             out.sample(name, &w.labels(), &get(a).to_string());
         }
     }
+    let name = "ovltrace_copy_ups_by_cause_total";
+    out.family(
+        name,
+        "counter",
+        "Overlayfs copy-ups by cause (write, truncate, metadata, link, rename, parent, unknown).",
+    );
+    for (w, a) in &groups.shown {
+        let [c, i] = w.labels();
+        for cause in Cause::ALL {
+            out.sample(
+                name,
+                &[c, i, ("cause", cause.as_str())],
+                &a.by_cause[cause.index()].to_string(),
+            );
+        }
+    }
     type GetHist = fn(&Acc) -> &Cumulative;
     let hists: [(&str, &str, GetHist); 2] = [
         (
@@ -228,6 +249,28 @@ pub fn render(report: &Report) -> String {
             };
             out.sample(name, &[("diff_id", diff_id)], &value);
         }
+    }
+    let mut layer_causes: BTreeMap<(&str, Cause), u64> = BTreeMap::new();
+    for l in &report.layers {
+        if let Some(d) = l.diff_id.as_deref() {
+            for (&cause, &n) in &l.copy_up.by_cause {
+                let e = layer_causes.entry((d, cause)).or_default();
+                *e = e.saturating_add(n);
+            }
+        }
+    }
+    let name = "ovltrace_layer_copy_ups_by_cause_total";
+    out.family(
+        name,
+        "counter",
+        "Copy-ups of files from this image layer, by cause.",
+    );
+    for ((diff_id, cause), n) in &layer_causes {
+        out.sample(
+            name,
+            &[("diff_id", diff_id), ("cause", cause.as_str())],
+            &n.to_string(),
+        );
     }
 
     let name = "ovltrace_dropped_events_total";
@@ -341,6 +384,7 @@ struct Acc {
     errors: u64,
     latency: Cumulative,
     data_copy: Cumulative,
+    by_cause: CauseCounts,
     found: u64,
     not_found: u64,
     lookup_errors: u64,
@@ -356,6 +400,7 @@ impl Acc {
             errors: 0,
             latency: Cumulative::new(LATENCY_BOUNDS_NS.len()),
             data_copy: Cumulative::new(LATENCY_BOUNDS_NS.len()),
+            by_cause: CauseCounts::default(),
             found: 0,
             not_found: 0,
             lookup_errors: 0,
@@ -370,6 +415,9 @@ impl Acc {
         self.errors = self.errors.saturating_add(o.errors);
         self.latency.add(&o.latency);
         self.data_copy.add(&o.data_copy);
+        for (a, b) in self.by_cause.iter_mut().zip(o.by_cause) {
+            *a = a.saturating_add(b);
+        }
         self.found = self.found.saturating_add(o.found);
         self.not_found = self.not_found.saturating_add(o.not_found);
         self.lookup_errors = self.lookup_errors.saturating_add(o.lookup_errors);
@@ -391,6 +439,7 @@ struct CopyUps {
     errors: u64,
     latency: Cumulative,
     data_copy: Cumulative,
+    by_cause: CauseCounts,
 }
 
 impl CopyUps {
@@ -405,6 +454,13 @@ impl CopyUps {
                 (t.total_ns > 0 || t.count == 0).then_some(t.total_ns),
             ),
             data_copy: Cumulative::of_hist(&t.data_copy_ns, &LATENCY_BOUNDS_NS, None),
+            by_cause: {
+                let mut c = CauseCounts::default();
+                for (cause, &n) in &t.by_cause {
+                    c[cause.index()] = n;
+                }
+                c
+            },
         }
     }
 
@@ -414,6 +470,9 @@ impl CopyUps {
         a.errors = a.errors.saturating_add(self.errors);
         a.latency.add(&self.latency);
         a.data_copy.add(&self.data_copy);
+        for (x, n) in a.by_cause.iter_mut().zip(self.by_cause) {
+            *x = x.saturating_add(n);
+        }
     }
 
     fn subtract_from(&self, a: &mut Acc) {
@@ -422,6 +481,9 @@ impl CopyUps {
         a.errors = a.errors.saturating_sub(self.errors);
         a.latency.subtract(&self.latency);
         a.data_copy.subtract(&self.data_copy);
+        for (x, n) in a.by_cause.iter_mut().zip(self.by_cause) {
+            *x = x.saturating_sub(n);
+        }
     }
 }
 
@@ -459,6 +521,7 @@ impl Groups {
             errors: all_containers.errors,
             latency: all_containers.latency,
             data_copy: all_containers.data_copy,
+            by_cause: all_containers.by_cause,
         }
         .subtract_from(&mut none);
         for l in &report.lookups {
@@ -732,6 +795,7 @@ mod tests {
             comm: "sh".into(),
             mnt_ns: 0,
             source: None,
+            cause: Default::default(),
         }
     }
 
@@ -1020,6 +1084,61 @@ mod tests {
         assert_eq!(
             v(&text, &format!("ovltrace_layer_copy_up_seconds_total{l}")),
             "2.003019999"
+        );
+    }
+
+    #[test]
+    fn copy_ups_by_cause() {
+        let mut f = fixture();
+        // The fixture's events have no cause (unknown); add known ones.
+        for (path, cause) in [("m1", Cause::Metadata), ("m2", Cause::Metadata)] {
+            let e = CopyUp {
+                cause,
+                ..ev(50, path, 1_000, 0)
+            };
+            f.copy_up(&e, Some(WEB));
+        }
+        f.copy_up(
+            &CopyUp {
+                cause: Cause::Write,
+                ..ev(60, "w", 1_000, 1)
+            },
+            None,
+        );
+        let text = render(&f.report());
+        check_format(&text);
+        let by = |labels: &str, cause: &str| {
+            v(
+                &text,
+                &format!("ovltrace_copy_ups_by_cause_total{{{labels},cause=\"{cause}\"}}"),
+            )
+        };
+        assert_eq!(by(W, "metadata"), "2");
+        assert_eq!(by(W, "unknown"), "3");
+        assert_eq!(by(W, "write"), "0");
+        let none = r#"container="",image="""#;
+        assert_eq!(by(none, "write"), "1");
+        assert_eq!(by(none, "unknown"), "1");
+        // Bounded: every series has one of the seven causes.
+        let causes: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ovltrace_copy_ups_by_cause_total{"))
+            .map(|l| {
+                l.split("cause=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(causes.len(), Cause::ALL.len());
+        assert_eq!(
+            v(
+                &text,
+                r#"ovltrace_layer_copy_ups_by_cause_total{diff_id="sha256:l1",cause="metadata"}"#
+            ),
+            "2"
         );
     }
 

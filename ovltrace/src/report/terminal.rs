@@ -176,6 +176,7 @@ fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
         "PATH",
         "LAYER",
         "INSTRUCTION",
+        "CAUSE",
         "COUNT",
         "BYTES",
         "TOTAL",
@@ -195,6 +196,7 @@ fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
             sanitize(&path),
             layer_label(r, f),
             instruction(f),
+            super::file_causes(f),
             f.count.to_string(),
             fmt_bytes(f.bytes),
             fmt_ns(f.total_ns),
@@ -208,8 +210,15 @@ fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
             },
         ]);
     }
-    right_align(&mut t, 3);
+    right_align(&mut t, 4);
     t
+}
+
+/// "  why: metadata 300, parent 2" (nothing when no cause is known).
+fn cause_line(out: &mut String, t: &super::CopyUpTotals) {
+    if !t.by_cause.is_empty() {
+        let _ = writeln!(out, "  why: {}", super::causes_text(&t.by_cause));
+    }
 }
 
 /// ANSI styling, enabled only when asked (`--color`, or a TTY).
@@ -327,6 +336,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             if c.gone { " (gone)" } else { "" }
         );
         let _ = writeln!(out, "  {}", latency_line(&c.copy_up));
+        cause_line(&mut out, &c.copy_up);
         log2_hist(&mut out, &c.copy_up.latency_ns.buckets, "nsecs");
         let files: Vec<&CopyUpFile> = r
             .copy_ups
@@ -375,6 +385,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             on_host(r, &m.host)
         );
         let _ = writeln!(out, "  {}", latency_line(&m.copy_up));
+        cause_line(&mut out, &m.copy_up);
         log2_hist(&mut out, &m.copy_up.latency_ns.buckets, "nsecs");
         let files: Vec<&CopyUpFile> = r
             .copy_ups
@@ -437,6 +448,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             "BYTES",
             "TOTAL",
             "P99",
+            "WHY",
         ]);
         for l in super::layer_rows(r) {
             let what = match &l.reason {
@@ -455,9 +467,13 @@ pub fn render_styled(r: &Report, st: Style) -> String {
                 fmt_bytes(l.copy_up.bytes),
                 fmt_ns(l.copy_up.total_ns),
                 fmt_ns(l.copy_up.latency_ns.p99),
+                super::causes_text(&l.copy_up.by_cause),
             ]);
         }
         right_align(&mut t, 2);
+        if let Some(c) = t.column_mut(7) {
+            c.set_cell_alignment(CellAlignment::Left);
+        }
         let _ = writeln!(out, "{t}");
     }
 
@@ -535,6 +551,7 @@ pub(crate) mod tests {
             pids: vec![],
             comms: vec![],
             outside: false,
+            causes: vec![],
         };
         // The rules are crate::instruction's; this checks the column's use.
         assert_eq!(
@@ -561,7 +578,7 @@ pub(crate) mod tests {
 
         use crate::{
             aggregate::{Aggregator, Attribution},
-            event::{CopyUp, FileKind},
+            event::{Cause, CopyUp, FileKind},
             mounts::Dev,
             report::{build, Counters, Drops, Inputs, KnownContainer, MountMeta, ProbeInfo},
             resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
@@ -620,6 +637,7 @@ pub(crate) mod tests {
             comm: comm.into(),
             mnt_ns: 0,
             source: None,
+            cause: Default::default(),
         };
         let mut agg = Aggregator::new(100);
         let in_web = |layer: usize| Attribution {
@@ -633,29 +651,39 @@ pub(crate) mod tests {
             created_by: web.layers[1].created_by.clone(),
             data_index: None,
         };
+        let why = |cause: Cause, e: CopyUp| CopyUp { cause, ..e };
         agg.add(
-            &ev(
-                50,
-                b"var/lib/app/catalog.db",
-                1_800_000_000,
-                412 << 20,
-                "app",
+            &why(
+                Cause::Write,
+                ev(
+                    50,
+                    b"var/lib/app/catalog.db",
+                    1_800_000_000,
+                    412 << 20,
+                    "app",
+                ),
             ),
             &in_web(2),
             Some(&app_layer),
         );
         agg.add(
-            &ev(50, b"var/lib/app/small.json", 2_500_000, 4096, "app"),
+            &why(
+                Cause::Truncate,
+                ev(50, b"var/lib/app/small.json", 2_500_000, 4096, "app"),
+            ),
             &in_web(2),
             Some(&app_layer),
         );
         agg.add(
-            &ev(50, b"etc/\x1b[31mevil\nname", 90_000, 10, "sh"),
+            &why(
+                Cause::Metadata,
+                ev(50, b"etc/\x1b[31mevil\nname", 90_000, 10, "sh"),
+            ),
             &in_web(3),
             None,
         );
         agg.add(
-            &ev(27, b"three_m", 34_000_000, 3 << 20, "sh"),
+            &why(Cause::Write, ev(27, b"three_m", 34_000_000, 3 << 20, "sh")),
             &Attribution::default(),
             None,
         );

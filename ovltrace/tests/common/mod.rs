@@ -173,6 +173,7 @@ fn event(dev: Dev, path: &[u8], latency_ns: u64, bytes: u64) -> CopyUp {
         comm: "writer".into(),
         mnt_ns: 0,
         source: None,
+        cause: Default::default(),
     }
 }
 

@@ -1,0 +1,143 @@
+//! Why each copy-up happened, on real Debian kernels: one plain overlay per
+//! probe mode (`--probe fentry`, `--probe kprobe`), and per file the exact
+//! cause the kernel side reported: an append (open for writing), a
+//! truncating open, chown, chmod and touch (metadata changes), a hard link,
+//! a rename, and a deep file whose missing parent directories are copied
+//! up first (cause parent).
+
+use std::collections::BTreeMap;
+
+use ovltrace_tests::{require_or_skip, vm};
+use serde_json::{json, Value};
+
+const SCRIPT: &str = r#"
+set -e
+scenario() {
+    name=$1; probe=$2; base=/tmp/$name
+    mkdir -p $base/l1 $base/up $base/work $base/merged
+    cd $base/l1
+    for f in append trunc owned moded touched linked moved; do
+        head -c 4096 /dev/zero > $f
+    done
+    mkdir -p d1/d2/d3
+    echo deep > d1/d2/d3/deep
+    cd /
+    mount -t overlay overlay -o lowerdir=$base/l1,upperdir=$base/up,workdir=$base/work $base/merged
+
+    ovltrace run --probe $probe --top 50 --json /tmp/$name.json > /tmp/$name.txt 2>/tmp/$name.err &
+    pid=$!
+    i=0
+    until grep -q '^Tracing' /tmp/$name.err; do
+        i=$((i+1)); [ $i -lt 300 ] || { cat /tmp/$name.err; exit 3; }
+        sleep 0.1
+    done
+    cd $base/merged
+    echo x >> append
+    : > trunc
+    chown 1:1 owned
+    chmod 600 moded
+    touch -c touched
+    ln linked hard
+    mv moved renamed
+    echo x >> d1/d2/d3/deep
+    cd /
+    kill -INT $pid
+    wait $pid
+    ovl_section report-$name /tmp/$name.txt
+    ovl_section err-$name /tmp/$name.err
+    ovl_section json-$name /tmp/$name.json
+}
+scenario fentry fentry
+scenario kprobe kprobe
+"#;
+
+/// (path, cause) of every copy-up the script triggers.
+const EXPECTED: [(&str, &str); 11] = [
+    ("append", "write"),
+    ("d1", "parent"),
+    ("d1/d2", "parent"),
+    ("d1/d2/d3", "parent"),
+    ("d1/d2/d3/deep", "write"),
+    ("linked", "link"),
+    ("moded", "metadata"),
+    ("moved", "rename"),
+    ("owned", "metadata"),
+    ("touched", "metadata"),
+    ("trunc", "truncate"),
+];
+
+fn check(out: &vm::VmOutput, name: &str) -> BTreeMap<String, String> {
+    let json = out
+        .section(&format!("json-{name}"))
+        .unwrap_or_else(|| panic!("no JSON report for {name}\n{}", out.dump()));
+    let r: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad JSON ({e}): {json}"));
+    let mountpoint = format!("/tmp/{name}/merged");
+    assert_eq!(r["probe"]["strategy"], name, "{json}");
+    assert_eq!(r["drops"]["total"], 0, "{json}");
+    // Every cause hook attached: no degraded cause.
+    let warnings = r["warnings"].to_string();
+    assert!(
+        !warnings.contains("reported as") && !warnings.contains("causes are unknown"),
+        "{name}: {warnings}"
+    );
+
+    let files: BTreeMap<String, &Value> = r["copy_ups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["mountpoint"] == mountpoint.as_str())
+        .map(|f| (f["path"].as_str().unwrap().to_string(), f))
+        .collect();
+    let seen: BTreeMap<String, String> = files
+        .iter()
+        .map(|(p, f)| (p.clone(), f["causes"].to_string()))
+        .collect();
+    let want: BTreeMap<String, String> = EXPECTED
+        .iter()
+        .map(|(p, c)| (p.to_string(), json!([c]).to_string()))
+        .collect();
+    assert_eq!(seen, want, "{name}: {json}");
+    // The truncating open copied no data; the append copied the whole file.
+    assert_eq!(files["trunc"]["bytes"], 0, "{json}");
+    assert_eq!(files["append"]["bytes"], 4096, "{json}");
+
+    let mount = r["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountpoint"] == mountpoint.as_str())
+        .unwrap_or_else(|| panic!("{mountpoint} not in mounts: {json}"));
+    assert_eq!(
+        mount["copy_up"]["by_cause"],
+        json!({"write": 2, "truncate": 1, "metadata": 3, "link": 1, "rename": 1, "parent": 3}),
+        "{json}"
+    );
+    // The terminal report says why, per file.
+    let text = out.section(&format!("report-{name}")).unwrap_or_default();
+    for needle in ["truncate", "metadata", "rename", "parent"] {
+        assert!(text.contains(needle), "{needle} not in {text}");
+    }
+    seen
+}
+
+fn causes(kernel: &str) {
+    if !require_or_skip("vm") {
+        return;
+    }
+    let out = vm::run(kernel, &vm::VmOpts::default(), SCRIPT);
+    out.assert_exit(0);
+    for name in ["fentry", "kprobe"] {
+        let seen = check(&out, name);
+        eprintln!("{kernel} {name}: {seen:?}");
+    }
+}
+
+#[test]
+fn causes_6_1() {
+    causes("6.1");
+}
+
+#[test]
+fn causes_6_12() {
+    causes("6.12");
+}
