@@ -645,6 +645,7 @@ mod tests {
             path_truncated: false,
             comm: "dockerd".into(),
             mnt_ns: host_ns(),
+            cause: Default::default(),
             source: Some(Source {
                 layer,
                 data_layer: Some(layer + 1),
