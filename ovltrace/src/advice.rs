@@ -174,10 +174,20 @@ fn volumes(agg: &Aggregator, report: &Report) -> Vec<Advice> {
 /// The same path copied up in several containers (of one image, typically).
 fn repeated(agg: &Aggregator, report: &Report) -> Vec<Advice> {
     let mut by_path: BTreeMap<&[u8], (Vec<&str>, u64, u64)> = BTreeMap::new();
-    for (key, f) in &agg.files {
+    // Files the containers' own processes copied up: not directories (copied
+    // up on the way to a file), not what a runtime wrote while setting the
+    // container up (`outside`).
+    let own = agg
+        .files
+        .iter()
+        .filter(|(_, f)| f.kind != crate::event::FileKind::Dir && !f.outside);
+    for (key, f) in own {
         if let Some(c) = f.attribution.container.as_deref() {
             let e = by_path.entry(&key.path).or_default();
-            e.0.push(c);
+            // One container can hold a path twice (its init layer's mount).
+            if !e.0.contains(&c) {
+                e.0.push(c);
+            }
             e.1 += f.bytes;
             e.2 += f.total_ns;
         }
@@ -733,6 +743,37 @@ mod tests {
         let mut e = ev("app/other", 5, 100);
         e.overlay = OverlayKey::dev_only(1);
         agg.add(&e, &attr("a"), None);
+        let a = advise(&agg, &empty_report());
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].target, "/app/state.json");
+        assert_eq!(a[0].numbers["containers"], 3);
+    }
+
+    /// What a runtime copies up while setting containers up (outside them,
+    /// often directories, once on the init layer's mount and once on the
+    /// container's own) is no container's doing: no advice.
+    #[test]
+    fn runtime_setup_and_directories_are_not_repeated_advice() {
+        let mut agg = Aggregator::new(100);
+        for (c, dev) in [("a", 1), ("a", 2), ("b", 3), ("c", 4)] {
+            let mut dir = ev("etc", 0, 100);
+            dir.kind = FileKind::Dir;
+            dir.overlay = OverlayKey::dev_only(dev);
+            agg.add(&dir, &attr(c), None);
+            let mut hosts = ev("etc/hosts", 10, 100);
+            hosts.overlay = OverlayKey::dev_only(dev);
+            let outside = Attribution {
+                outside: true,
+                ..attr(c)
+            };
+            agg.add(&hosts, &outside, None);
+        }
+        // The same container twice (two of its overlays) counts once.
+        for (c, dev) in [("a", 1), ("a", 2), ("b", 3), ("c", 4)] {
+            let mut e = ev("app/state.json", 5, 100);
+            e.overlay = OverlayKey::dev_only(dev);
+            agg.add(&e, &attr(c), None);
+        }
         let a = advise(&agg, &empty_report());
         assert_eq!(a.len(), 1, "{a:?}");
         assert_eq!(a[0].target, "/app/state.json");
