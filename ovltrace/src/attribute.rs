@@ -27,7 +27,8 @@ use crate::{
 };
 
 /// Most copy-ups parked at once; more are counted as not attributed at once.
-pub const MAX_PENDING: usize = 4096;
+/// (A copy-up storm on a new mount is parked whole for its first second.)
+pub const MAX_PENDING: usize = 65_536;
 /// How long a parked copy-up waits for a container to claim its overlay
 /// (`docker create`, then `docker start` this much later: not attributed).
 pub const PENDING_FOR: Duration = Duration::from_secs(60);

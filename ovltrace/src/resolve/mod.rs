@@ -342,7 +342,7 @@ pub fn overlay_key(m: &OverlayMount) -> Option<OverlayKey> {
 const MAX_CACHED_LAYERS: usize = 512;
 /// How long after a mount is first seen an event on it may re-read the
 /// runtimes' metadata when no runtime claims the mount yet.
-const CLAIM_WINDOW: Duration = Duration::from_secs(2);
+const CLAIM_WINDOW: Duration = Duration::from_secs(1);
 
 /// Gone mounts kept for late events and the report (oldest dropped first).
 const MAX_GONE: usize = 1024;
@@ -368,6 +368,8 @@ pub struct Catalog {
     last_full: Option<(Vec<u8>, Instant)>,
     /// Unknown keys that already caused a rescan.
     tried: HashSet<OverlayKey>,
+    /// Young unclaimed mounts whose first event re-read the metadata.
+    claim_tried: HashSet<OverlayKey>,
     /// The kernel side cannot read overlay identities (no overlay BTF): keys
     /// hold the device only.
     dev_only: bool,
@@ -398,6 +400,7 @@ impl Catalog {
             min_rescan: Self::DEFAULT_MIN_RESCAN,
             last_full: None,
             tried: HashSet::new(),
+            claim_tried: HashSet::new(),
             dev_only: false,
             unkeyed: HashSet::new(),
             key_of: overlay_key,
@@ -553,14 +556,18 @@ impl Catalog {
     ///
     /// A runtime mounts a container's root file system and writes into it
     /// (/etc) at once, sometimes before its own metadata names the container:
-    /// an event on a mount no runtime has claimed yet, in its first
-    /// claim window, re-reads the metadata (at most every `min_rescan`).
+    /// the first event on a mount no runtime has claimed yet, in its claim
+    /// window, re-reads the metadata (once per mount; later refreshes settle
+    /// the rest, see `attribute::Tracker`).
     pub fn resolve(&mut self, key: &OverlayKey) -> Option<&mut MountEntry> {
         let unclaimed = self
             .entries
             .get(key)
             .is_some_and(|e| !e.gone && e.container.is_none() && e.young());
-        if unclaimed && self.rescan_allowed() {
+        if unclaimed && self.claim_tried.insert(*key) {
+            if self.claim_tried.len() > MAX_TRIED {
+                self.claim_tried.clear();
+            }
             self.last_full = None;
             if let Err(e) = self.refresh() {
                 log::warn!("rescanning overlay mounts: {e:#}");
@@ -831,9 +838,9 @@ mod tests {
         let mut cat = Catalog::with_mountinfo(vec![Box::new(Late(ready.clone()))], mi);
         cat.key_of = fake_key;
         cat.set_min_rescan(Duration::ZERO);
+        cat.set_claim_window(Duration::from_secs(3600));
         cat.refresh().unwrap();
         let key = cat.entries().next().unwrap().key;
-        assert_eq!(name(cat.resolve(&key).map(|e| &*e)), None);
         // The runtime writes its metadata; the mount table does not change.
         ready.store(true, Ordering::SeqCst);
         cat.refresh().unwrap();
@@ -842,6 +849,7 @@ mod tests {
             None,
             "unchanged table: no metadata scan"
         );
+        // The first event on the young, unclaimed mount reads it again.
         assert_eq!(name(cat.resolve(&key).map(|e| &*e)).as_deref(), Some("c50"));
     }
 
