@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = ev.bytes();
         let (text, b64) = report::path_fields(&ev.path);
         let _ = report::terminal::sanitize(&text);
-        let _ = report::terminal::sanitize(&ev.comm);
+        let _ = report::terminal::sanitize(&ev.comm.to_string());
         let _ = b64.map(|b| b.len());
     }
 });
