@@ -517,50 +517,12 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+    // Claims mounts below /c; their first lowerdir is the init layer.
+    use crate::resolve::fake::FakeWithInit as Fake;
     use crate::{
         event::Source,
-        mounts::OverlayMount,
-        resolve::{ImageInfo, LayerInfo, Resolver},
+        resolve::{ImageInfo, LayerInfo},
     };
-
-    /// Claims mounts below /c; their first lowerdir is the init layer.
-    struct Fake;
-
-    impl Resolver for Fake {
-        fn runtime(&self) -> &'static str {
-            "fake"
-        }
-
-        fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
-            mounts
-                .iter()
-                .filter(|m| m.mountpoint.starts_with("/c"))
-                .map(|m| ContainerInfo {
-                    id: format!("{:064x}", m.mount_id),
-                    name: Some(format!("c{}", m.mount_id)),
-                    image: ImageInfo::default(),
-                    mountpoint: m.mountpoint.clone(),
-                    dev: m.dev,
-                    runtime: "fake",
-                    upperdir: m.upperdir.clone(),
-                    layers: m
-                        .lowerdirs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, d)| LayerInfo {
-                            index: i + 1,
-                            init: i == 0,
-                            diff_id: (i > 0).then(|| format!("sha256:{i}")),
-                            dir: Some(d.clone()),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    pod: None,
-                    mount_id: m.mount_id,
-                })
-                .collect()
-        }
-    }
 
     /// A layer store in a temp dir: `overlay2/<id>/diff` for the container's
     /// upper layer, its init layer and two image layers.

@@ -627,44 +627,75 @@ impl Catalog {
     }
 }
 
+/// A resolver for tests of the catalog and attribution.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fake {
     use super::*;
 
-    struct Fake;
+    /// Claims mounts below /c: container `c<mount id>`, one layer per
+    /// lowerdir with diff-id `sha256:<i>`.
+    pub(crate) struct Fake;
+
+    /// [`Fake`] whose first lowerdir is the container's init layer (no
+    /// diff-id), as Docker's.
+    pub(crate) struct FakeWithInit;
+
     impl Resolver for Fake {
         fn runtime(&self) -> &'static str {
             "fake"
         }
         fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
-            mounts
-                .iter()
-                .filter(|m| m.mountpoint.starts_with("/c"))
-                .map(|m| ContainerInfo {
-                    id: format!("{:064x}", m.mount_id),
-                    name: Some(format!("c{}", m.mount_id)),
-                    image: ImageInfo::default(),
-                    mountpoint: m.mountpoint.clone(),
-                    dev: m.dev,
-                    runtime: "fake",
-                    upperdir: m.upperdir.clone(),
-                    layers: m
-                        .lowerdirs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, d)| LayerInfo {
-                            index: i + 1,
-                            diff_id: Some(format!("sha256:{i}")),
-                            dir: Some(d.clone()),
-                            ..Default::default()
-                        })
-                        .collect(),
-                    pod: None,
-                    mount_id: m.mount_id,
-                })
-                .collect()
+            claim(mounts, false)
         }
     }
+
+    impl Resolver for FakeWithInit {
+        fn runtime(&self) -> &'static str {
+            "fake"
+        }
+        fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
+            claim(mounts, true)
+        }
+    }
+
+    fn claim(mounts: &[OverlayMount], init_first: bool) -> Vec<ContainerInfo> {
+        mounts
+            .iter()
+            .filter(|m| m.mountpoint.starts_with("/c"))
+            .map(|m| ContainerInfo {
+                id: format!("{:064x}", m.mount_id),
+                name: Some(format!("c{}", m.mount_id)),
+                image: ImageInfo::default(),
+                mountpoint: m.mountpoint.clone(),
+                dev: m.dev,
+                runtime: "fake",
+                upperdir: m.upperdir.clone(),
+                layers: m
+                    .lowerdirs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        let init = init_first && i == 0;
+                        LayerInfo {
+                            index: i + 1,
+                            init,
+                            diff_id: (!init).then(|| format!("sha256:{i}")),
+                            dir: Some(d.clone()),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                pod: None,
+                mount_id: m.mount_id,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fake::Fake;
 
     fn mount(id: u32, minor: u32, mp: &str, lowers: &[&Path]) -> OverlayMount {
         OverlayMount {
