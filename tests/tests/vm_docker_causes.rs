@@ -13,35 +13,28 @@
 
 use std::{collections::BTreeMap, process::Command};
 
-use ovltrace_tests::{host_docker, images, require_or_skip, require_or_skip_with, vm};
+use ovltrace_tests::{
+    attribution::{START_TRACING, STOP_TRACING},
+    host_docker, images, require_or_skip, require_or_skip_with, vm,
+};
 use serde_json::Value;
 
 const TAG: &str = "ovltrace-test/causes:1";
 
-const SCRIPT: &str = r#"
+fn script() -> String {
+    format!(
+        r#"
 IMG=ovltrace-test/causes:1
-ovltrace run --top 0 --json /tmp/r.json > /tmp/r.txt 2> /tmp/r.err &
-pid=$!
-i=0
-until grep -q '^Tracing' /tmp/r.err; do
-    i=$((i + 1))
-    if [ $i -ge 600 ] || ! kill -0 $pid 2>/dev/null; then
-        cat /tmp/r.err >&2
-        exit 3
-    fi
-    sleep 0.1
-done
+{START_TRACING}
 docker run --network none --name shop-worker $IMG sh -c '
     chown -R 1:1 /srv/static
     echo x >> /var/lib/app/catalog.db
     /opt/dpkg' || exit 4
-docker inspect --format '{{.Id}}' shop-worker | ovl_section id
-kill -INT $pid
-wait $pid
-ovl_section report /tmp/r.txt
-ovl_section stderr /tmp/r.err
-ovl_section json /tmp/r.json
-"#;
+docker inspect --format '{{{{.Id}}}}' shop-worker | ovl_section id
+{STOP_TRACING}
+"#
+    )
+}
 
 /// Builds TAG on the attribution image's base and saves it.
 fn build_image(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
@@ -91,7 +84,7 @@ fn causes_and_advice_in_docker() {
     let out = vm::run(
         "6.12",
         &vm::VmOpts::default().docker_image(&image).timeout(900),
-        SCRIPT,
+        &script(),
     );
     let _ = std::fs::remove_dir_all(&dir);
     out.assert_exit(0);
