@@ -30,14 +30,15 @@ use std::{
 };
 
 use ovltrace::{
-    aggregate::{Aggregator, Attribution},
+    aggregate::Aggregator,
+    attribute::Attribution,
     attribute::{Attributed, Tracker},
-    event::{self, OverlayKey},
-    mounts::{self, Dev},
-    resolve::{
-        docker::{chain_ids, DockerResolver},
+    bpf::event::{self, OverlayKey},
+    catalog::{
+        runtimes::docker::{chain_ids, DockerResolver},
         Catalog,
     },
+    sys::mounts::{self, Dev},
 };
 use ovltrace_ebpf::{
     CopyUpEvent, EventHeader, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, NO_LAYER, PATH_BUF,

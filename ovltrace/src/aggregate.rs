@@ -7,8 +7,10 @@ use hdrhistogram::Histogram;
 use smallvec::SmallVec;
 
 use crate::{
-    event::{Cause, CauseCounts, Comm, CopyUp, FileKind, OverlayKey},
-    resolve::SourceLayer,
+    attribute::Attribution,
+    bpf::event::{Cause, CauseCounts, Comm, CopyUp, FileKind, OverlayKey},
+    catalog::SourceLayer,
+    hdr::{new_histogram, record},
 };
 
 /// The hash maps of the per-event path (SipHash was a third of the ingest
@@ -18,29 +20,11 @@ use crate::{
 pub type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 pub type NameMap<K, V> = hashbrown::HashMap<K, V, foldhash::quality::RandomState>;
 
-/// Significant digits of every HDR histogram.
-pub const SIGFIG: u8 = 3;
 /// Latency samples kept per file for exact percentiles (a reservoir beyond).
 const FILE_SAMPLES: usize = 256;
 const MAX_PIDS: usize = 16;
 const MAX_COMMS: usize = 8;
 const MAX_CONTAINERS_PER_LAYER: usize = 64;
-
-pub fn new_histogram() -> Histogram<u64> {
-    // Auto-resizing, so memory follows the largest value seen rather than a
-    // preset range. SIGFIG is a valid constant, so this cannot fail.
-    let mut h = Histogram::new(SIGFIG).unwrap_or_else(|_| std::process::abort());
-    h.auto(true);
-    h
-}
-
-/// Records `v`, growing the histogram as needed (never clamps).
-pub fn record(h: &mut Histogram<u64>, v: u64) {
-    if h.record(v).is_err() {
-        // Only on allocation failure past u64 range; clamp as a last resort.
-        h.saturating_record(v);
-    }
-}
 
 /// Copy-up totals for one group (a mount, a container or a layer).
 #[derive(Debug, Clone)]
@@ -109,18 +93,6 @@ impl hashbrown::Equivalent<FileKey> for FileKeyRef<'_> {
     fn equivalent(&self, k: &FileKey) -> bool {
         self.overlay == k.overlay && self.path == k.path && self.container == k.container.as_deref()
     }
-}
-
-/// Where an event came from, as far as it could be resolved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Attribution {
-    /// Container id (shared: one allocation per container, not per event).
-    pub container: Option<Arc<str>>,
-    /// Overlay index of the lower layer the file came from (1 = first lowerdir).
-    pub layer: Option<usize>,
-    /// The writer was outside the container: in the tracer's (the host's)
-    /// mount namespace, as a runtime is while it sets a container up.
-    pub outside: bool,
 }
 
 /// Copy-ups from one source layer.

@@ -18,13 +18,24 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::sys::safe_fs::SafeRoot;
 use crate::{
-    aggregate::Attribution,
-    event::{CopyUp, FileKind, OverlayKey},
-    mounts::{self, Dev},
-    report::{KnownContainer, MountMeta},
-    resolve::{safe_fs::SafeRoot, Catalog, ContainerInfo, MountEntry, SourceLayer},
+    bpf::event::{CopyUp, FileKind, OverlayKey},
+    catalog::{Catalog, ContainerInfo, KnownContainer, MountEntry, MountMeta, SourceLayer},
+    sys::mounts::{self, Dev},
 };
+
+/// Where an event came from, as far as it could be resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// Container id (shared: one allocation per container, not per event).
+    pub container: Option<std::sync::Arc<str>>,
+    /// Overlay index of the lower layer the file came from (1 = first lowerdir).
+    pub layer: Option<usize>,
+    /// The writer was outside the container: in the tracer's (the host's)
+    /// mount namespace, as a runtime is while it sets a container up.
+    pub outside: bool,
+}
 
 /// Most copy-ups parked at once; more are counted as not attributed at once.
 /// (A copy-up storm on a new mount is parked whole for its first second.)
@@ -518,10 +529,10 @@ mod tests {
 
     use super::*;
     // Claims mounts below /c; their first lowerdir is the init layer.
-    use crate::resolve::fake::FakeWithInit as Fake;
+    use crate::catalog::fake::FakeWithInit as Fake;
     use crate::{
-        event::Source,
-        resolve::{ImageInfo, LayerInfo},
+        bpf::event::Source,
+        catalog::{ImageInfo, LayerInfo},
     };
 
     /// A layer store in a temp dir: `overlay2/<id>/diff` for the container's

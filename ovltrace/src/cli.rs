@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::{bpf::probe::ProbeMode, catalog::RuntimeRoots};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ovltrace",
@@ -26,15 +28,6 @@ pub enum Command {
     Layers(LayersArgs),
     /// Re-render a saved JSON report, or merge several (from one host or many) into one.
     Report(ReportArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProbeMode {
-    /// fentry/fexit where the functions have BTF (vmlinux, or the overlay
-    /// module's), falling back to kprobes.
-    Auto,
-    Fentry,
-    Kprobe,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +123,15 @@ pub struct DockerArgs {
     /// the roots mountinfo shows). containerd's roots are found in mountinfo.
     #[arg(long, value_name = "DIR")]
     pub podman_root: Option<PathBuf>,
+}
+
+impl DockerArgs {
+    pub fn roots(&self) -> RuntimeRoots {
+        RuntimeRoots {
+            docker: self.docker_root.clone(),
+            podman: self.podman_root.clone(),
+        }
+    }
 }
 
 /// Parses durations like `500ms`, `30s`, `5m`, `1h30m`, or a bare number of seconds.

@@ -2,7 +2,7 @@
 //! (`ovltrace run --prometheus ADDR`) and node_exporter textfile-collector
 //! output (`ovltrace run --textfile DIR`). Both ask the event loop for a
 //! report (a [`SnapshotRequest`]) and render it with
-//! [`crate::report::prometheus::render`].
+//! [`crate::render::prometheus::render`].
 
 use std::{
     convert::Infallible,
@@ -25,9 +25,12 @@ use tokio::{
     task::JoinHandle,
 };
 
+/// A request for a report of the trace so far (answered by the event loop).
+pub type SnapshotRequest = tokio::sync::oneshot::Sender<Report>;
+
 use crate::{
-    report::{json::write_atomic, prometheus, Report},
-    run::SnapshotRequest,
+    render::prometheus,
+    report::{json::write_atomic, Report},
 };
 
 /// The file written in `--textfile DIR`.
@@ -327,13 +330,13 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::event::OverlayKey;
+    use crate::bpf::event::OverlayKey;
     use crate::report::{self, Counters, Drops, ProbeInfo};
 
     fn sample_report(copy_ups: u64) -> Report {
         let mut agg = crate::aggregate::Aggregator::new(16);
         for i in 0..copy_ups {
-            let ev = crate::event::CopyUp {
+            let ev = crate::bpf::event::CopyUp {
                 start_ns: 0,
                 latency_ns: 5_000,
                 data_ns: None,
@@ -343,7 +346,7 @@ mod tests {
                 tid: 1,
                 overlay: OverlayKey::dev_only(7),
                 ret: 0,
-                kind: crate::event::FileKind::Regular,
+                kind: crate::bpf::event::FileKind::Regular,
                 path: format!("f{i}").into_bytes(),
                 path_truncated: false,
                 comm: "sh".into(),

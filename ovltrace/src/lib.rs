@@ -1,33 +1,33 @@
 //! ovltrace: why are writes inside containers slow?
 //!
-//! Module map (one concept each):
-//! - `cli`: command-line definitions.
-//! - `btf`: struct offsets from the running kernel's BTF.
-//! - `probe`: which attach strategy (fentry or kprobe) works here, and attaching.
-//! - `event`: decoding ring-buffer bytes into events.
-//! - `mounts`: overlay mounts from /proc/self/mountinfo.
-//! - `resolve`: overlay instance -> mount/container/image/layers, one resolver per runtime.
+//! Modules, lowest first; a module uses only those listed before it
+//! (`tests/module_direction.rs` checks this):
+//! - `sys`: kernel and file-system facts: BTF offsets, mountinfo, privileges, safe reads.
+//! - `text`: the one policy for untrusted text, per output.
+//! - `units`: durations and sizes for people.
+//! - `hdr`: histogram construction and serialisation.
+//! - `bpf`: probes (fentry or kprobe), loading, maps, event decoding.
+//! - `catalog`: overlay instance -> mount, container, image, layers; one resolver per runtime.
 //! - `attribute`: event -> mount, container and layer, through the catalog.
-//! - `aggregate`: histograms and hot spots.
-//! - `instruction`: image history instructions as Dockerfile lines, for display.
-//! - `report`: output formats.
-//! - `run`, `doctor`: the subcommands.
+//! - `aggregate`: totals, histograms and hot spots.
+//! - `report`: the report model built from the aggregate, advice, merging saved reports.
+//! - `render`: terminal, live view, HTML, Prometheus.
+//! - `exporter`: the live Prometheus endpoint and textfile.
+//! - `trace`: a running trace session and its event loop.
+//! - `cli`: the flags of every subcommand.
+//! - `commands`: `run`, `doctor`, `layers`, `report`: thin, they wire the stages.
 
-pub mod advice;
 pub mod aggregate;
 pub mod attribute;
-pub mod btf;
+pub mod bpf;
+pub mod catalog;
 pub mod cli;
-pub mod doctor;
-pub mod event;
+pub mod commands;
 pub mod exporter;
-pub mod instruction;
-pub mod layers;
-pub mod live;
-pub mod module_btf;
-pub mod mounts;
-pub mod privilege;
-pub mod probe;
+pub mod hdr;
+pub mod render;
 pub mod report;
-pub mod resolve;
-pub mod run;
+pub mod sys;
+pub mod text;
+pub mod trace;
+pub mod units;

@@ -9,10 +9,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => ovltrace::run::main(args),
-        Command::Doctor(args) => ovltrace::doctor::main(args),
-        Command::Layers(args) => ovltrace::layers::main(args),
-        Command::Report(args) => ovltrace::report::command::main(args),
+        Command::Run(args) => ovltrace::commands::run::main(args),
+        Command::Doctor(args) => ovltrace::commands::doctor::main(args),
+        Command::Layers(args) => ovltrace::commands::layers::main(args),
+        Command::Report(args) => ovltrace::commands::report::main(args),
     };
     match result {
         Ok(code) => code,

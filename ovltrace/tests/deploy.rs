@@ -11,7 +11,7 @@
 //!   entrypoint binding 0.0.0.0:9435, pinned tags and toolchain packages);
 //! - every query of the Grafana dashboard names only metrics, labels and
 //!   label values that `/metrics` serves (rendered with
-//!   `report::prometheus::render` from a realistic report), and with promtool
+//!   `render::prometheus::render` from a realistic report), and with promtool
 //!   every query returns data when Prometheus evaluates it over those series.
 //!
 //! Each check is also shown to fail on a broken copy (a misspelled metric,
@@ -31,7 +31,7 @@ use std::{
     process::Command,
 };
 
-use ovltrace::report::prometheus;
+use ovltrace::render::prometheus;
 use serde_json::Value;
 
 // ---------------------------------------------------------------- helpers

@@ -525,7 +525,7 @@ fn layers_json_matches_docker() {
     // The many-layer container: Docker wrote relative lowerdirs, and they resolve.
     let c = check_container(&report, &many, true).expect("ours");
     let dev = s(&c["dev"]).to_string();
-    let mounts = ovltrace::mounts::read_overlay_mounts().expect("mountinfo");
+    let mounts = ovltrace::sys::mounts::read_overlay_mounts().expect("mountinfo");
     let m = mounts
         .iter()
         .find(|m| m.dev.to_string() == dev)

@@ -21,7 +21,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use ovltrace::report::{html, json};
+use ovltrace::{render::html, report::json, text};
 
 fn strict() -> bool {
     std::env::var("OVLTRACE_TEST_STRICT").is_ok_and(|v| v == "1")
@@ -301,7 +301,7 @@ fn hostile_report_renders_as_text_in_chromium() {
     let bare = dir.join("hostile-no-csp.html");
     let meta = format!(
         "<meta http-equiv=\"Content-Security-Policy\" content=\"{}\">",
-        html::esc(html::CSP)
+        text::escape_html(html::CSP)
     );
     assert!(source.contains(&meta), "no CSP meta tag");
     std::fs::write(&bare, source.replace(&meta, "")).unwrap();
@@ -318,7 +318,7 @@ fn hostile_report_renders_as_text_in_chromium() {
         // Every container and hot spot is there, as text.
         for c in &report.containers {
             let name = c.name.as_deref().unwrap();
-            let text = as_dom_text(&html::show(name));
+            let text = as_dom_text(&text::terminal(name));
             assert!(
                 dom.contains(&format!(">{text}<")),
                 "{what}: container {name:?} missing"
@@ -329,13 +329,13 @@ fn hostile_report_renders_as_text_in_chromium() {
             let shown = match &f.path_b64 {
                 Some(b) => {
                     let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
-                    html::show_bytes(&bytes)
+                    text::terminal_bytes(&bytes)
                 }
-                None => html::show(&f.path),
+                None => text::terminal(&f.path),
             };
             // Container files from the container's root; others under their mount.
             let root = match (&f.container, &f.mountpoint) {
-                (None, Some(m)) => html::show(m),
+                (None, Some(m)) => text::terminal(m),
                 _ => String::new(),
             };
             let text = as_dom_text(&format!("{root}/{shown}"));

@@ -12,11 +12,13 @@ use std::{
 };
 
 use ovltrace::{
-    aggregate::{Aggregator, Attribution},
-    event::{CopyUp, FileKind},
-    mounts::Dev,
-    report::{self, prometheus, Counters, Drops, KnownContainer, MountMeta, ProbeInfo, Report},
-    resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
+    aggregate::Aggregator,
+    attribute::Attribution,
+    bpf::event::{CopyUp, FileKind},
+    catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
+    render::prometheus,
+    report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo, Report},
+    sys::mounts::Dev,
 };
 use ovltrace_ebpf::{LookupStats, OverlayKey};
 

@@ -1,15 +1,17 @@
-//! JSON output, written atomically and never through a symlink.
+//! The saved report: JSON written atomically and never through a symlink,
+//! and read back with its schema version checked first.
 
 use std::{
     fs,
-    io::Write,
+    io::{Read as _, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
 
-use super::Report;
+use super::{merge, Report, OLDEST_SCHEMA_READ, SCHEMA_VERSION};
 
 pub fn to_string(report: &Report) -> Result<String> {
     serde_json::to_string_pretty(report).context("serialising the report")
@@ -88,6 +90,57 @@ pub fn write_atomic(target: &Path, data: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Larger than any report ovltrace writes by far; a bigger file is refused
+/// before it is read into memory.
+const MAX_REPORT_BYTES: u64 = 512 << 20;
+
+/// Reads and parses one report. Every failure is one line naming the file.
+pub fn load(path: &Path) -> Result<Report> {
+    let name = crate::text::terminal(&path.display().to_string());
+    let fail = |what: String| anyhow!("{name}: {what}");
+    let file = fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_REPORT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_REPORT_BYTES {
+        return Err(fail(format!(
+            "larger than {} MiB: not an ovltrace report",
+            MAX_REPORT_BYTES >> 20
+        )));
+    }
+    parse(&bytes).map_err(|e| fail(format!("{e:#}")))
+}
+
+/// Parses a report, checking its schema version before its fields (a newer
+/// schema would otherwise fail on some field with a misleading message).
+pub fn parse(bytes: &[u8]) -> Result<Report> {
+    #[derive(Deserialize)]
+    struct Version {
+        schema_version: Option<serde_json::Value>,
+    }
+    let v: Version =
+        serde_json::from_slice(bytes).map_err(|e| anyhow!("not an ovltrace JSON report: {e}"))?;
+    let readable = OLDEST_SCHEMA_READ..=SCHEMA_VERSION;
+    match v.schema_version {
+        None => bail!("not an ovltrace JSON report: no schema_version"),
+        Some(serde_json::Value::Number(n))
+            if n.as_u64()
+                .is_some_and(|n| u32::try_from(n).is_ok_and(|n| readable.contains(&n))) => {}
+        Some(other) => {
+            bail!(
+                "unsupported schema_version {other} (this ovltrace reads {})",
+                merge::schemas_read()
+            )
+        }
+    }
+    let mut r: Report =
+        serde_json::from_slice(bytes).map_err(|e| anyhow!("not an ovltrace JSON report: {e}"))?;
+    merge::upgrade(&mut r);
+    merge::check_schema(&r)?;
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -60,8 +60,9 @@ use super::{
     OLDEST_SCHEMA_READ, SCHEMA_VERSION,
 };
 use crate::{
-    aggregate::{limit, new_histogram, select_top},
-    event::Cause,
+    aggregate::{limit, select_top},
+    bpf::event::Cause,
+    hdr::new_histogram,
 };
 
 /// Bounds the aggregator applies to a file's pids and comms, and to a layer's
@@ -736,13 +737,14 @@ mod tests {
     use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
 
     use super::*;
-    use crate::event::OverlayKey;
+    use crate::bpf::event::OverlayKey;
     use crate::{
-        aggregate::{Aggregator, Attribution},
-        event::{CopyUp, FileKind},
-        mounts::Dev,
+        aggregate::Aggregator,
+        attribute::Attribution,
+        bpf::event::{CopyUp, FileKind},
+        catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
         report::{build, Inputs, KnownContainer, MountMeta},
-        resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
+        sys::mounts::Dev,
     };
 
     /// Deterministic pseudo-random numbers (xorshift).
@@ -1291,10 +1293,10 @@ mod tests {
         assert_eq!(m.drops.total, u64::MAX);
         assert_eq!(m.mounts[0].copy_up.count, u64::MAX);
         assert_eq!(m.started_unix_ms, u64::MAX - 5);
-        let _ = crate::report::html::render(&m);
-        let _ = crate::report::terminal::render(&m);
-        let _ = crate::report::html::render(&r);
-        let _ = crate::report::terminal::render(&r);
+        let _ = crate::render::html::render(&m);
+        let _ = crate::render::terminal::render(&m);
+        let _ = crate::render::html::render(&r);
+        let _ = crate::render::terminal::render(&r);
     }
 
     #[test]

@@ -1,13 +1,11 @@
 //! The report model: what a trace found, independent of how it is shown.
 //! `json` serialises it as is (schema in README.md), `terminal` renders it.
 
-pub mod command;
-pub mod hist;
-pub mod html;
+pub mod advice;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod json;
 pub mod merge;
-pub mod prometheus;
-pub mod terminal;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,12 +13,13 @@ use base64::Engine as _;
 use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
 use serde::{Deserialize, Serialize};
 
-pub use hist::Hist;
+pub use crate::catalog::{KnownContainer, MountMeta};
+pub use crate::hdr::{Bucket, Hist};
 
 use crate::{
     aggregate::{Aggregator, GroupAgg},
-    event::{Cause, OverlayKey},
-    resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
+    bpf::event::{Cause, OverlayKey},
+    catalog::{ImageInfo, LayerInfo, SourceLayer},
 };
 
 /// 2: `files` (how many files were seen, kept, listed and evicted), the
@@ -142,7 +141,7 @@ pub struct Container {
     pub name: Option<String>,
     /// The Kubernetes pod the container is in (absent: none known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<crate::resolve::PodInfo>,
+    pub pod: Option<crate::catalog::PodInfo>,
     pub image: ImageInfo,
     pub runtime: String,
     pub mountpoint: String,
@@ -174,7 +173,7 @@ pub struct CopyUpTotals {
 }
 
 /// Per-cause counts as a map without the zeros.
-pub fn cause_map(counts: &crate::event::CauseCounts) -> BTreeMap<Cause, u64> {
+pub fn cause_map(counts: &crate::bpf::event::CauseCounts) -> BTreeMap<Cause, u64> {
     Cause::ALL
         .into_iter()
         .filter(|c| counts[c.index()] > 0)
@@ -495,12 +494,6 @@ pub struct LookupLatency {
     pub max: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Bucket {
-    pub le_ns: u64,
-    pub count: u64,
-}
-
 /// Events that were lost, by cause. `total` is their sum.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
 pub struct Drops {
@@ -541,23 +534,6 @@ pub struct Counters {
     pub evicted_files: u64,
     /// Copy-ups on overlays that are not a known container's.
     pub unattributed: u64,
-}
-
-/// What the report builder needs to know about a mount.
-#[derive(Debug, Clone, Default)]
-pub struct MountMeta {
-    /// Container id whose root file system this mount is.
-    pub container: Option<String>,
-    pub mountpoint: Option<String>,
-    pub upperdir: Option<String>,
-    pub lowerdirs: Vec<String>,
-}
-
-/// A container as the tracer knew it.
-#[derive(Debug, Clone)]
-pub struct KnownContainer {
-    pub info: ContainerInfo,
-    pub gone: bool,
 }
 
 /// Kernel dev_t encoding (major << 20 | minor) to "major:minor".
@@ -717,7 +693,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 pod: c.pod.clone(),
                 image: c.image.clone(),
                 runtime: c.runtime.to_string(),
-                mountpoint: crate::mounts::path_display(&c.mountpoint),
+                mountpoint: crate::sys::mounts::path_display(&c.mountpoint),
                 dev: c.dev.to_string(),
                 layers: c.layers.clone(),
                 gone: k.gone,
@@ -761,7 +737,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
             let mountpoint = container
                 .as_deref()
                 .and_then(|id| by_id.get(id))
-                .map(|c| crate::mounts::path_display(&c.info.mountpoint))
+                .map(|c| crate::sys::mounts::path_display(&c.info.mountpoint))
                 .or_else(|| meta(&k.overlay).mountpoint);
             CopyUpFile {
                 host: None,
@@ -846,7 +822,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
         },
         warnings: inp.warnings,
     };
-    report.advice = crate::advice::advise(inp.agg, &report);
+    report.advice = crate::report::advice::advise(inp.agg, &report);
     report
 }
 
@@ -888,30 +864,10 @@ fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A report of nothing, for tests that fill in what they need.
-    pub(crate) fn empty_report() -> Report {
-        build(Inputs {
-            agg: &Aggregator::new(10),
-            lookups: &[],
-            mounts: &HashMap::new(),
-            containers: &[],
-            probe: ProbeInfo {
-                strategy: "kprobe".into(),
-                data_copy: None,
-            },
-            host: "test".into(),
-            kernel: "6.12".into(),
-            started_unix_ms: 0,
-            duration_ms: 1000,
-            drops: Drops::default(),
-            counters: Counters::default(),
-            warnings: vec![],
-            top: 10,
-        })
-    }
+    use crate::render::{html, terminal};
+    use crate::report::fixtures::{empty_report, golden_report};
 
     #[test]
     fn layer_labels_name_the_init_layers_container() {
@@ -975,13 +931,12 @@ pub(crate) mod tests {
 
     #[test]
     fn layers_of_no_known_overlay_are_one_line_with_the_reason() {
-        use crate::report::terminal::tests::golden_report;
         let mut r = golden_report();
         let named = layer_rows(&r);
         assert!(named.iter().all(|l| l.reason.is_none()));
         let lost = |dev: &str, index: usize, count: u64, total_ns: u64| {
             let mut agg = Aggregator::new(16);
-            let mut ev = crate::event::CopyUp {
+            let mut ev = crate::bpf::event::CopyUp {
                 start_ns: 0,
                 latency_ns: total_ns / count,
                 data_ns: None,
@@ -991,7 +946,7 @@ pub(crate) mod tests {
                 tid: 1,
                 overlay: OverlayKey::dev_only(0),
                 ret: 0,
-                kind: crate::event::FileKind::Regular,
+                kind: crate::bpf::event::FileKind::Regular,
                 path: b"x".to_vec(),
                 path_truncated: false,
                 comm: "runc".into(),
@@ -1044,7 +999,7 @@ pub(crate) mod tests {
     fn top_zero_lists_every_kept_file_and_says_how_many() {
         let mut agg = Aggregator::new(16);
         for i in 0..40u64 {
-            let ev = crate::event::CopyUp {
+            let ev = crate::bpf::event::CopyUp {
                 start_ns: 0,
                 latency_ns: 1000 + i,
                 data_ns: None,
@@ -1054,7 +1009,7 @@ pub(crate) mod tests {
                 tid: 1,
                 overlay: OverlayKey::dev_only(7),
                 ret: 0,
-                kind: crate::event::FileKind::Regular,
+                kind: crate::bpf::event::FileKind::Regular,
                 path: format!("f{i}").into_bytes(),
                 path_truncated: false,
                 comm: "sh".into(),
@@ -1117,12 +1072,12 @@ pub(crate) mod tests {
 
     #[test]
     fn schema_1_reports_are_read_with_lower_bounds_of_the_file_counts() {
-        let mut r = crate::report::terminal::tests::golden_report();
+        let mut r = golden_report();
         r.counters.evicted_files = 5;
         let mut v = serde_json::to_value(&r).unwrap();
         v["schema_version"] = 1.into();
         v.as_object_mut().unwrap().remove("files");
-        let back = command::parse(v.to_string().as_bytes()).unwrap();
+        let back = json::parse(v.to_string().as_bytes()).unwrap();
         assert_eq!(back.schema_version, SCHEMA_VERSION);
         assert_eq!(
             back.files,

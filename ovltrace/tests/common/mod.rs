@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 
 use ovltrace::{
-    aggregate::{Aggregator, Attribution},
-    event::{CopyUp, FileKind},
-    mounts::Dev,
+    aggregate::Aggregator,
+    attribute::Attribution,
+    bpf::event::{CopyUp, FileKind},
+    catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
     report::{build, Counters, Drops, Inputs, KnownContainer, MountMeta, ProbeInfo, Report},
-    resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
+    sys::mounts::Dev,
 };
 use ovltrace_ebpf::{LookupStats, OverlayKey};
 

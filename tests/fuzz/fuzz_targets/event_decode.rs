@@ -1,4 +1,4 @@
-//! `ovltrace::event::decode` on arbitrary ring-buffer records, and what the
+//! `ovltrace::bpf::event::decode` on arbitrary ring-buffer records, and what the
 //! reports do with a decoded path (the names in it are chosen by containers).
 //!
 //! The first byte picks the mode: raw bytes as they are, or the rest laid
@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ovltrace::{event, report};
+use ovltrace::{bpf::event, report};
 use ovltrace_ebpf::{CopyUpEvent, EVENT_COPY_UP};
 
 fuzz_target!(|data: &[u8]| {
@@ -28,8 +28,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(ev) = event::decode(&record) {
         let _ = ev.bytes();
         let (text, b64) = report::path_fields(&ev.path);
-        let _ = report::terminal::sanitize(&text);
-        let _ = report::terminal::sanitize(&ev.comm.to_string());
+        let _ = text::terminal(&text);
+        let _ = text::terminal(&ev.comm.to_string());
         let _ = b64.map(|b| b.len());
     }
 });

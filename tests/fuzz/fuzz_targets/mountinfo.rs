@@ -1,10 +1,10 @@
-//! `ovltrace::mounts::parse_mountinfo` on arbitrary bytes: /proc/self/mountinfo
+//! `ovltrace::sys::mounts::parse_mountinfo` on arbitrary bytes: /proc/self/mountinfo
 //! carries paths chosen by whoever can mount (container runtimes, users in
 //! their own namespaces), escaped by the kernel but otherwise arbitrary.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ovltrace::mounts;
+use ovltrace::sys::mounts;
 
 fuzz_target!(|data: &[u8]| {
     let parsed = mounts::parse_mountinfo(data);

@@ -6,59 +6,9 @@ use std::fmt::Write as _;
 
 use comfy_table::{presets::NOTHING, CellAlignment, ContentArrangement, Table};
 
-use super::{Bucket, CopyUpFile, Report};
-
-/// Escapes control characters (C0, DEL, C1), the invisible characters that
-/// reorder or break text (bidi overrides and isolates, line and paragraph
-/// separators) and backslashes, so the result is printable and unambiguous.
-pub fn sanitize(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() || is_reordering(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Characters that change how the text around them is laid out without
-/// being visible (a file name `evil\u{202e}txt.exe` shows as `evilexe.txt`).
-fn is_reordering(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-    )
-}
-
-pub fn fmt_ns(ns: u64) -> String {
-    match ns {
-        0..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.2}ms", ns as f64 / 1e6),
-        _ => format!("{:.2}s", ns as f64 / 1e9),
-    }
-}
-
-pub fn fmt_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if b < 1024 {
-        return format!("{b} B");
-    }
-    let mut v = b as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
+use crate::report::{Bucket, CopyUpFile, Report};
+use crate::text::terminal as sanitize;
+use crate::units::{fmt_bytes, fmt_ns};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -151,12 +101,15 @@ pub fn instruction(f: &CopyUpFile) -> String {
 }
 
 /// A history `created_by` for the INSTRUCTION column (see
-/// [`crate::instruction::display`]), escaped.
+/// [`crate::catalog::instruction::display`]), escaped.
 pub fn instruction_text(created_by: Option<&str>) -> String {
-    sanitize(&crate::instruction::display(created_by, INSTRUCTION_WIDTH))
+    sanitize(&crate::catalog::instruction::display(
+        created_by,
+        INSTRUCTION_WIDTH,
+    ))
 }
 
-fn latency_line(t: &super::CopyUpTotals) -> String {
+fn latency_line(t: &crate::report::CopyUpTotals) -> String {
     let l = &t.latency_ns;
     format!(
         "{} copy-ups, {}, {} errors; latency p50 {} p90 {} p99 {} p99.9 {} max {}",
@@ -196,7 +149,7 @@ fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
             sanitize(&path),
             layer_label(r, f),
             instruction(f),
-            super::file_causes(f),
+            crate::report::file_causes(f),
             f.count.to_string(),
             fmt_bytes(f.bytes),
             fmt_ns(f.total_ns),
@@ -215,9 +168,9 @@ fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
 }
 
 /// "  why: metadata 300, parent 2" (nothing when no cause is known).
-fn cause_line(out: &mut String, t: &super::CopyUpTotals) {
+fn cause_line(out: &mut String, t: &crate::report::CopyUpTotals) {
     if !t.by_cause.is_empty() {
-        let _ = writeln!(out, "  why: {}", super::causes_text(&t.by_cause));
+        let _ = writeln!(out, "  why: {}", crate::report::causes_text(&t.by_cause));
     }
 }
 
@@ -257,7 +210,7 @@ impl Style {
     }
 }
 
-fn image_label(c: &super::Container) -> String {
+fn image_label(c: &crate::report::Container) -> String {
     c.image.tags.first().cloned().unwrap_or_else(|| {
         c.image.id.as_deref().map_or("?".into(), |i| {
             i.trim_start_matches("sha256:").chars().take(12).collect()
@@ -265,7 +218,7 @@ fn image_label(c: &super::Container) -> String {
     })
 }
 
-fn lookup_lines(out: &mut String, l: &super::Lookups) {
+fn lookup_lines(out: &mut String, l: &crate::report::Lookups) {
     let _ = writeln!(
         out,
         "  lookups: {} ({} found, {} not found, {} errors) through {} lower layers; mean {}, p99 < {}",
@@ -356,7 +309,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             log2_hist(&mut out, &l.histogram, "nsecs");
         }
     }
-    let plain: Vec<&super::Mount> = r
+    let plain: Vec<&crate::report::Mount> = r
         .mounts
         .iter()
         .filter(|m| {
@@ -450,7 +403,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             "P99",
             "WHY",
         ]);
-        for l in super::layer_rows(r) {
+        for l in crate::report::layer_rows(r) {
             let what = match &l.reason {
                 Some(why) => sanitize(why),
                 None => instruction_text(l.created_by.as_deref()),
@@ -467,7 +420,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
                 fmt_bytes(l.copy_up.bytes),
                 fmt_ns(l.copy_up.total_ns),
                 fmt_ns(l.copy_up.latency_ns.p99),
-                super::causes_text(&l.copy_up.by_cause),
+                crate::report::causes_text(&l.copy_up.by_cause),
             ]);
         }
         right_align(&mut t, 2);
@@ -511,9 +464,9 @@ pub fn render_styled(r: &Report, st: Style) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::event::OverlayKey;
+    use crate::report::fixtures::golden_report;
 
     #[test]
     fn sanitizes_control_characters() {
@@ -536,7 +489,7 @@ pub(crate) mod tests {
             path_b64: None,
             path_truncated: false,
             container: None,
-            layer: Some(crate::resolve::SourceLayer {
+            layer: Some(crate::catalog::SourceLayer {
                 index: 2,
                 diff_id: None,
                 created_by: Some(created_by.into()),
@@ -553,7 +506,7 @@ pub(crate) mod tests {
             outside: false,
             causes: vec![],
         };
-        // The rules are crate::instruction's; this checks the column's use.
+        // The rules are crate::catalog::instruction's; this checks the column's use.
         assert_eq!(
             instruction(&f("/bin/sh -c #(nop) COPY file:01344f2ea10c2be8c3f5a2e2b1f1f1e0d7c7b5a0c3f5a2e2b1f1f1e0d7c7b5a0 in /var/lib/app/ ")),
             "COPY file:01344f2ea10c… in /var/lib/app/"
@@ -563,179 +516,12 @@ pub(crate) mod tests {
             "RUN dd if=/dev/zero of=/x"
         );
         assert_eq!(instruction(&f("COPY x /y # buildkit")), "COPY x /y");
-        assert_eq!(instruction(&f("")), crate::instruction::NO_HISTORY);
+        assert_eq!(instruction(&f("")), crate::catalog::instruction::NO_HISTORY);
         assert_eq!(
             instruction(&f("/bin/sh -c echo \x1b[2J")),
             "RUN echo \\u{1b}[2J"
         );
         assert_eq!(instruction(&f(&"y".repeat(100))).chars().count(), 60);
-    }
-
-    /// A fixed trace: one container with three layers, a plain overlay,
-    /// lookups, and a hostile file name.
-    pub(crate) fn golden_report() -> Report {
-        use std::collections::HashMap;
-
-        use crate::{
-            aggregate::{Aggregator, Attribution},
-            event::{Cause, CopyUp, FileKind},
-            mounts::Dev,
-            report::{build, Counters, Drops, Inputs, KnownContainer, MountMeta, ProbeInfo},
-            resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
-        };
-        let layer = |index: usize, position: Option<usize>, diff: &str, by: &str| LayerInfo {
-            index,
-            cache_id: Some(format!("cache{index}")),
-            short_id: None,
-            diff_id: Some(format!("sha256:{diff}")),
-            chain_id: None,
-            size: Some(1000 * index as u64),
-            created_by: Some(by.into()),
-            comment: None,
-            init: position.is_none(),
-            position,
-            dir: None,
-            deferred: None,
-        };
-        let web = ContainerInfo {
-            id: "3f2a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8".into(),
-            name: Some("web-1".into()),
-            image: ImageInfo {
-                id: Some("sha256:feedface".into()),
-                tags: vec!["shop/api:2.3".into()],
-            },
-            mountpoint: "/var/lib/docker/overlay2/abc/merged".into(),
-            dev: Dev::new(0, 50),
-            runtime: "docker",
-            upperdir: None,
-            layers: vec![
-                layer(1, None, "init00000000", ""),
-                layer(
-                    2,
-                    Some(2),
-                    "ab12cd34ef56aa",
-                    "/bin/sh -c #(nop) COPY file:01344f2ea10c2be8c3f5a2e2b1f1f1e0d7c7b5a0e3c1d9f8a7b6c5d4e3f2a1b0 in /var/lib/app/ ",
-                ),
-                layer(3, Some(1), "0123456789ab", ""),
-            ],
-            pod: None,
-            mount_id: 1,
-        };
-        let ev = |dev: u32, path: &[u8], ns: u64, bytes: u64, comm: &str| CopyUp {
-            start_ns: 0,
-            latency_ns: ns,
-            data_ns: Some(ns / 2),
-            data_len: Some(bytes),
-            size: bytes,
-            tgid: 42,
-            tid: 42,
-            overlay: OverlayKey::dev_only(dev),
-            ret: 0,
-            kind: FileKind::Regular,
-            path: path.to_vec(),
-            path_truncated: false,
-            comm: comm.into(),
-            mnt_ns: 0,
-            source: None,
-            cause: Default::default(),
-        };
-        let mut agg = Aggregator::new(100);
-        let in_web = |layer: usize| Attribution {
-            container: Some(web.id.as_str().into()),
-            layer: Some(layer),
-            outside: false,
-        };
-        let app_layer = SourceLayer {
-            index: 2,
-            diff_id: Some("sha256:ab12cd34ef56aa".into()),
-            created_by: web.layers[1].created_by.clone(),
-            data_index: None,
-        };
-        let why = |cause: Cause, e: CopyUp| CopyUp { cause, ..e };
-        agg.add(
-            &why(
-                Cause::Write,
-                ev(
-                    50,
-                    b"var/lib/app/catalog.db",
-                    1_800_000_000,
-                    412 << 20,
-                    "app",
-                ),
-            ),
-            &in_web(2),
-            Some(&app_layer),
-        );
-        agg.add(
-            &why(
-                Cause::Truncate,
-                ev(50, b"var/lib/app/small.json", 2_500_000, 4096, "app"),
-            ),
-            &in_web(2),
-            Some(&app_layer),
-        );
-        agg.add(
-            &why(
-                Cause::Metadata,
-                ev(50, b"etc/\x1b[31mevil\nname", 90_000, 10, "sh"),
-            ),
-            &in_web(3),
-            None,
-        );
-        agg.add(
-            &why(Cause::Write, ev(27, b"three_m", 34_000_000, 3 << 20, "sh")),
-            &Attribution::default(),
-            None,
-        );
-        let mut mounts = HashMap::new();
-        mounts.insert(
-            OverlayKey::dev_only(Dev::new(0, 27).to_kernel()),
-            MountMeta {
-                container: None,
-                mountpoint: Some("/tmp/o/merged".into()),
-                upperdir: Some("/tmp/o/up".into()),
-                lowerdirs: vec!["/tmp/o/l1".into(), "/tmp/o/l2".into()],
-            },
-        );
-        mounts.insert(
-            OverlayKey::dev_only(Dev::new(0, 50).to_kernel()),
-            MountMeta {
-                container: Some(web.id.as_str().into()),
-                mountpoint: Some("/var/lib/docker/overlay2/abc/merged".into()),
-                upperdir: None,
-                lowerdirs: vec!["a".into(), "b".into(), "c".into()],
-            },
-        );
-        let mut lookups = ovltrace_ebpf::LookupStats::ZERO;
-        lookups.found = 90;
-        lookups.not_found = 10;
-        lookups.total_ns = 100 * 3000;
-        lookups.hist[11] = 99;
-        lookups.hist[16] = 1;
-        build(Inputs {
-            agg: &agg,
-            lookups: &[(OverlayKey::dev_only(Dev::new(0, 50).to_kernel()), lookups)],
-            mounts: &mounts,
-            containers: &[KnownContainer {
-                info: web,
-                gone: false,
-            }],
-            probe: ProbeInfo {
-                strategy: "kprobe".into(),
-                data_copy: Some("ovl_copy_up_file".into()),
-            },
-            host: "golden".into(),
-            kernel: "6.12.0".into(),
-            started_unix_ms: 0,
-            duration_ms: 12_000,
-            drops: Drops {
-                ringbuf_full: 2,
-                ..Default::default()
-            },
-            counters: Counters::default(),
-            warnings: vec![],
-            top: 10,
-        })
     }
 
     /// The terminal report of a fixed trace, byte for byte. Set
@@ -817,7 +603,7 @@ pub(crate) mod tests {
     fn golden_terminal_report() {
         let text = render(&golden_report());
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/report/testdata/terminal.golden");
+            .join("src/render/testdata/terminal.golden");
         if std::env::var("OVLTRACE_BLESS").is_ok_and(|v| v == "1") {
             std::fs::write(&path, &text).unwrap();
         }

@@ -26,12 +26,12 @@ use std::{
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{
+use crate::catalog::{
     oci::{self, ImageMeta},
-    safe_fs::{is_hex64, is_safe_name, is_safe_name_bytes, SafeRoot},
     ContainerInfo, ImageInfo, LayerInfo, PodInfo, Resolver,
 };
-use crate::mounts::{bytes_display, path_display, OverlayMount};
+use crate::sys::mounts::{bytes_display, path_display, OverlayMount};
+use crate::sys::safe_fs::{is_hex64, is_safe_name, is_safe_name_bytes, SafeRoot};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/containers/storage";
 pub const STORAGE_CONF: &str = "/etc/containers/storage.conf";
@@ -719,7 +719,7 @@ pub fn fuzz_parsers(data: &[u8]) {
         let _ = (parse_graphroot(s), big_data_name(s), root_of(Path::new(s)));
     }
     let overlay = Path::new("/var/lib/containers/storage/overlay");
-    for m in &crate::mounts::parse_mountinfo(data).mounts {
+    for m in &crate::sys::mounts::parse_mountinfo(data).mounts {
         let _ = rw_layer_id(overlay, m);
     }
 }

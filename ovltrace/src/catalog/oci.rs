@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::safe_fs::is_hex64;
+use crate::sys::safe_fs::is_hex64;
 
 /// What an image config says about its layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,8 +244,8 @@ mod tests {
         assert_eq!(l.diff_id.as_deref(), Some(d1.as_str()));
         assert_eq!(l.created_by.as_deref(), Some(""));
         assert_eq!(
-            crate::instruction::display(l.created_by.as_deref(), 60),
-            crate::instruction::NO_HISTORY
+            crate::catalog::instruction::display(l.created_by.as_deref(), 60),
+            crate::catalog::instruction::NO_HISTORY
         );
     }
 }

@@ -37,13 +37,13 @@ use std::{
 
 use serde::Deserialize;
 
-use super::{
+use crate::catalog::{
     bolt::{self, Bucket},
     oci::{self, ImageMeta, Manifest},
-    safe_fs::{is_hex64, is_safe_name, SafeRoot, MAX_JSON},
     ContainerInfo, ImageInfo, LayerInfo, PodInfo, Resolver,
 };
-use crate::mounts::{path_display, OverlayMount};
+use crate::sys::mounts::{path_display, OverlayMount};
+use crate::sys::safe_fs::{is_hex64, is_safe_name, SafeRoot, MAX_JSON};
 
 pub const SNAPSHOTTER: &str = "io.containerd.snapshotter.v1.overlayfs";
 const SNAPSHOTTER_DB: &str = "io.containerd.snapshotter.v1.overlayfs/metadata.db";

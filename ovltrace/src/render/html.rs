@@ -2,93 +2,42 @@
 //!
 //! Charts are inline SVG. Every string that came from a report (container
 //! and image names, paths, instructions, messages) is untrusted: it passes
-//! through [`show`] (control and bidirectional-formatting characters become
-//! visible escapes) and then [`esc`] (HTML metacharacters become entities,
-//! safe in text and in double-quoted attributes). A Content-Security-Policy
+//! through [`text::html`] (control and bidirectional-formatting characters
+//! become visible escapes, HTML metacharacters entities, safe in text and in
+//! double-quoted attributes). A Content-Security-Policy
 //! that forbids scripts and every fetch is a second line of defence.
 
 use std::fmt::Write as _;
 
 use base64::Engine as _;
 
-use super::{
-    terminal::{fmt_bytes, fmt_ns, layer_label, sanitize},
-    Bucket, Container, CopyUpFile, CopyUpTotals, Report,
+use crate::{
+    render::terminal::layer_label,
+    report::{Bucket, Container, CopyUpFile, CopyUpTotals, Report},
+    text::{self, escape_html as esc, terminal as show},
+    units::{fmt_bytes, fmt_ns},
 };
 
 /// The policy in the page's meta tag: no scripts, no fetches, inline styles only.
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
                        base-uri 'none'; form-action 'none'";
 
-/// Escapes `&`, `<`, `>`, `"` and `'`: the result is inert in HTML text and
-/// in quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Characters that change how surrounding text is displayed without being
-/// visible themselves (bidirectional overrides, zero-width joiners, line
-/// separators): a file name must not be able to reorder a table row.
-fn is_invisible_format(c: char) -> bool {
-    matches!(
-        c as u32,
-        0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F
-            | 0xFEFF | 0xFFF9..=0xFFFB
-    )
-}
-
-/// Untrusted text made visible: control characters as the terminal report
-/// shows them (`\n`, `\u{1b}`), invisible format characters as `\u{202e}`.
-/// The result still needs [`esc`].
-pub fn show(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in sanitize(s).chars() {
-        if is_invisible_format(c) {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Untrusted text, ready for HTML text or a quoted attribute.
 fn t(s: &str) -> String {
-    esc(&show(s))
+    text::html(s)
 }
 
 /// Characters of an instruction shown in a cell (the whole text is in its
 /// tooltip).
 const INSTRUCTION_WIDTH: usize = 120;
 
-/// A history `created_by` as its Dockerfile line ([`crate::instruction`]),
+/// A history `created_by` as its Dockerfile line ([`crate::catalog::instruction`]),
 /// ready for HTML.
 fn instruction(created_by: Option<&str>) -> String {
-    t(&crate::instruction::display(created_by, INSTRUCTION_WIDTH))
-}
-
-/// Raw path bytes for display: valid UTF-8 through [`show`], other bytes as
-/// `\xNN`.
-pub fn show_bytes(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.utf8_chunks() {
-        out.push_str(&show(chunk.valid()));
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    out
+    t(&crate::catalog::instruction::display(
+        created_by,
+        INSTRUCTION_WIDTH,
+    ))
 }
 
 /// A hot spot's path as its owner sees it: from the container's root, else
@@ -99,7 +48,7 @@ fn file_path(f: &CopyUpFile) -> String {
         .as_deref()
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
     {
-        Some(bytes) => show_bytes(&bytes),
+        Some(bytes) => text::terminal_bytes(&bytes),
         None => show(&f.path),
     };
     let full = if f.container.is_some() {
@@ -324,7 +273,11 @@ fn totals_cells(out: &mut String, c: &CopyUpTotals) {
     for v in [l.p50, l.p90, l.p99, l.p999, l.max] {
         num(out, fmt_ns(v));
     }
-    let _ = write!(out, "<td>{}</td>", t(&super::causes_text(&c.by_cause)));
+    let _ = write!(
+        out,
+        "<td>{}</td>",
+        t(&crate::report::causes_text(&c.by_cause))
+    );
 }
 
 const TOTALS_COLS: [(&str, bool); 10] = [
@@ -460,7 +413,7 @@ pub fn render(r: &Report) -> String {
         o.push_str("</tbody></table></div>");
     }
     // Overlays that are no container's root.
-    let plain: Vec<&super::Mount> = r
+    let plain: Vec<&crate::report::Mount> = r
         .mounts
         .iter()
         .filter(|m| {
@@ -593,7 +546,7 @@ pub fn render(r: &Report) -> String {
                 t(created_by.unwrap_or("")),
                 instruction(created_by)
             );
-            let _ = write!(o, "<td>{}</td>", t(&super::file_causes(f)));
+            let _ = write!(o, "<td>{}</td>", t(&crate::report::file_causes(f)));
             num(&mut o, f.count);
             num(&mut o, fmt_bytes(f.bytes));
             num(&mut o, fmt_ns(f.total_ns));
@@ -634,7 +587,7 @@ pub fn render(r: &Report) -> String {
             ],
         );
         o.push_str("<tbody>");
-        for l in super::layer_rows(r) {
+        for l in crate::report::layer_rows(r) {
             let what = match &l.reason {
                 Some(why) => t(why),
                 None => instruction(l.created_by.as_deref()),
@@ -658,7 +611,7 @@ pub fn render(r: &Report) -> String {
             let _ = write!(
                 o,
                 "<td>{}</td></tr>",
-                t(&super::causes_text(&l.copy_up.by_cause))
+                t(&crate::report::causes_text(&l.copy_up.by_cause))
             );
         }
         o.push_str("</tbody></table></div>");
@@ -687,7 +640,7 @@ pub fn render(r: &Report) -> String {
         ]);
         th(&mut o, &cols);
         o.push_str("<tbody>");
-        let label = |l: &super::Lookups| {
+        let label = |l: &crate::report::Lookups| {
             let c = l
                 .container
                 .as_deref()
@@ -818,7 +771,7 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{terminal::tests::golden_report, tests::empty_report};
+    use crate::report::fixtures::{empty_report, golden_report};
 
     #[test]
     fn escapes_markup_in_text_and_attributes() {
@@ -834,8 +787,8 @@ mod tests {
         assert_eq!(show("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
         assert_eq!(show("x\u{202e}y\u{200b}z"), "x\\u{202e}y\\u{200b}z");
         assert_eq!(show("back\\slash"), "back\\\\slash");
-        assert_eq!(show_bytes(b"ok/\xff\xfe<x>"), "ok/\\xff\\xfe<x>");
-        assert_eq!(show_bytes("é\u{1b}".as_bytes()), "é\\u{1b}");
+        assert_eq!(text::terminal_bytes(b"ok/\xff\xfe<x>"), "ok/\\xff\\xfe<x>");
+        assert_eq!(text::terminal_bytes("é\u{1b}".as_bytes()), "é\\u{1b}");
     }
 
     #[test]

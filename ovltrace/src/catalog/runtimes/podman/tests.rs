@@ -1,7 +1,7 @@
 //! Fixture trees of a containers/storage root.
 
 use super::*;
-use crate::mounts::Dev;
+use crate::sys::mounts::Dev;
 use std::{fs, os::unix::fs::symlink};
 
 fn put(p: &Path, data: impl AsRef<[u8]>) {
@@ -294,7 +294,7 @@ fn non_podman_mounts_are_not_claimed() {
     assert_eq!(cs.len(), 1);
     assert!(w.is_empty(), "{w:?}");
     let inv =
-        crate::resolve::inventory([&mut r as &mut dyn Resolver], std::slice::from_ref(&plain));
+        crate::catalog::inventory([&mut r as &mut dyn Resolver], std::slice::from_ref(&plain));
     assert_eq!(inv.mounts, vec![plain]);
 }
 

@@ -2,7 +2,7 @@
 //! `bolt::testing`.
 
 use super::*;
-use crate::{mounts::Dev, resolve::bolt::testing::B};
+use crate::{catalog::bolt::testing::B, sys::mounts::Dev};
 use std::{fs, os::unix::fs::symlink};
 
 fn put(p: &Path, data: impl AsRef<[u8]>) {
@@ -379,7 +379,7 @@ fn other_mounts_are_not_claimed() {
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(r.roots(), std::slice::from_ref(&fx.root));
     let inv =
-        crate::resolve::inventory([&mut r as &mut dyn Resolver], std::slice::from_ref(&plain));
+        crate::catalog::inventory([&mut r as &mut dyn Resolver], std::slice::from_ref(&plain));
     assert_eq!(inv.mounts, vec![plain]);
     // An active snapshot no container record names, outside a task dir.
     let mut m = fx.mount(fx.base.join("mnt/y"));

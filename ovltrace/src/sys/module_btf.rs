@@ -205,7 +205,7 @@ pub(crate) mod test_btf {
 
     use btf_rs::Btf;
 
-    use crate::btf::KernelBtf;
+    use crate::sys::btf::KernelBtf;
 
     pub const KIND_INT: u32 = 1 << 24;
     pub const KIND_FUNC: u32 = 12 << 24;

@@ -28,13 +28,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     aggregate::{Aggregator, FileAgg, FileKey},
-    event::Cause,
-    instruction,
-    report::{
-        dev_string,
-        terminal::{fmt_bytes, fmt_ns},
-        Advice, Report,
-    },
+    bpf::event::Cause,
+    catalog::instruction,
+    report::{dev_string, Advice, Report},
+    units::{fmt_bytes, fmt_ns},
 };
 
 /// A directory qualifies for a volume with this many copied-up files under it...
@@ -180,7 +177,7 @@ fn repeated(agg: &Aggregator, report: &Report) -> Vec<Advice> {
     let own = agg
         .files
         .iter()
-        .filter(|(_, f)| f.kind != crate::event::FileKind::Dir && !f.outside);
+        .filter(|(_, f)| f.kind != crate::bpf::event::FileKind::Dir && !f.outside);
     for (key, f) in own {
         if let Some(c) = f.attribution.container.as_deref() {
             let e = by_path.entry(&key.path).or_default();
@@ -652,11 +649,11 @@ fn container_label(report: &Report, id: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::OverlayKey;
+    use crate::bpf::event::OverlayKey;
     use crate::{
-        aggregate::Attribution,
-        event::{Cause, CopyUp, FileKind},
-        report::{tests::empty_report, LookupLatency, Lookups},
+        attribute::Attribution,
+        bpf::event::{Cause, CopyUp, FileKind},
+        report::{fixtures::empty_report, LookupLatency, Lookups},
     };
 
     fn ev(path: &str, bytes: u64, ns: u64) -> CopyUp {
@@ -783,7 +780,7 @@ mod tests {
     /// A report with container web-1 (layer 2: `COPY file:… in
     /// /var/lib/app/`) and, for `twins`, a second container of its image.
     fn web_report(twins: bool) -> (Report, String, String) {
-        let mut r = crate::report::terminal::tests::golden_report();
+        let mut r = crate::report::fixtures::golden_report();
         r.advice.clear();
         let web = r.containers[0].id.clone();
         let mut other = r.containers[0].clone();

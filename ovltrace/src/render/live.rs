@@ -2,77 +2,21 @@
 //! on a terminal while a trace runs.
 
 use std::{
-    collections::HashMap,
     fmt::Write as _,
     io::Write as _,
     time::{Duration, Instant},
 };
 
-use ovltrace_ebpf::{LookupStats, OverlayKey};
-
 use crate::{
     aggregate::Aggregator,
-    report::{
-        terminal::{fmt_bytes, fmt_ns, sanitize, Style},
-        Report,
-    },
+    render::terminal::Style,
+    report::Report,
+    text::terminal as sanitize,
+    units::{fmt_bytes, fmt_ns},
 };
 
 /// How often the status line is redrawn.
 pub const STATUS_EVERY: Duration = Duration::from_secs(1);
-
-/// What happened since the last interval report.
-pub struct Interval {
-    pub agg: Aggregator,
-    pub started: Instant,
-    /// Kernel lookup counters at the start of the interval (they are cumulative).
-    base: HashMap<OverlayKey, LookupStats>,
-    max_files: usize,
-}
-
-impl Interval {
-    pub fn new(max_files: usize, lookups_now: Vec<(OverlayKey, LookupStats)>) -> Self {
-        Self {
-            agg: Aggregator::new(max_files),
-            started: Instant::now(),
-            base: lookups_now.into_iter().collect(),
-            max_files,
-        }
-    }
-
-    /// The lookups of this interval: `now` minus the counters at its start.
-    pub fn lookup_delta(
-        &self,
-        now: &[(OverlayKey, LookupStats)],
-    ) -> Vec<(OverlayKey, LookupStats)> {
-        now.iter()
-            .filter_map(|(dev, s)| {
-                let d = match self.base.get(dev) {
-                    Some(b) => sub(s, b),
-                    None => *s,
-                };
-                (d.found + d.not_found + d.errors > 0).then_some((*dev, d))
-            })
-            .collect()
-    }
-
-    /// The next interval, starting now.
-    pub fn next(self, lookups_now: Vec<(OverlayKey, LookupStats)>) -> Self {
-        Self::new(self.max_files, lookups_now)
-    }
-}
-
-fn sub(a: &LookupStats, b: &LookupStats) -> LookupStats {
-    let mut d = LookupStats::ZERO;
-    d.found = a.found.saturating_sub(b.found);
-    d.not_found = a.not_found.saturating_sub(b.not_found);
-    d.errors = a.errors.saturating_sub(b.errors);
-    d.total_ns = a.total_ns.saturating_sub(b.total_ns);
-    for (i, slot) in d.hist.iter_mut().enumerate() {
-        *slot = a.hist[i].saturating_sub(b.hist[i]);
-    }
-    d
-}
 
 /// A few lines per interval: totals, then one line per busy container.
 pub fn summary(r: &Report, elapsed: Duration, _style: Style) -> String {
@@ -107,7 +51,7 @@ pub fn summary(r: &Report, elapsed: Duration, _style: Style) -> String {
             .find(|f| f.container.as_deref() == Some(&c.id))
             .map(|f| {
                 let by = f.layer.as_ref().and_then(|l| l.created_by.as_deref());
-                match crate::instruction::display(by, 40) {
+                match crate::catalog::instruction::display(by, 40) {
                     i if i.is_empty() => format!(", top /{}", f.path),
                     i => format!(", top /{} ({i})", f.path),
                 }
@@ -190,28 +134,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lookup_delta_subtracts_the_interval_start() {
-        let mut a = LookupStats::ZERO;
-        a.found = 10;
-        a.hist[3] = 10;
-        let mut b = a;
-        b.found = 25;
-        b.not_found = 2;
-        b.hist[3] = 27;
-        let i = Interval::new(10, vec![(OverlayKey::dev_only(1), a)]);
-        let d = i.lookup_delta(&[(OverlayKey::dev_only(1), b), (OverlayKey::dev_only(2), a)]);
-        assert_eq!(d.len(), 2);
-        assert_eq!(
-            (d[0].1.found, d[0].1.not_found, d[0].1.hist[3]),
-            (15, 2, 17)
-        );
-        // A device first seen in this interval counts whole.
-        assert_eq!(d[1].1.found, 10);
-        // No change: not listed.
-        assert!(i.lookup_delta(&[(OverlayKey::dev_only(1), a)]).is_empty());
-    }
-
-    #[test]
     fn status_text_shows_the_figures() {
         let s = status_text(Duration::from_secs(12), 340.4, 1234, 45 << 20, 3);
         assert_eq!(
@@ -222,7 +144,7 @@ mod tests {
 
     #[test]
     fn interval_summary_names_busy_containers() {
-        let r = crate::report::terminal::tests::golden_report();
+        let r = crate::report::fixtures::golden_report();
         let s = summary(&r, Duration::from_secs(30), Style::default());
         let lines: Vec<&str> = s.lines().collect();
         assert!(lines[0].contains("4 copy-ups (415.0 MiB)"), "{s}");

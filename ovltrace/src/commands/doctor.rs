@@ -7,11 +7,11 @@ use anyhow::Result;
 use aya::{programs::FEntry, Btf};
 
 use crate::{
-    btf::{KernelBtf, OVERLAY_BTF, VMLINUX_BTF},
+    bpf::probe::{self, FentryBtf, COPY_UP_FN, LOOKUP_FN, OVERLAY_MODULE},
     cli::DoctorArgs,
-    module_btf, privilege,
-    probe::{self, FentryBtf, COPY_UP_FN, LOOKUP_FN, OVERLAY_MODULE},
-    run,
+    sys::btf::{KernelBtf, OVERLAY_BTF, VMLINUX_BTF},
+    sys::module_btf,
+    sys::privilege,
 };
 
 struct Out(String);
@@ -35,7 +35,7 @@ fn read_trim(p: &str) -> Option<String> {
 
 pub fn main(args: DoctorArgs) -> Result<ExitCode> {
     let mut o = Out(String::new());
-    o.line(None, "kernel", run::kernel_release());
+    o.line(None, "kernel", crate::sys::kernel_release());
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     o.line(
@@ -171,7 +171,7 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
                 .to_string(),
         )
     } else {
-        match run::prepare(args.probe, 1 << 16, false) {
+        match crate::bpf::prepare(args.probe, 1 << 16, false) {
             Err(e) => {
                 o.line(Some(false), "attach test", format!("{e:#}"));
                 Err(cannot(&format!("its programs do not load ({e})")))
@@ -279,7 +279,7 @@ fn privilege_lines(o: &mut Out) {
 /// only the kept capabilities effective, then restored).
 fn map_access_line(o: &mut Out, ebpf: &aya::Ebpf) {
     let base = privilege::base_keep(&[]);
-    let mut probe = || run::read_stats(ebpf).is_ok();
+    let mut probe = || crate::bpf::read_stats(ebpf).is_ok();
     match privilege::maps_work_with(&base, &mut probe) {
         Ok(true) => o.line(
             Some(true),
@@ -308,7 +308,7 @@ fn fentry_can_load(fentry_btf: &FentryBtf) -> (bool, String) {
         FentryBtf::Missing => "vfs_read".to_string(),
     };
     let result = (|| -> Result<()> {
-        let mut p = run::prepare(crate::cli::ProbeMode::Fentry, 1 << 16, false)?;
+        let mut p = crate::bpf::prepare(crate::bpf::probe::ProbeMode::Fentry, 1 << 16, false)?;
         let prog: &mut FEntry = p
             .ebpf
             .program_mut("fe_lookup")

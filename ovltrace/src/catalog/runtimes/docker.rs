@@ -23,13 +23,10 @@ use std::{
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{
-    safe_fs::{is_hex64, is_safe_name, is_safe_name_bytes, SafeFsError, SafeRoot, MAX_JSON},
-    ContainerInfo, Deferred, ImageInfo, LayerInfo, Resolver,
-};
-use crate::{
-    cli::DockerArgs,
-    mounts::{bytes_display, path_display, OverlayMount},
+use crate::catalog::{ContainerInfo, Deferred, ImageInfo, LayerInfo, Resolver};
+use crate::sys::mounts::{bytes_display, path_display, OverlayMount};
+use crate::sys::safe_fs::{
+    is_hex64, is_safe_name, is_safe_name_bytes, SafeFsError, SafeRoot, MAX_JSON,
 };
 
 pub const DEFAULT_ROOT: &str = "/var/lib/docker";
@@ -205,9 +202,10 @@ struct Memo<T> {
 }
 
 impl DockerResolver {
-    pub fn new(args: &DockerArgs) -> Self {
+    /// `root`: the data root the user named, if any.
+    pub fn new(root: Option<PathBuf>) -> Self {
         Self::with_paths(
-            args.docker_root.clone(),
+            root,
             PathBuf::from(DAEMON_JSON),
             PathBuf::from(DEFAULT_ROOT),
         )
@@ -1162,7 +1160,7 @@ pub fn fuzz_parsers(data: &[u8]) {
         let _ = chain_ids(&ids);
     }
     let overlay2 = Path::new("/var/lib/docker/overlay2");
-    let mounts = crate::mounts::parse_mountinfo(data).mounts;
+    let mounts = crate::sys::mounts::parse_mountinfo(data).mounts;
     for m in &mounts {
         let _ = rw_layer_id(overlay2, m);
     }
@@ -1281,7 +1279,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mounts::Dev;
+    use crate::sys::mounts::Dev;
     use std::{fs, os::unix::fs::symlink};
 
     /// A Docker root with one 3-layer image and one running container.
@@ -1764,7 +1762,7 @@ mod tests {
 
     #[test]
     fn events_read_the_metadata_of_their_layer() {
-        use crate::resolve::Catalog;
+        use crate::catalog::Catalog;
         let fx = Fx::new("docker");
         fs::write(fx.o2().join(&fx.caches[1]).join("diff/f"), "x").unwrap();
         let m = fx.mount(false);
@@ -1980,7 +1978,7 @@ mod tests {
 
     #[test]
     fn huge_and_special_files_degrade_fields() {
-        use crate::resolve::safe_fs::MAX_SMALL;
+        use crate::sys::safe_fs::MAX_SMALL;
         // config.v2.json larger than the cap: no name or image, layers intact.
         let fx = Fx::new("docker");
         let cfg = fx
@@ -2127,7 +2125,7 @@ mod tests {
         let (cs, w) = r.scan_collect(&[plain.clone(), fx.mount(false)]);
         assert_eq!(cs.len(), 1);
         assert!(w.is_empty(), "{w:?}");
-        let inv = crate::resolve::inventory(
+        let inv = crate::catalog::inventory(
             [&mut r as &mut dyn Resolver],
             &[plain.clone(), fx.mount(false)],
         );

@@ -8,11 +8,9 @@
 //! reads it from overlay's own lower stack and puts it on the event.
 
 pub mod bolt;
-pub mod containerd;
-pub mod docker;
+pub mod instruction;
 pub mod oci;
-pub mod podman;
-pub mod safe_fs;
+pub mod runtimes;
 
 use std::{
     borrow::Cow,
@@ -26,9 +24,26 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    event::OverlayKey,
-    mounts::{self, serialize_opt_path, serialize_path, Dev, OverlayMount},
+    bpf::event::OverlayKey,
+    sys::mounts::{self, serialize_opt_path, serialize_path, Dev, OverlayMount},
 };
+
+/// What a trace knows about one overlay mount.
+#[derive(Debug, Clone, Default)]
+pub struct MountMeta {
+    /// Container id whose root file system this mount is.
+    pub container: Option<String>,
+    pub mountpoint: Option<String>,
+    pub upperdir: Option<String>,
+    pub lowerdirs: Vec<String>,
+}
+
+/// A container as the tracer knew it.
+#[derive(Debug, Clone)]
+pub struct KnownContainer {
+    pub info: ContainerInfo,
+    pub gone: bool,
+}
 
 /// One container runtime's view of the overlay mounts.
 pub trait Resolver: Send {
@@ -195,12 +210,19 @@ pub struct SourceLayer {
 /// Every runtime's resolver, in the order they claim mounts: Docker
 /// (overlay2), containerd (its overlayfs snapshotter, also Docker's
 /// containerd store), containers/storage (Podman, CRI-O).
-pub fn all_resolvers(docker: &crate::cli::DockerArgs) -> Vec<Box<dyn Resolver>> {
+pub fn all_resolvers(roots: &RuntimeRoots) -> Vec<Box<dyn Resolver>> {
     vec![
-        Box::new(docker::DockerResolver::new(docker)),
-        Box::new(containerd::ContainerdResolver::new()),
-        Box::new(podman::PodmanResolver::new(docker.podman_root.clone())),
+        Box::new(runtimes::docker::DockerResolver::new(roots.docker.clone())),
+        Box::new(runtimes::containerd::ContainerdResolver::new()),
+        Box::new(runtimes::podman::PodmanResolver::new(roots.podman.clone())),
     ]
+}
+
+/// Data roots given by the user; `None` lets each resolver find its own.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeRoots {
+    pub docker: Option<PathBuf>,
+    pub podman: Option<PathBuf>,
 }
 
 /// Containers and the overlay mounts no resolver claimed.

@@ -10,9 +10,6 @@ use hdrhistogram::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::Bucket;
-use crate::aggregate::new_histogram;
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Hist {
     pub count: u64,
@@ -178,10 +175,36 @@ pub fn log2_buckets(h: &Histogram<u64>) -> Vec<Bucket> {
         .collect()
 }
 
+/// Significant figures kept by every latency histogram.
+pub const SIGFIG: u8 = 3;
+
+pub fn new_histogram() -> Histogram<u64> {
+    // Auto-resizing, so memory follows the largest value seen rather than a
+    // preset range. SIGFIG is a valid constant, so this cannot fail.
+    let mut h = Histogram::new(SIGFIG).unwrap_or_else(|_| std::process::abort());
+    h.auto(true);
+    h
+}
+
+/// Records `v`, growing the histogram as needed (never clamps).
+pub fn record(h: &mut Histogram<u64>, v: u64) {
+    if h.record(v).is_err() {
+        // Only on allocation failure past u64 range; clamp as a last resort.
+        h.saturating_record(v);
+    }
+}
+
+/// One log2 bucket: how many values were at most `le_ns`.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Bucket {
+    pub le_ns: u64,
+    pub count: u64,
+}
+
 #[cfg(test)]
 mod tests {
+    use super::record;
     use super::*;
-    use crate::aggregate::record;
 
     #[test]
     fn round_trips_losslessly() {

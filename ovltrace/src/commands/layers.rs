@@ -5,12 +5,16 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::{
-    cli::LayersArgs,
-    mounts::{self, path_display, OverlayMount},
-    resolve::{
-        containerd::ContainerdResolver, docker::DockerResolver, inventory, podman::PodmanResolver,
+    catalog::{
+        inventory,
+        runtimes::{
+            containerd::ContainerdResolver, docker::DockerResolver, podman::PodmanResolver,
+        },
         ContainerInfo, LayerInfo, Resolver,
     },
+    cli::LayersArgs,
+    sys::mounts::{self, path_display, OverlayMount},
+    text,
 };
 
 /// 2: `runtimes` (each with its roots) replaced the single `runtime`.
@@ -34,7 +38,7 @@ struct RuntimeRoots {
 
 pub fn main(args: LayersArgs) -> anyhow::Result<ExitCode> {
     let all = mounts::read_overlay_mounts()?;
-    let mut docker = DockerResolver::new(&args.docker);
+    let mut docker = DockerResolver::new(args.docker.docker_root.clone());
     let mut containerd = ContainerdResolver::new();
     let mut podman = PodmanResolver::new(args.docker.podman_root.clone());
     let mut inv = inventory(
@@ -107,27 +111,27 @@ pub fn table(containers: &[ContainerInfo], plain: &[OverlayMount]) -> String {
         let _ = writeln!(
             s,
             "CONTAINER {} ({})",
-            escape(c.display_name()),
+            text::terminal(c.display_name()),
             c.short_id()
         );
         let image = match (&c.image.id, c.image.tags.is_empty()) {
             (Some(id), false) => format!(
                 "{} ({})",
-                escape(&c.image.tags.join(", ")),
+                text::terminal(&c.image.tags.join(", ")),
                 short_digest(id)
             ),
             (Some(id), true) => short_digest(id),
             (None, _) => "unknown".into(),
         };
-        let _ = writeln!(s, "  runtime: {}", escape(c.runtime));
+        let _ = writeln!(s, "  runtime: {}", text::terminal(c.runtime));
         if let Some(pod) = &c.pod {
             let _ = writeln!(
                 s,
                 "  pod:     {}{}",
-                escape(&pod.name),
+                text::terminal(&pod.name),
                 pod.namespace
                     .as_deref()
-                    .map(|n| format!(" (namespace {})", escape(n)))
+                    .map(|n| format!(" (namespace {})", text::terminal(n)))
                     .unwrap_or_default()
             );
         }
@@ -136,7 +140,7 @@ pub fn table(containers: &[ContainerInfo], plain: &[OverlayMount]) -> String {
             s,
             "  overlay: dev {} at {}",
             c.dev,
-            escape(&path_display(&c.mountpoint))
+            text::terminal(&path_display(&c.mountpoint))
         );
         let total = c.layers.iter().filter(|l| !l.init).count();
         let rows: Vec<[String; 5]> = std::iter::once([
@@ -182,12 +186,12 @@ pub fn table(containers: &[ContainerInfo], plain: &[OverlayMount]) -> String {
                 s,
                 "  dev {} at {}: {} lower layer{}",
                 m.dev,
-                escape(&path_display(&m.mountpoint)),
+                text::terminal(&path_display(&m.mountpoint)),
                 m.lowerdirs.len(),
                 if m.lowerdirs.len() == 1 { "" } else { "s" }
             );
             for (i, d) in m.lowerdirs.iter().enumerate() {
-                let _ = writeln!(s, "    {:>3}  {}", i + 1, escape(&path_display(d)));
+                let _ = writeln!(s, "    {:>3}  {}", i + 1, text::terminal(&path_display(d)));
             }
         }
     }
@@ -205,7 +209,10 @@ fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
         .as_deref()
         .map(short_digest)
         .unwrap_or_else(|| "-".into());
-    let size = l.size.map(human_size).unwrap_or_else(|| "-".into());
+    let size = l
+        .size
+        .map(crate::units::fmt_bytes)
+        .unwrap_or_else(|| "-".into());
     let what = if l.init {
         "(init layer: /etc/hosts, /etc/resolv.conf, ...)".to_string()
     } else {
@@ -213,11 +220,11 @@ fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
             (Some(c), Some(comment)) if c.trim().is_empty() && !comment.is_empty() => {
                 format!(
                     "{}; comment: {}",
-                    crate::instruction::NO_HISTORY,
-                    truncate(&escape(comment), 80)
+                    crate::catalog::instruction::NO_HISTORY,
+                    truncate(&text::terminal(comment), 80)
                 )
             }
-            (Some(c), _) => escape(&crate::instruction::display(Some(c), 100)),
+            (Some(c), _) => text::terminal(&crate::catalog::instruction::display(Some(c), 100)),
             (None, _) => "(unknown)".into(),
         }
     };
@@ -227,7 +234,7 @@ fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
 /// `sha256:0123456789abcdef...` -> `0123456789ab`.
 pub fn short_digest(d: &str) -> String {
     let hex = d.strip_prefix("sha256:").unwrap_or(d);
-    escape(hex.get(..12).unwrap_or(hex))
+    text::terminal(hex.get(..12).unwrap_or(hex))
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -239,48 +246,21 @@ fn truncate(s: &str, max: usize) -> String {
     t
 }
 
-/// Control characters (terminal escapes, newlines) written as Rust escapes.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        if ch.is_control() {
-            out.extend(ch.escape_default());
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{mounts::Dev, resolve::ImageInfo};
+    use crate::{catalog::ImageInfo, sys::mounts::Dev};
 
     #[test]
     fn control_characters_are_escaped() {
-        assert_eq!(escape("a\x1b[31mred\x07"), "a\\u{1b}[31mred\\u{7}");
+        assert_eq!(text::terminal("a\x1b[31mred\x07"), "a\\u{1b}[31mred\\u{7}");
     }
 
     #[test]
     fn sizes() {
-        assert_eq!(human_size(11), "11 B");
-        assert_eq!(human_size(1048699), "1.0 MiB");
-        assert_eq!(human_size(1984177), "1.9 MiB");
+        assert_eq!(crate::units::fmt_bytes(11), "11 B");
+        assert_eq!(crate::units::fmt_bytes(1048699), "1.0 MiB");
+        assert_eq!(crate::units::fmt_bytes(1984177), "1.9 MiB");
     }
 
     #[test]

@@ -15,9 +15,8 @@ use aya::{
 };
 
 use crate::{
-    btf::{KernelBtf, OVERLAY_BTF},
-    cli::ProbeMode,
-    module_btf,
+    sys::btf::{KernelBtf, OVERLAY_BTF},
+    sys::module_btf,
 };
 
 /// Kernel functions the tracer hooks.
@@ -124,6 +123,16 @@ pub fn find_symbol(kallsyms: &str, name: &str) -> Option<String> {
 /// suffix of the clone kallsyms may list.
 fn btf_name(sym: &str) -> &str {
     sym.split('.').next().unwrap_or(sym)
+}
+
+/// Which attach strategy to use (`--probe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeMode {
+    /// fentry/fexit where the functions have BTF (vmlinux, or the overlay
+    /// module's), falling back to kprobes.
+    Auto,
+    Fentry,
+    Kprobe,
 }
 
 pub fn plan(mode: ProbeMode, btf: Option<&KernelBtf>, kallsyms: &str) -> Plan {

@@ -61,9 +61,10 @@
 
 use std::{collections::BTreeMap, collections::HashMap, fmt::Write as _};
 
-use crate::event::{Cause, CauseCounts};
+use crate::bpf::event::{Cause, CauseCounts};
 
-use super::{Bucket, Container, CopyUpTotals, Hist, Report};
+use crate::report::{Bucket, Container, CopyUpTotals, Hist, Report};
+use crate::text;
 
 /// The `Content-Type` of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -689,21 +690,6 @@ fn seconds(ns: u128) -> String {
     format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
-/// Escapes a label value: backslash, double quote and line feed are the
-/// only characters the format needs escaped (and the only escapes it has).
-pub fn escape_label_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for ch in v.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Escapes HELP text: backslash and line feed.
 fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
@@ -728,7 +714,7 @@ impl Out {
                 if i > 0 {
                     self.text.push(',');
                 }
-                let _ = write!(self.text, "{k}=\"{}\"", escape_label_value(v));
+                let _ = write!(self.text, "{k}=\"{}\"", text::prometheus_label(v));
             }
             self.text.push('}');
         }
@@ -769,13 +755,15 @@ mod tests {
     use ovltrace_ebpf::LookupStats;
 
     use super::*;
-    use crate::event::OverlayKey;
+    use crate::bpf::event::OverlayKey;
     use crate::{
-        aggregate::{new_histogram, record, Aggregator, Attribution},
-        event::{CopyUp, FileKind},
-        mounts::Dev,
+        aggregate::Aggregator,
+        attribute::Attribution,
+        bpf::event::{CopyUp, FileKind},
+        catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
+        hdr::{new_histogram, record},
         report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo},
-        resolve::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
+        sys::mounts::Dev,
     };
 
     fn ev(dev: u32, path: &str, latency_ns: u64, bytes: u64) -> CopyUp {
@@ -1308,7 +1296,7 @@ mod tests {
         let text = render(&hostile_report());
         let name = r#"we\"b\\x\nname{le=\"1\"},é😀"#;
         let series = format!(
-            "ovltrace_copy_ups_total{{container=\"{name}\r\u{1b}[31m\",image=\"evil\\\"\\n# TYPE x counter\\nx 1\"}}"
+            "ovltrace_copy_ups_total{{container=\"{name}\\\\u{{d}}\\\\u{{1b}}[31m\",image=\"evil\\\"\\n# TYPE x counter\\nx 1\"}}"
         );
         assert_eq!(v(&text, &series), "1", "{text}");
         assert!(text.contains(r#"kernel="6.12\"\\\n""#), "{text}");
@@ -1327,8 +1315,12 @@ mod tests {
                     .map(|(_, v)| v.as_str())
             })
             .collect();
-        // The values parse back to the original bytes.
-        assert_eq!(containers, BTreeSet::from(["", HOSTILE_NAME]));
+        // The values parse back to the original text, with the control
+        // characters made visible (crate::text's policy).
+        let shown = HOSTILE_NAME
+            .replace('\r', "\\u{d}")
+            .replace('\u{1b}', "\\u{1b}");
+        assert_eq!(containers, BTreeSet::from(["", shown.as_str()]));
         assert!(parsed
             .iter()
             .any(|(_, l)| l.iter().any(|(k, v)| k == "image" && v == HOSTILE_TAG)));

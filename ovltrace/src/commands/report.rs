@@ -1,0 +1,61 @@
+//! `ovltrace report FILE.json [FILE.json ...]`: re-render a saved report, or
+//! merge several (see [`super::merge`]) and render the result.
+
+use std::{io::Write as _, process::ExitCode};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::cli::{ColorMode, ReportArgs};
+use crate::render::{html, terminal};
+use crate::report::{json, merge, Report};
+
+pub fn main(args: ReportArgs) -> Result<ExitCode> {
+    let reports = args
+        .files
+        .iter()
+        .map(|p| json::load(p))
+        .collect::<Result<Vec<Report>>>()?;
+    let report = if reports.len() == 1 {
+        let mut r = reports.into_iter().next().context("no report")?;
+        if let Some(n) = args.top {
+            merge::cut(&mut r, n);
+        }
+        r
+    } else {
+        merge::merge(&reports, args.top).map_err(|e| {
+            let name = args
+                .files
+                .get(e.input)
+                .map(|p| crate::text::terminal(&p.display().to_string()))
+                .unwrap_or_default();
+            anyhow!("{name}: {e}")
+        })?
+    };
+    if let Some(out) = &args.html {
+        json::write_atomic(out, html::render(&report).as_bytes())
+            .with_context(|| format!("writing the HTML report to {}", out.display()))?;
+        eprintln!("ovltrace: wrote {}", out.display());
+    }
+    let mut stdout = std::io::stdout().lock();
+    let text = if args.json {
+        let mut s = json::to_string(&report)?;
+        s.push('\n');
+        s
+    } else {
+        let color = match args.color {
+            ColorMode::Auto => std::io::IsTerminal::is_terminal(&stdout),
+            ColorMode::Always => true,
+            ColorMode::Never => false,
+        };
+        terminal::render_styled(&report, terminal::Style { color })
+    };
+    // A closed pipe (`| head`) is not an error worth a message.
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.context("writing to standard output")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
