@@ -34,6 +34,8 @@ pub fn run() -> Result<()> {
     }
     fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
     fs::copy(&binary, stage.join("ovltrace")).context("copying the binary")?;
+    // Debug info is three quarters of the file; a user's copy needs none.
+    util::run(Command::new("strip").arg(stage.join("ovltrace")))?;
     for doc in ["README.md", "LICENSE"] {
         let src = root.join(doc);
         if src.exists() {
