@@ -235,3 +235,13 @@ pub(crate) fn rw_layer_id(dir: &Path, m: &OverlayMount, or_mountpoint: bool) -> 
     };
     from_upper.or(from_mountpoint.filter(|_| or_mountpoint))
 }
+
+/// [`scan`], returning its warnings instead of logging them.
+pub(crate) fn scan_collect<R: Runtime>(
+    rt: &mut R,
+    mounts: &[OverlayMount],
+) -> (Vec<ContainerInfo>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let out = scan(rt, mounts, &mut warnings);
+    (out, warnings)
+}
