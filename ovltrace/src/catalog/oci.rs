@@ -2,7 +2,7 @@
 //! resolver: image configs (diff-ids, chain-ids, history), which history entry
 //! describes which layer, manifests and indexes, digests.
 
-use std::{collections::HashMap, fmt::Write as _, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -179,12 +179,7 @@ pub fn is_digest(s: &str) -> bool {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    let d = Sha256::digest(data);
-    let mut s = String::with_capacity(64);
-    for b in d {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    format!("{:x}", Sha256::digest(data))
 }
 
 /// ChainID(L1) = DiffID(L1); ChainID(Ln) = sha256("<ChainID(Ln-1)> <DiffID(Ln)>").
@@ -247,9 +242,14 @@ mod tests {
             "sha256:fb06e46a9e4cd90d7be4477da65e4ea0afa8aabdd1ed0602ac87d44265665080".to_string(),
         ];
         assert_eq!(
-            chain_ids(&d)[1],
-            "sha256:02ec8731688b0f6c51434cc0daf46e8ef87e92fa750b8b04e0c9d1fd4b5c3284"
+            chain_ids(&d),
+            [
+                d[0].clone(),
+                "sha256:02ec8731688b0f6c51434cc0daf46e8ef87e92fa750b8b04e0c9d1fd4b5c3284"
+                    .to_string()
+            ]
         );
+        assert!(chain_ids(&[]).is_empty());
     }
 
     #[test]

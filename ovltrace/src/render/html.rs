@@ -15,7 +15,7 @@ use crate::{
     render::terminal::layer_label,
     report::{Bucket, Container, CopyUpFile, CopyUpTotals, Report},
     text::{self, escape_html as esc, terminal as show},
-    units::{fmt_bytes, fmt_ns},
+    units::{fmt_bytes, fmt_ns, utc},
 };
 
 /// The policy in the page's meta tag: no scripts, no fetches, inline styles only.
@@ -78,29 +78,6 @@ fn image_label(c: &Container) -> String {
             i.trim_start_matches("sha256:").chars().take(12).collect()
         })
     })
-}
-
-/// "2026-11-26 23:24:40 UTC" from Unix milliseconds (proleptic Gregorian).
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Index of a log2 bucket: `le_ns` 2^k is slot k; anything else rounds up.

@@ -853,23 +853,6 @@ fn non_docker_mounts_are_not_claimed() {
 }
 
 #[test]
-fn chain_id_formula() {
-    // Values from a real Docker 20.10 layer store.
-    let d = [
-        "sha256:a3a563b680271ef238fd5179160ed86977b4fe60d5394d4b61806da680e0b8d2".to_string(),
-        "sha256:fb06e46a9e4cd90d7be4477da65e4ea0afa8aabdd1ed0602ac87d44265665080".to_string(),
-    ];
-    assert_eq!(
-        chain_ids(&d),
-        [
-            d[0].clone(),
-            "sha256:02ec8731688b0f6c51434cc0daf46e8ef87e92fa750b8b04e0c9d1fd4b5c3284".to_string()
-        ]
-    );
-    assert!(chain_ids(&[]).is_empty());
-}
-
-#[test]
 fn link_targets() {
     assert_eq!(parse_link_target(b"../abc/diff").as_deref(), Some("abc"));
     for bad in [
