@@ -91,14 +91,14 @@ impl ContainerInfo {
         self.layers.iter_mut().for_each(LayerInfo::complete);
     }
 
-    /// 12-character id, as `docker ps` shows it.
+    /// 12-character id, as `docker ps` shows it ([`short_id`]).
     pub fn short_id(&self) -> &str {
-        self.id.get(..12).unwrap_or(&self.id)
+        short_id(&self.id)
     }
 
-    /// `name` if known, else the short id.
+    /// What people call the container ([`display_name`]).
     pub fn display_name(&self) -> &str {
-        self.name.as_deref().unwrap_or_else(|| self.short_id())
+        display_name(self.name.as_deref(), &self.id)
     }
 
     /// Matches a `--container` filter: the exact name, or a prefix of the id.
@@ -107,6 +107,24 @@ impl ContainerInfo {
             && (self.name.as_deref() == Some(filter.trim_start_matches('/'))
                 || self.id.starts_with(filter))
     }
+}
+
+/// The first 12 characters of an id, as `docker ps` shows it.
+pub fn short_id(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
+}
+
+/// The first 12 hex digits of a digest, without its `sha256:`.
+pub fn short_digest(digest: &str) -> &str {
+    short_id(digest.trim_start_matches("sha256:"))
+}
+
+/// What people call a container: its name (when not empty), else its
+/// 12-character id. The one rule for every output (the report's containers
+/// use it too).
+pub fn display_name<'a>(name: Option<&'a str>, id: &'a str) -> &'a str {
+    name.filter(|n| !n.is_empty())
+        .unwrap_or_else(|| short_id(id))
 }
 
 /// A Kubernetes pod, as the runtime's labels or metadata name it.
@@ -965,5 +983,9 @@ mod tests {
         assert!(!c.matches("web"));
         assert!(!c.matches(""));
         assert_eq!(c.short_id(), "c80a5fd00c1b");
+        assert_eq!(c.display_name(), "web-1");
+        assert_eq!(display_name(Some(""), &c.id), "c80a5fd00c1b");
+        assert_eq!(short_id("é".repeat(13).as_str()), "é".repeat(12));
+        assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
     }
 }

@@ -67,16 +67,15 @@ fn file_path(f: &CopyUpFile) -> String {
 }
 
 fn container_name(c: &Container) -> String {
-    c.name
-        .clone()
-        .unwrap_or_else(|| c.id.chars().take(12).collect())
+    c.display_name().to_string()
 }
 
 fn image_label(c: &Container) -> String {
     c.image.tags.first().cloned().unwrap_or_else(|| {
-        c.image.id.as_deref().map_or("?".into(), |i| {
-            i.trim_start_matches("sha256:").chars().take(12).collect()
-        })
+        c.image
+            .id
+            .as_deref()
+            .map_or("?".into(), |i| crate::catalog::short_digest(i).to_string())
     })
 }
 
@@ -365,7 +364,7 @@ pub fn render(r: &Report) -> String {
                     ""
                 },
                 t(&c.id),
-                t(&c.id.chars().take(12).collect::<String>()),
+                t(crate::catalog::short_id(&c.id)),
                 t(&c.runtime),
                 c.pod
                     .as_ref()
@@ -503,7 +502,7 @@ pub fn render(r: &Report) -> String {
                         .iter()
                         .find(|c| c.id == id)
                         .map(container_name)
-                        .unwrap_or_else(|| id.chars().take(12).collect())
+                        .unwrap_or_else(|| crate::catalog::short_id(id).to_string())
                 })
                 .unwrap_or_else(|| "-".into());
             let created_by = f.layer.as_ref().and_then(|l| l.created_by.as_deref());

@@ -355,17 +355,14 @@ impl Who {
     }
 
     fn of(c: &Container) -> Self {
-        let container = match c.name.as_deref() {
-            Some(n) if !n.is_empty() => n.to_string(),
-            _ => short(&c.id),
-        };
+        let container = c.display_name().to_string();
         let image = match c.image.tags.first() {
             Some(t) => t.clone(),
             None => c
                 .image
                 .id
                 .as_deref()
-                .map(|i| short(i.trim_start_matches("sha256:")))
+                .map(|i| crate::catalog::short_digest(i).to_string())
                 .unwrap_or_default(),
         };
         Who { container, image }
@@ -373,7 +370,7 @@ impl Who {
 }
 
 fn short(id: &str) -> String {
-    id.chars().take(12).collect()
+    crate::catalog::short_id(id).to_string()
 }
 
 /// Everything shown for one `Who`.

@@ -153,6 +153,13 @@ pub struct Container {
     pub copy_up: CopyUpTotals,
 }
 
+impl Container {
+    /// Its name, else its 12-character id ([`crate::catalog::display_name`]).
+    pub fn display_name(&self) -> &str {
+        crate::catalog::display_name(self.name.as_deref(), &self.id)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct CopyUpTotals {
     pub count: u64,
@@ -280,7 +287,7 @@ impl LayerCost {
     /// no container was known for: [`layer_rows`] shows those on one line).
     pub fn label(&self, r: &Report) -> String {
         if let Some(d) = &self.diff_id {
-            return d.trim_start_matches("sha256:").chars().take(12).collect();
+            return crate::catalog::short_digest(d).to_string();
         }
         let (Some(dev), Some(i)) = (&self.dev, self.index) else {
             return "?".into();
@@ -291,10 +298,7 @@ impl LayerCost {
         };
         let in_container = self.containers.iter().find_map(|id| {
             let c = r.containers.iter().find(|c| &c.id == id)?;
-            let name = c
-                .name
-                .clone()
-                .unwrap_or_else(|| c.id.chars().take(12).collect());
+            let name = c.display_name().to_string();
             let init = c.layers.iter().any(|l| l.index == i && l.init);
             Some((name, init))
         });
