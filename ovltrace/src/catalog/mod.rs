@@ -6,6 +6,22 @@
 //! rescans when it meets an unknown one, and keeps entries of mounts that have gone
 //! away. Which lower layer a file came from is not worked out here: the kernel
 //! reads it from overlay's own lower stack and puts it on the event.
+//!
+//! What is known about mounts, one name each:
+//! - [`OverlayMount`] (`sys::mounts`): an overlay mount as mountinfo lists it.
+//! - [`ContainerInfo`], [`ImageInfo`], [`LayerInfo`]: what a runtime's metadata
+//!   says of the container whose root file system a mount is.
+//! - [`Inventory`]: one scan's answer: the containers, and the overlay mounts
+//!   no runtime claimed (what `ovltrace layers` shows).
+//! - [`Catalog`] and its [`MountEntry`]s: the live view a trace keeps, one
+//!   entry per overlay instance, current or gone.
+//! - [`MountMeta`] and [`KnownContainer`]: the record a trace keeps of every
+//!   mount and container it met, after the catalog has forgotten them; the
+//!   report is built from it. `attribute::Tracker` keeps this record beside
+//!   the catalog, and `trace::Session` is the running trace that owns both.
+//!
+//! Per runtime, [`runtimes`] holds each resolver's own part on one shared
+//! skeleton, and [`oci`] is the one reading of image configs.
 
 pub mod bolt;
 pub mod instruction;
@@ -28,7 +44,8 @@ use crate::{
     sys::mounts::{self, serialize_opt_path, serialize_path, Dev, OverlayMount},
 };
 
-/// What a trace knows about one overlay mount.
+/// The trace's record of one overlay mount (kept after the catalog forgets
+/// it), in the report's terms.
 #[derive(Debug, Clone, Default)]
 pub struct MountMeta {
     /// Container id whose root file system this mount is.
@@ -38,7 +55,8 @@ pub struct MountMeta {
     pub lowerdirs: Vec<String>,
 }
 
-/// A container as the tracer knew it.
+/// The trace's record of one container: what was last known of it, and
+/// whether it had gone by then.
 #[derive(Debug, Clone)]
 pub struct KnownContainer {
     pub info: ContainerInfo,

@@ -207,6 +207,39 @@ impl PodmanResolver {
         tags.sort();
         tags.dedup();
 
+        let layers = Self::layers(scan, m, c, image_meta.as_deref());
+        let n = layers.len();
+        if let Some(w) = image_meta
+            .as_ref()
+            .and_then(|img| img.layer_count_warning(&c.id, n))
+        {
+            scan.warn(w);
+        }
+        ContainerInfo {
+            id: c.id.clone(),
+            name,
+            image: ImageInfo {
+                id: image_id.map(|id| format!("sha256:{id}")),
+                tags,
+            },
+            mountpoint: m.mountpoint.clone(),
+            dev: m.dev,
+            runtime: if pod.is_some() { "cri-o" } else { "podman" },
+            upperdir: Some(scan.overlay.join(&c.layer).join("diff")),
+            layers,
+            pod,
+            mount_id: m.mount_id,
+        }
+    }
+
+    /// Each lowerdir's layer: its id in the layer store, and what the image
+    /// says of it.
+    fn layers(
+        scan: &mut Scan,
+        m: &OverlayMount,
+        c: &ContainerRec,
+        image: Option<&ImageMeta>,
+    ) -> Vec<LayerInfo> {
         // The layer chain the container's layer sits on, top first.
         let chain = scan.parents(&c.layer);
         let lowers = scan.lower_layer_ids(m, &c.layer);
@@ -236,7 +269,7 @@ impl PodmanResolver {
                     scan.warn(format!("layer {id} is not in layers.json"));
                 }
             }
-            if let Some(img) = &image_meta {
+            if let Some(img) = image {
                 if !oci::describe_layer(img, n - i, &mut l) {
                     scan.warn(format!(
                         "container {}: layer {} ({}) does not match its image at position {}; instruction unknown",
@@ -250,27 +283,7 @@ impl PodmanResolver {
             l.cache_id = id;
             layers.push(l);
         }
-        if let Some(w) = image_meta
-            .as_ref()
-            .and_then(|img| img.layer_count_warning(&c.id, n))
-        {
-            scan.warn(w);
-        }
-        ContainerInfo {
-            id: c.id.clone(),
-            name,
-            image: ImageInfo {
-                id: image_id.map(|id| format!("sha256:{id}")),
-                tags,
-            },
-            mountpoint: m.mountpoint.clone(),
-            dev: m.dev,
-            runtime: if pod.is_some() { "cri-o" } else { "podman" },
-            upperdir: Some(scan.overlay.join(&c.layer).join("diff")),
-            layers,
-            pod,
-            mount_id: m.mount_id,
-        }
+        layers
     }
 
     /// The image config (`overlay-images/<id>/=<base64("sha256:<id>")>`),
