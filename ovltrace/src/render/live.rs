@@ -57,7 +57,7 @@ pub fn summary(r: &Report, elapsed: Duration, _style: Style) -> String {
         let _ = writeln!(
             out,
             "           {}: {} copy-ups ({}), p99 {}{}",
-            sanitize(&name),
+            sanitize(name),
             c.copy_up.count,
             fmt_bytes(c.copy_up.bytes),
             fmt_ns(c.copy_up.latency_ns.p99),

@@ -273,7 +273,7 @@ pub fn render_styled(r: &Report, st: Style) -> String {
             out,
             "\n{} {} ({}, {}){} image {} overlay {}{}",
             st.heading("CONTAINER"),
-            st.name(&sanitize(&name)),
+            st.name(&sanitize(name)),
             crate::catalog::short_id(&c.id),
             sanitize(&c.runtime),
             on_host(r, &c.host),
