@@ -39,11 +39,13 @@ pub fn utc(ms: u64) -> String {
 mod tests {
     use super::*;
 
+    /// Moved from render/html.rs with the function.
     #[test]
-    fn dates() {
+    fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc(1_764_200_000_123), "2025-11-26 23:33:20 UTC");
+        // Far future: no overflow.
         assert!(utc(u64::MAX).ends_with("UTC"));
     }
 }
