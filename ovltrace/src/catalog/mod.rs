@@ -15,10 +15,11 @@
 //!   no runtime claimed (what `ovltrace layers` shows).
 //! - [`Catalog`] and its [`MountEntry`]s: the live view a trace keeps, one
 //!   entry per overlay instance, current or gone.
-//! - [`MountMeta`] and [`KnownContainer`]: the record a trace keeps of every
-//!   mount and container it met, after the catalog has forgotten them; the
-//!   report is built from it. `attribute::Tracker` keeps this record beside
-//!   the catalog, and `trace::Session` is the running trace that owns both.
+//! - [`KnownMount`] and [`KnownContainer`]: the record a trace keeps of every
+//!   mount and container it met, still there after the catalog has forgotten
+//!   them; the report is built from it. `attribute::Tracker` keeps this
+//!   record beside the catalog, and `trace::Session` is the running trace
+//!   that owns both.
 //!
 //! Per runtime, [`runtimes`] holds each resolver's own part on one shared
 //! skeleton, and [`oci`] is the one reading of image configs.
@@ -47,7 +48,7 @@ use crate::{
 /// The trace's record of one overlay mount (kept after the catalog forgets
 /// it), in the report's terms.
 #[derive(Debug, Clone, Default)]
-pub struct MountMeta {
+pub struct KnownMount {
     /// Container id whose root file system this mount is.
     pub container: Option<String>,
     pub mountpoint: Option<String>,

@@ -759,7 +759,7 @@ mod tests {
         bpf::event::{CopyUp, FileKind},
         catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
         hdr::{new_histogram, record},
-        report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo},
+        report::{self, Counters, Drops, KnownContainer, KnownMount, ProbeInfo},
         sys::mounts::Dev,
     };
 
@@ -814,7 +814,7 @@ mod tests {
     /// 60 = an overlay of no container.
     struct Fixture {
         agg: Aggregator,
-        mounts: HashMap<OverlayKey, MountMeta>,
+        mounts: HashMap<OverlayKey, KnownMount>,
         containers: Vec<KnownContainer>,
         lookups: Vec<(OverlayKey, LookupStats)>,
     }
@@ -835,7 +835,7 @@ mod tests {
         fn add_container(&mut self, info: ContainerInfo, gone: bool) {
             self.mounts.insert(
                 OverlayKey::dev_only(info.dev.to_kernel()),
-                MountMeta {
+                KnownMount {
                     container: Some(info.id.clone()),
                     mountpoint: Some(info.mountpoint.display().to_string()),
                     ..Default::default()
@@ -917,7 +917,7 @@ mod tests {
         );
         f.mounts.insert(
             OverlayKey::dev_only(60),
-            MountMeta {
+            KnownMount {
                 mountpoint: Some("/mnt/plain".into()),
                 ..Default::default()
             },

@@ -751,7 +751,7 @@ mod tests {
         attribute::Attribution,
         bpf::event::{CopyUp, FileKind},
         catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
-        report::{build, Inputs, KnownContainer, MountMeta},
+        report::{build, Inputs, KnownContainer, KnownMount},
         sys::mounts::Dev,
     };
 
@@ -933,7 +933,7 @@ mod tests {
         for &(minor, owner) in &DEVS {
             mounts.insert(
                 OverlayKey::dev_only(Dev::new(0, minor).to_kernel()),
-                MountMeta {
+                KnownMount {
                     container: owner.map(|c| cs[c].id.clone()),
                     mountpoint: Some(match owner {
                         Some(c) => cs[c].mountpoint.display().to_string(),

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
 use serde::{Deserialize, Serialize};
 
-pub use crate::catalog::{KnownContainer, MountMeta};
+pub use crate::catalog::{KnownContainer, KnownMount};
 pub use crate::hdr::{Bucket, Hist};
 
 use crate::{
@@ -629,7 +629,7 @@ pub struct Inputs<'a> {
     pub agg: &'a Aggregator,
     pub lookups: &'a [(OverlayKey, LookupStats)],
     /// Every overlay mount known during the trace.
-    pub mounts: &'a HashMap<OverlayKey, MountMeta>,
+    pub mounts: &'a HashMap<OverlayKey, KnownMount>,
     pub containers: &'a [KnownContainer],
     pub probe: ProbeInfo,
     pub host: String,
@@ -702,7 +702,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
 
 /// What was known about an overlay mount (nothing, when it was never seen
 /// by a scan).
-fn mount_meta(inp: &Inputs<'_>, key: &OverlayKey) -> MountMeta {
+fn mount_meta(inp: &Inputs<'_>, key: &OverlayKey) -> KnownMount {
     inp.mounts.get(key).cloned().unwrap_or_default()
 }
 
@@ -1121,7 +1121,7 @@ mod tests {
     }
 
     fn tests_inputs() -> Inputs<'static> {
-        static MOUNTS: std::sync::OnceLock<HashMap<OverlayKey, MountMeta>> =
+        static MOUNTS: std::sync::OnceLock<HashMap<OverlayKey, KnownMount>> =
             std::sync::OnceLock::new();
         static AGG: std::sync::OnceLock<Aggregator> = std::sync::OnceLock::new();
         Inputs {
