@@ -34,10 +34,7 @@ use ovltrace::{
     attribute::Attribution,
     attribute::{Attributed, Tracker},
     bpf::event::{self, OverlayKey},
-    catalog::{
-        runtimes::docker::{chain_ids, DockerResolver},
-        Catalog,
-    },
+    catalog::{oci::chain_ids, runtimes::docker::DockerResolver, Catalog},
     sys::mounts::{self, Dev},
 };
 use ovltrace_ebpf::{

@@ -21,7 +21,7 @@ use std::{
 use crate::sys::safe_fs::SafeRoot;
 use crate::{
     bpf::event::{CopyUp, FileKind, OverlayKey},
-    catalog::{Catalog, ContainerInfo, KnownContainer, MountEntry, MountMeta, SourceLayer},
+    catalog::{Catalog, ContainerInfo, KnownContainer, KnownMount, MountEntry, SourceLayer},
     sys::mounts::{self, Dev},
 };
 
@@ -91,7 +91,7 @@ pub struct Tracker {
     host_mnt_ns: u32,
     /// Overlays already in `mounts`/`containers` (checked once per event).
     recorded: hashbrown::HashSet<OverlayKey, foldhash::fast::RandomState>,
-    mounts: HashMap<OverlayKey, MountMeta>,
+    mounts: HashMap<OverlayKey, KnownMount>,
     containers: HashMap<String, KnownContainer>,
     /// Copy-ups of overlays no container was known for yet, oldest first.
     pending: VecDeque<Parked>,
@@ -127,7 +127,7 @@ impl Tracker {
     }
 
     /// Every overlay mount known during the trace.
-    pub fn mounts(&self) -> &HashMap<OverlayKey, MountMeta> {
+    pub fn mounts(&self) -> &HashMap<OverlayKey, KnownMount> {
         &self.mounts
     }
 
@@ -351,7 +351,7 @@ impl Tracker {
         if !scanned && seen.as_ref() != Some(&init.container) {
             self.mounts.insert(
                 ev.overlay,
-                MountMeta {
+                KnownMount {
                     container: None,
                     // Unmounted before any scan saw it.
                     mountpoint: None,
@@ -417,14 +417,14 @@ impl Tracker {
 }
 
 fn remember(
-    mounts: &mut HashMap<OverlayKey, MountMeta>,
+    mounts: &mut HashMap<OverlayKey, KnownMount>,
     containers: &mut HashMap<String, KnownContainer>,
     e: &MountEntry,
 ) {
     if !mounts.contains_key(&e.key) || !e.gone {
         mounts.insert(
             e.key,
-            MountMeta {
+            KnownMount {
                 container: e.container.as_ref().map(|c| c.id.clone()),
                 mountpoint: Some(mounts::path_display(&e.mount.mountpoint)),
                 upperdir: e.mount.upperdir.as_deref().map(mounts::path_display),

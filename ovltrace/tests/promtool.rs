@@ -17,7 +17,7 @@ use ovltrace::{
     bpf::event::{CopyUp, FileKind},
     catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
     render::prometheus,
-    report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo, Report},
+    report::{self, Counters, Drops, KnownContainer, KnownMount, ProbeInfo, Report},
     sys::mounts::Dev,
 };
 use ovltrace_ebpf::{LookupStats, OverlayKey};
@@ -134,7 +134,7 @@ fn busy_report() -> Report {
         };
         mounts.insert(
             OverlayKey::dev_only(dev),
-            MountMeta {
+            KnownMount {
                 container: Some(id.as_str().into()),
                 mountpoint: Some(info.mountpoint.display().to_string()),
                 ..Default::default()
@@ -173,7 +173,7 @@ fn busy_report() -> Report {
     // An overlay of no container.
     mounts.insert(
         OverlayKey::dev_only(99),
-        MountMeta {
+        KnownMount {
             mountpoint: Some("/mnt/\"plain\"\n".into()),
             ..Default::default()
         },

@@ -6,6 +6,23 @@
 //! rescans when it meets an unknown one, and keeps entries of mounts that have gone
 //! away. Which lower layer a file came from is not worked out here: the kernel
 //! reads it from overlay's own lower stack and puts it on the event.
+//!
+//! What is known about mounts, one name each:
+//! - [`OverlayMount`] (`sys::mounts`): an overlay mount as mountinfo lists it.
+//! - [`ContainerInfo`], [`ImageInfo`], [`LayerInfo`]: what a runtime's metadata
+//!   says of the container whose root file system a mount is.
+//! - [`Inventory`]: one scan's answer: the containers, and the overlay mounts
+//!   no runtime claimed (what `ovltrace layers` shows).
+//! - [`Catalog`] and its [`MountEntry`]s: the live view a trace keeps, one
+//!   entry per overlay instance, current or gone.
+//! - [`KnownMount`] and [`KnownContainer`]: the record a trace keeps of every
+//!   mount and container it met, still there after the catalog has forgotten
+//!   them; the report is built from it. `attribute::Tracker` keeps this
+//!   record beside the catalog, and `trace::Session` is the running trace
+//!   that owns both.
+//!
+//! Per runtime, [`runtimes`] holds each resolver's own part on one shared
+//! skeleton, and [`oci`] is the one reading of image configs.
 
 pub mod bolt;
 pub mod instruction;
@@ -28,9 +45,10 @@ use crate::{
     sys::mounts::{self, serialize_opt_path, serialize_path, Dev, OverlayMount},
 };
 
-/// What a trace knows about one overlay mount.
+/// The trace's record of one overlay mount (kept after the catalog forgets
+/// it), in the report's terms.
 #[derive(Debug, Clone, Default)]
-pub struct MountMeta {
+pub struct KnownMount {
     /// Container id whose root file system this mount is.
     pub container: Option<String>,
     pub mountpoint: Option<String>,
@@ -38,7 +56,8 @@ pub struct MountMeta {
     pub lowerdirs: Vec<String>,
 }
 
-/// A container as the tracer knew it.
+/// The trace's record of one container: what was last known of it, and
+/// whether it had gone by then.
 #[derive(Debug, Clone)]
 pub struct KnownContainer {
     pub info: ContainerInfo,
@@ -91,14 +110,14 @@ impl ContainerInfo {
         self.layers.iter_mut().for_each(LayerInfo::complete);
     }
 
-    /// 12-character id, as `docker ps` shows it.
+    /// 12-character id, as `docker ps` shows it ([`short_id`]).
     pub fn short_id(&self) -> &str {
-        self.id.get(..12).unwrap_or(&self.id)
+        short_id(&self.id)
     }
 
-    /// `name` if known, else the short id.
+    /// What people call the container ([`display_name`]).
     pub fn display_name(&self) -> &str {
-        self.name.as_deref().unwrap_or_else(|| self.short_id())
+        display_name(self.name.as_deref(), &self.id)
     }
 
     /// Matches a `--container` filter: the exact name, or a prefix of the id.
@@ -107,6 +126,24 @@ impl ContainerInfo {
             && (self.name.as_deref() == Some(filter.trim_start_matches('/'))
                 || self.id.starts_with(filter))
     }
+}
+
+/// The first 12 characters of an id, as `docker ps` shows it.
+pub fn short_id(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(i, _)| &id[..i])
+}
+
+/// The first 12 hex digits of a digest, without its `sha256:`.
+pub fn short_digest(digest: &str) -> &str {
+    short_id(digest.trim_start_matches("sha256:"))
+}
+
+/// What people call a container: its name (when not empty), else its
+/// 12-character id. The one rule for every output (the report's containers
+/// use it too).
+pub fn display_name<'a>(name: Option<&'a str>, id: &'a str) -> &'a str {
+    name.filter(|n| !n.is_empty())
+        .unwrap_or_else(|| short_id(id))
 }
 
 /// A Kubernetes pod, as the runtime's labels or metadata name it.
@@ -965,5 +1002,9 @@ mod tests {
         assert!(!c.matches("web"));
         assert!(!c.matches(""));
         assert_eq!(c.short_id(), "c80a5fd00c1b");
+        assert_eq!(c.display_name(), "web-1");
+        assert_eq!(display_name(Some(""), &c.id), "c80a5fd00c1b");
+        assert_eq!(short_id("é".repeat(13).as_str()), "é".repeat(12));
+        assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
     }
 }

@@ -1,7 +1,8 @@
-//! OCI / Docker image metadata shared by the containerd and containers/storage
-//! resolvers: image configs (diff-ids, history), manifests and indexes, digests.
+//! OCI / Docker image metadata, the one reading of it for every runtime's
+//! resolver: image configs (diff-ids, chain-ids, history), which history entry
+//! describes which layer, manifests and indexes, digests.
 
-use std::fmt::Write as _;
+use std::{collections::HashMap, sync::Arc};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -26,6 +27,54 @@ impl ImageMeta {
             .iter()
             .position(|c| c == chain)
             .map(|k| k + 1)
+    }
+
+    /// A warning when a container mounts another number of image layers
+    /// than the image has.
+    pub fn layer_count_warning(&self, container: &str, mounted: usize) -> Option<String> {
+        (self.diff_ids.len() != mounted).then(|| {
+            format!(
+                "container {container}: {mounted} image layers mounted but the image has {}",
+                self.diff_ids.len()
+            )
+        })
+    }
+}
+
+/// Parsed image configs by digest: content-addressed, so parsed once.
+#[derive(Debug, Default)]
+pub struct ConfigCache(HashMap<String, Arc<ImageMeta>>);
+
+impl ConfigCache {
+    /// The config with this digest: cached, else `read` and parsed (`what`
+    /// names it in warnings). `None` when it cannot be read or parsed.
+    pub fn get(
+        &mut self,
+        digest: &str,
+        what: &str,
+        warnings: &mut Vec<String>,
+        read: impl FnOnce(&mut Vec<String>) -> Option<Vec<u8>>,
+    ) -> Option<Arc<ImageMeta>> {
+        if let Some(m) = self.0.get(digest) {
+            return Some(m.clone());
+        }
+        let data = read(warnings)?;
+        match parse_image_config(what, &data, warnings) {
+            Ok(m) => {
+                let m = Arc::new(m);
+                self.0.insert(digest.to_string(), m.clone());
+                Some(m)
+            }
+            Err(e) => {
+                warnings.push(e);
+                None
+            }
+        }
+    }
+
+    /// Whether the config with this digest has been parsed.
+    pub fn contains(&self, digest: &str) -> bool {
+        self.0.contains_key(digest)
     }
 }
 
@@ -130,12 +179,7 @@ pub fn is_digest(s: &str) -> bool {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    let d = Sha256::digest(data);
-    let mut s = String::with_capacity(64);
-    for b in d {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    format!("{:x}", Sha256::digest(data))
 }
 
 /// ChainID(L1) = DiffID(L1); ChainID(Ln) = sha256("<ChainID(Ln-1)> <DiffID(Ln)>").
@@ -151,20 +195,24 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-/// Fills the image-derived fields of a layer at `position` (1 = base) when the
-/// image agrees that this position holds `diff_id` (if known).
+/// Fills the image-derived fields of a layer at `position` (1 = base): its
+/// diff-id, chain-id and instruction, when the image agrees that this
+/// position holds the layer (the layer's diff-id and chain-id, where the
+/// runtime's own store gave them, are the image's there).
 pub fn describe_layer(img: &ImageMeta, position: usize, l: &mut super::LayerInfo) -> bool {
     let Some(k) = position.checked_sub(1) else {
         return false;
     };
-    let Some(diff) = img.diff_ids.get(k) else {
+    let (Some(diff), Some(chain)) = (img.diff_ids.get(k), img.chain_ids.get(k)) else {
         return false;
     };
-    if l.diff_id.as_deref().is_some_and(|d| d != diff) {
+    if l.diff_id.as_deref().is_some_and(|d| d != diff)
+        || l.chain_id.as_deref().is_some_and(|c| c != chain)
+    {
         return false;
     }
     l.diff_id = Some(diff.clone());
-    l.chain_id = img.chain_ids.get(k).cloned();
+    l.chain_id = Some(chain.clone());
     // No history entry for the layer (an image squashed or written by a
     // tool that keeps none): known to have no instruction, which the human
     // outputs say, unlike an unknown one (None).
@@ -194,9 +242,14 @@ mod tests {
             "sha256:fb06e46a9e4cd90d7be4477da65e4ea0afa8aabdd1ed0602ac87d44265665080".to_string(),
         ];
         assert_eq!(
-            chain_ids(&d)[1],
-            "sha256:02ec8731688b0f6c51434cc0daf46e8ef87e92fa750b8b04e0c9d1fd4b5c3284"
+            chain_ids(&d),
+            [
+                d[0].clone(),
+                "sha256:02ec8731688b0f6c51434cc0daf46e8ef87e92fa750b8b04e0c9d1fd4b5c3284"
+                    .to_string()
+            ]
         );
+        assert!(chain_ids(&[]).is_empty());
     }
 
     #[test]

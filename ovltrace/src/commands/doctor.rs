@@ -7,7 +7,7 @@ use anyhow::Result;
 use aya::{programs::FEntry, Btf};
 
 use crate::{
-    bpf::probe::{self, FentryBtf, COPY_UP_FN, LOOKUP_FN, OVERLAY_MODULE},
+    bpf::probe::{self, FentryBtf, ProbeMode, COPY_UP_FN, LOOKUP_FN, OVERLAY_MODULE},
     cli::DoctorArgs,
     sys::btf::{KernelBtf, OVERLAY_BTF, VMLINUX_BTF},
     sys::module_btf,
@@ -35,6 +35,31 @@ fn read_trim(p: &str) -> Option<String> {
 
 pub fn main(args: DoctorArgs) -> Result<ExitCode> {
     let mut o = Out(String::new());
+    let root = system_lines(&mut o);
+    let btf = KernelBtf::load();
+    btf_lines(&mut o, &btf);
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    overlay_lines(&mut o, &btf, &kallsyms);
+    plan_lines(&mut o, args.probe, &btf, &kallsyms);
+    let verdict = attach_test(&mut o, root, args.probe);
+    privilege_lines(&mut o);
+    print!("{}", o.0);
+    // The last line is the verdict, one line, for scripts and preflight
+    // checks; the exit status says the same (0: run will work, 1: not).
+    match verdict {
+        Ok(()) => {
+            println!("ovltrace run will work on this kernel.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            println!("{why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Kernel release, root, lockdown and the JIT; whether this is root.
+fn system_lines(o: &mut Out) -> bool {
     o.line(None, "kernel", crate::sys::kernel_release());
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -70,8 +95,12 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
         );
     }
 
-    let btf = KernelBtf::load();
-    match &btf {
+    root
+}
+
+/// vmlinux BTF, the struct offsets read from it, and overlay's types.
+fn btf_lines(o: &mut Out, btf: &Result<KernelBtf>) {
+    match btf {
         Ok(b) => {
             o.line(Some(true), "vmlinux BTF", VMLINUX_BTF);
             match b.offsets() {
@@ -93,12 +122,14 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
                 ),
                 Err(e) => o.line(Some(false), "struct offsets", format!("{e:#}")),
             }
-            overlay_types_line(&mut o, b);
+            overlay_types_line(o, b);
         }
         Err(e) => o.line(Some(false), "vmlinux BTF", format!("{e:#}")),
     }
+}
 
-    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+/// Whether overlay is there (built in or a module) and its functions.
+fn overlay_lines(o: &mut Out, btf: &Result<KernelBtf>, kallsyms: &str) {
     let builtin = btf.as_ref().is_ok_and(|b| b.vmlinux_has_func(LOOKUP_FN));
     let module_loaded = Path::new("/sys/module/overlay/initstate").exists();
     let overlay = if builtin {
@@ -124,7 +155,7 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
         .into_iter()
         .chain(probe::DATA_COPY_FNS)
     {
-        let sym = probe::find_symbol(&kallsyms, f);
+        let sym = probe::find_symbol(kallsyms, f);
         let required = f == COPY_UP_FN || f == LOOKUP_FN;
         o.line(
             if required { Some(sym.is_some()) } else { None },
@@ -134,7 +165,10 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
             }),
         );
     }
+}
 
+/// kprobes, fentry, and the attach plan `run` would follow.
+fn plan_lines(o: &mut Out, mode: ProbeMode, btf: &Result<KernelBtf>, kallsyms: &str) {
     let kp = probe::kprobes_supported();
     o.line(
         Some(kp),
@@ -145,7 +179,7 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
             "not supported (CONFIG_KPROBES is not set)"
         },
     );
-    let plan = probe::plan(args.probe, btf.as_ref().ok(), &kallsyms);
+    let plan = probe::plan(mode, btf.as_ref().ok(), kallsyms);
     let (fentry_ok, fentry) = fentry_can_load(&plan.fentry_btf);
     o.line(Some(fentry_ok), "fentry", fentry);
 
@@ -161,9 +195,11 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
             format!("{sym} (len is argument {idx})"),
         );
     }
+}
 
-    // The verdict comes from really attaching, then detaching at once.
-    let verdict = if !root {
+/// The verdict, from really attaching, then detaching at once.
+fn attach_test(o: &mut Out, root: bool, mode: ProbeMode) -> std::result::Result<(), String> {
+    if !root {
         o.line(Some(false), "attach test", "skipped: not root");
         Err(
             "ovltrace doctor cannot tell whether run can trace here without root \
@@ -171,7 +207,7 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
                 .to_string(),
         )
     } else {
-        match crate::bpf::prepare(args.probe, 1 << 16, false) {
+        match crate::bpf::prepare(mode, 1 << 16, false) {
             Err(e) => {
                 o.line(Some(false), "attach test", format!("{e:#}"));
                 Err(cannot(&format!("its programs do not load ({e})")))
@@ -186,7 +222,7 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
                     for w in &a.warnings {
                         o.line(None, "", w);
                     }
-                    map_access_line(&mut o, &p.ebpf);
+                    map_access_line(o, &p.ebpf);
                     Ok(())
                 }
                 Err(e) => {
@@ -200,20 +236,6 @@ pub fn main(args: DoctorArgs) -> Result<ExitCode> {
                     )))
                 }
             },
-        }
-    };
-    privilege_lines(&mut o);
-    print!("{}", o.0);
-    // The last line is the verdict, one line, for scripts and preflight
-    // checks; the exit status says the same (0: run will work, 1: not).
-    match verdict {
-        Ok(()) => {
-            println!("ovltrace run will work on this kernel.");
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(why) => {
-            println!("{why}");
-            Ok(ExitCode::FAILURE)
         }
     }
 }

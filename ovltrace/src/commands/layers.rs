@@ -233,8 +233,7 @@ fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
 
 /// `sha256:0123456789abcdef...` -> `0123456789ab`.
 pub fn short_digest(d: &str) -> String {
-    let hex = d.strip_prefix("sha256:").unwrap_or(d);
-    text::terminal(hex.get(..12).unwrap_or(hex))
+    text::terminal(crate::catalog::short_digest(d))
 }
 
 fn truncate(s: &str, max: usize) -> String {

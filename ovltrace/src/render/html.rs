@@ -15,7 +15,7 @@ use crate::{
     render::terminal::layer_label,
     report::{Bucket, Container, CopyUpFile, CopyUpTotals, Report},
     text::{self, escape_html as esc, terminal as show},
-    units::{fmt_bytes, fmt_ns},
+    units::{fmt_bytes, fmt_ns, utc},
 };
 
 /// The policy in the page's meta tag: no scripts, no fetches, inline styles only.
@@ -67,40 +67,16 @@ fn file_path(f: &CopyUpFile) -> String {
 }
 
 fn container_name(c: &Container) -> String {
-    c.name
-        .clone()
-        .unwrap_or_else(|| c.id.chars().take(12).collect())
+    c.display_name().to_string()
 }
 
 fn image_label(c: &Container) -> String {
     c.image.tags.first().cloned().unwrap_or_else(|| {
-        c.image.id.as_deref().map_or("?".into(), |i| {
-            i.trim_start_matches("sha256:").chars().take(12).collect()
-        })
+        c.image
+            .id
+            .as_deref()
+            .map_or("?".into(), |i| crate::catalog::short_digest(i).to_string())
     })
-}
-
-/// "2026-11-26 23:24:40 UTC" from Unix milliseconds (proleptic Gregorian).
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Index of a log2 bucket: `le_ns` 2^k is slot k; anything else rounds up.
@@ -388,7 +364,7 @@ pub fn render(r: &Report) -> String {
                     ""
                 },
                 t(&c.id),
-                t(&c.id.chars().take(12).collect::<String>()),
+                t(crate::catalog::short_id(&c.id)),
                 t(&c.runtime),
                 c.pod
                     .as_ref()
@@ -526,7 +502,7 @@ pub fn render(r: &Report) -> String {
                         .iter()
                         .find(|c| c.id == id)
                         .map(container_name)
-                        .unwrap_or_else(|| id.chars().take(12).collect())
+                        .unwrap_or_else(|| crate::catalog::short_id(id).to_string())
                 })
                 .unwrap_or_else(|| "-".into());
             let created_by = f.layer.as_ref().and_then(|l| l.created_by.as_deref());
@@ -789,15 +765,6 @@ mod tests {
         assert_eq!(show("back\\slash"), "back\\\\slash");
         assert_eq!(text::terminal_bytes(b"ok/\xff\xfe<x>"), "ok/\\xff\\xfe<x>");
         assert_eq!(text::terminal_bytes("é\u{1b}".as_bytes()), "é\\u{1b}");
-    }
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_764_200_000_123), "2025-11-26 23:33:20 UTC");
-        // Far future: no overflow.
-        assert!(utc(u64::MAX).ends_with("UTC"));
     }
 
     #[test]

@@ -41,10 +41,7 @@ pub fn summary(r: &Report, elapsed: Duration, _style: Style) -> String {
         r.drops.total
     );
     for c in r.containers.iter().filter(|c| c.copy_up.count > 0) {
-        let name = c
-            .name
-            .clone()
-            .unwrap_or_else(|| c.id.chars().take(12).collect());
+        let name = c.display_name();
         let top = r
             .copy_ups
             .iter()
@@ -60,7 +57,7 @@ pub fn summary(r: &Report, elapsed: Duration, _style: Style) -> String {
         let _ = writeln!(
             out,
             "           {}: {} copy-ups ({}), p99 {}{}",
-            sanitize(&name),
+            sanitize(name),
             c.copy_up.count,
             fmt_bytes(c.copy_up.bytes),
             fmt_ns(c.copy_up.latency_ns.p99),

@@ -355,17 +355,14 @@ impl Who {
     }
 
     fn of(c: &Container) -> Self {
-        let container = match c.name.as_deref() {
-            Some(n) if !n.is_empty() => n.to_string(),
-            _ => short(&c.id),
-        };
+        let container = c.display_name().to_string();
         let image = match c.image.tags.first() {
             Some(t) => t.clone(),
             None => c
                 .image
                 .id
                 .as_deref()
-                .map(|i| short(i.trim_start_matches("sha256:")))
+                .map(|i| crate::catalog::short_digest(i).to_string())
                 .unwrap_or_default(),
         };
         Who { container, image }
@@ -373,7 +370,7 @@ impl Who {
 }
 
 fn short(id: &str) -> String {
-    id.chars().take(12).collect()
+    crate::catalog::short_id(id).to_string()
 }
 
 /// Everything shown for one `Who`.
@@ -762,7 +759,7 @@ mod tests {
         bpf::event::{CopyUp, FileKind},
         catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
         hdr::{new_histogram, record},
-        report::{self, Counters, Drops, KnownContainer, MountMeta, ProbeInfo},
+        report::{self, Counters, Drops, KnownContainer, KnownMount, ProbeInfo},
         sys::mounts::Dev,
     };
 
@@ -817,7 +814,7 @@ mod tests {
     /// 60 = an overlay of no container.
     struct Fixture {
         agg: Aggregator,
-        mounts: HashMap<OverlayKey, MountMeta>,
+        mounts: HashMap<OverlayKey, KnownMount>,
         containers: Vec<KnownContainer>,
         lookups: Vec<(OverlayKey, LookupStats)>,
     }
@@ -838,7 +835,7 @@ mod tests {
         fn add_container(&mut self, info: ContainerInfo, gone: bool) {
             self.mounts.insert(
                 OverlayKey::dev_only(info.dev.to_kernel()),
-                MountMeta {
+                KnownMount {
                     container: Some(info.id.clone()),
                     mountpoint: Some(info.mountpoint.display().to_string()),
                     ..Default::default()
@@ -920,7 +917,7 @@ mod tests {
         );
         f.mounts.insert(
             OverlayKey::dev_only(60),
-            MountMeta {
+            KnownMount {
                 mountpoint: Some("/mnt/plain".into()),
                 ..Default::default()
             },

@@ -79,12 +79,7 @@ pub fn layer_label(r: &Report, f: &CopyUpFile) -> String {
             let diff = l
                 .diff_id
                 .as_deref()
-                .map(|d| {
-                    d.trim_start_matches("sha256:")
-                        .chars()
-                        .take(12)
-                        .collect::<String>()
-                })
+                .map(|d| crate::catalog::short_digest(d).to_string())
                 .unwrap_or_else(|| "?".into());
             format!("{pos}/{image_layers} {diff}")
         }
@@ -212,9 +207,10 @@ impl Style {
 
 fn image_label(c: &crate::report::Container) -> String {
     c.image.tags.first().cloned().unwrap_or_else(|| {
-        c.image.id.as_deref().map_or("?".into(), |i| {
-            i.trim_start_matches("sha256:").chars().take(12).collect()
-        })
+        c.image
+            .id
+            .as_deref()
+            .map_or("?".into(), |i| crate::catalog::short_digest(i).to_string())
     })
 }
 
@@ -272,16 +268,13 @@ pub fn render_styled(r: &Report, st: Style) -> String {
                 .iter()
                 .any(|l| l.container.as_deref() == Some(&c.id))
     }) {
-        let name = c
-            .name
-            .clone()
-            .unwrap_or_else(|| c.id.chars().take(12).collect());
+        let name = c.display_name();
         let _ = writeln!(
             out,
             "\n{} {} ({}, {}){} image {} overlay {}{}",
             st.heading("CONTAINER"),
-            st.name(&sanitize(&name)),
-            c.id.chars().take(12).collect::<String>(),
+            st.name(&sanitize(name)),
+            crate::catalog::short_id(&c.id),
             sanitize(&c.runtime),
             on_host(r, &c.host),
             sanitize(&image_label(c)),

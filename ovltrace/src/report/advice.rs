@@ -316,7 +316,7 @@ fn layer_phrase(layer: &Option<String>, created_by: &Option<String>) -> String {
     };
     let short = l
         .strip_prefix("sha256:")
-        .map_or(l.clone(), |d| d.chars().take(12).collect());
+        .map_or(l.clone(), |d| crate::catalog::short_id(d).to_string());
     match created_by {
         Some(_) => format!(
             "layer {short} (`{}`)",
@@ -592,7 +592,7 @@ fn layers(agg: &Aggregator, report: &Report) -> Vec<Advice> {
             .map(|id| {
                 container_label(report, Some(id))
                     .map(|l| l.trim_start_matches("container ").to_string())
-                    .unwrap_or_else(|| id.chars().take(12).collect())
+                    .unwrap_or_else(|| crate::catalog::short_id(id).to_string())
             })
             .collect();
         let tag = report
@@ -600,7 +600,7 @@ fn layers(agg: &Aggregator, report: &Report) -> Vec<Advice> {
             .iter()
             .find(|c| c.image.id.as_deref() == Some(img))
             .and_then(|c| c.image.tags.first().cloned())
-            .unwrap_or_else(|| img.trim_start_matches("sha256:").chars().take(12).collect());
+            .unwrap_or_else(|| crate::catalog::short_digest(img).to_string());
         let layer = Some(diff.to_string());
         let created_by = instr.get(diff).cloned().flatten();
         out.push(Advice {
@@ -638,12 +638,7 @@ fn layers(agg: &Aggregator, report: &Report) -> Vec<Advice> {
 fn container_label(report: &Report, id: Option<&str>) -> Option<String> {
     let id = id?;
     let c = report.containers.iter().find(|c| c.id == id)?;
-    Some(format!(
-        "container {}",
-        c.name
-            .clone()
-            .unwrap_or_else(|| id.chars().take(12).collect())
-    ))
+    Some(format!("container {}", c.display_name()))
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub(crate) fn golden_report() -> Report {
         attribute::Attribution,
         bpf::event::{Cause, CopyUp, FileKind},
         catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
-        report::{build, Counters, Drops, Inputs, KnownContainer, MountMeta, ProbeInfo},
+        report::{build, Counters, Drops, Inputs, KnownContainer, KnownMount, ProbeInfo},
         sys::mounts::Dev,
     };
     let layer = |index: usize, position: Option<usize>, diff: &str, by: &str| LayerInfo {
@@ -144,7 +144,7 @@ pub(crate) fn golden_report() -> Report {
     let mut mounts = HashMap::new();
     mounts.insert(
         OverlayKey::dev_only(Dev::new(0, 27).to_kernel()),
-        MountMeta {
+        KnownMount {
             container: None,
             mountpoint: Some("/tmp/o/merged".into()),
             upperdir: Some("/tmp/o/up".into()),
@@ -153,7 +153,7 @@ pub(crate) fn golden_report() -> Report {
     );
     mounts.insert(
         OverlayKey::dev_only(Dev::new(0, 50).to_kernel()),
-        MountMeta {
+        KnownMount {
             container: Some(web.id.as_str().into()),
             mountpoint: Some("/var/lib/docker/overlay2/abc/merged".into()),
             upperdir: None,

@@ -60,9 +60,8 @@ use super::{
     OLDEST_SCHEMA_READ, SCHEMA_VERSION,
 };
 use crate::{
-    aggregate::{limit, select_top},
+    aggregate::{limit, select_top, GroupAgg},
     bpf::event::Cause,
-    hdr::new_histogram,
 };
 
 /// Bounds the aggregator applies to a file's pids and comms, and to a layer's
@@ -181,7 +180,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             .mounts
             .into_values()
             .map(|(mnt, acc)| Mount {
-                copy_up: acc.finish(),
+                copy_up: super::totals(&acc),
                 ..mnt
             })
             .collect(),
@@ -189,7 +188,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             .containers
             .into_values()
             .map(|(c, acc)| Container {
-                copy_up: acc.finish(),
+                copy_up: super::totals(&acc),
                 ..c
             })
             .collect(),
@@ -199,7 +198,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             .layers
             .into_values()
             .map(|(l, acc)| LayerCost {
-                copy_up: acc.finish(),
+                copy_up: super::totals(&acc),
                 ..l
             })
             .collect(),
@@ -331,33 +330,6 @@ fn select_files(files: Vec<CopyUpFile>, n: Option<usize>) -> Vec<CopyUpFile> {
     select_top(files, n, |f| f.total_ns, |f| f.bytes, file_key)
 }
 
-/// Running sum of [`CopyUpTotals`], with the histograms decoded.
-struct TotalsAcc {
-    count: u64,
-    bytes: u64,
-    total_ns: u64,
-    errors: u64,
-    latency: Histogram<u64>,
-    data_copy: Histogram<u64>,
-    size: Histogram<u64>,
-    by_cause: BTreeMap<Cause, u64>,
-}
-
-impl Default for TotalsAcc {
-    fn default() -> Self {
-        Self {
-            count: 0,
-            bytes: 0,
-            total_ns: 0,
-            errors: 0,
-            latency: new_histogram(),
-            data_copy: new_histogram(),
-            size: new_histogram(),
-            by_cause: BTreeMap::new(),
-        }
-    }
-}
-
 /// Decodes a report histogram, insisting that it holds what it claims.
 fn decode(h: &Hist, what: &str) -> Result<Histogram<u64>> {
     if h.count > 0 && h.hdr.is_empty() {
@@ -383,49 +355,46 @@ fn add_hist(into: &mut Histogram<u64>, h: &Hist, what: &str) -> Result<()> {
         .map_err(|e| anyhow!("{what}: histogram out of range: {e:?}"))
 }
 
-impl TotalsAcc {
-    fn add(&mut self, t: &CopyUpTotals, what: &str) -> Result<()> {
-        self.count = self.count.saturating_add(t.count);
-        self.bytes = self.bytes.saturating_add(t.bytes);
-        self.total_ns = self.total_ns.saturating_add(t.total_ns);
-        self.errors = self.errors.saturating_add(t.errors);
-        super::add_causes(&mut self.by_cause, &t.by_cause);
-        add_hist(
-            &mut self.latency,
-            &t.latency_ns,
-            &format!("{what} latency_ns"),
-        )?;
-        add_hist(
-            &mut self.data_copy,
-            &t.data_copy_ns,
-            &format!("{what} data_copy_ns"),
-        )?;
-        add_hist(&mut self.size, &t.size_bytes, &format!("{what} size_bytes"))?;
-        Ok(())
+/// Adds a report's totals to a group's, histograms decoded (saturating:
+/// a report read from a file may hold anything).
+fn add_totals(acc: &mut GroupAgg, t: &CopyUpTotals, what: &str) -> Result<()> {
+    acc.count = acc.count.saturating_add(t.count);
+    acc.bytes = acc.bytes.saturating_add(t.bytes);
+    acc.total_ns = acc.total_ns.saturating_add(t.total_ns);
+    acc.errors = acc.errors.saturating_add(t.errors);
+    for (&c, &n) in &t.by_cause {
+        let v = &mut acc.by_cause[c.index()];
+        *v = v.saturating_add(n);
     }
+    add_hist(
+        &mut acc.latency,
+        &t.latency_ns,
+        &format!("{what} latency_ns"),
+    )?;
+    add_hist(
+        &mut acc.data_time,
+        &t.data_copy_ns,
+        &format!("{what} data_copy_ns"),
+    )?;
+    add_hist(&mut acc.size, &t.size_bytes, &format!("{what} size_bytes"))?;
+    Ok(())
+}
 
-    fn finish(self) -> CopyUpTotals {
-        CopyUpTotals {
-            count: self.count,
-            bytes: self.bytes,
-            total_ns: self.total_ns,
-            errors: self.errors,
-            latency_ns: Hist::from_hdr(&self.latency),
-            data_copy_ns: Hist::from_hdr(&self.data_copy),
-            size_bytes: Hist::from_hdr(&self.size),
-            by_cause: self.by_cause,
-        }
-    }
+/// A group of copy-ups whose first totals are `t`.
+fn group_of(t: &CopyUpTotals, what: &str) -> Result<GroupAgg> {
+    let mut acc = GroupAgg::default();
+    add_totals(&mut acc, t, what)?;
+    Ok(acc)
 }
 
 /// The sum of some totals, histograms included (`None` when one does not
 /// decode: a report read from a file may hold anything).
 pub fn sum_totals<'a>(items: impl IntoIterator<Item = &'a CopyUpTotals>) -> Option<CopyUpTotals> {
-    let mut acc = TotalsAcc::default();
+    let mut acc = GroupAgg::default();
     for t in items {
-        acc.add(t, "copy_up").ok()?;
+        add_totals(&mut acc, t, "copy_up").ok()?;
     }
-    Some(acc.finish())
+    Some(super::totals(&acc))
 }
 
 struct LookupAcc {
@@ -448,10 +417,10 @@ impl LookupAcc {
 
 #[derive(Default)]
 struct Merger {
-    mounts: BTreeMap<(Option<String>, DevKey), (Mount, TotalsAcc)>,
-    containers: BTreeMap<String, (Container, TotalsAcc)>,
+    mounts: BTreeMap<(Option<String>, DevKey), (Mount, GroupAgg)>,
+    containers: BTreeMap<String, (Container, GroupAgg)>,
     files: BTreeMap<FileKey, CopyUpFile>,
-    layers: BTreeMap<LayerKey, (LayerCost, TotalsAcc)>,
+    layers: BTreeMap<LayerKey, (LayerCost, GroupAgg)>,
     lookups: BTreeMap<(Option<String>, DevKey), LookupAcc>,
     advice: Vec<Advice>,
     warnings: Vec<String>,
@@ -477,34 +446,43 @@ fn union_bounded<T: Ord + Clone>(a: &[T], b: &[T], max: usize) -> Vec<T> {
     set.into_iter().collect()
 }
 
+/// The host of an item of `r`: its own (from a multi-host input) or the
+/// report's.
+fn host_of(r: &Report, h: &Option<String>) -> Option<String> {
+    Some(h.clone().unwrap_or_else(|| r.host.clone()))
+}
+
 impl Merger {
     fn add(&mut self, r: &Report, multi: bool) -> Result<()> {
-        // Files of different inputs add, except those that two inputs list
-        // (counted once, below, as the files are merged); `listed` is set once the
-        // merged list is cut.
+        self.add_file_counts(r);
+        self.add_mounts(r)?;
+        self.add_containers(r)?;
+        self.add_files(r);
+        self.add_layers(r)?;
+        self.add_lookups(r);
+        self.add_notes(r, multi);
+        self.add_drops(r);
+        self.add_counters(r);
+        Ok(())
+    }
+
+    /// Files of different inputs add, except those that two inputs list
+    /// (counted once, in [`Self::add_files`]); `listed` is set once the
+    /// merged list is cut.
+    fn add_file_counts(&mut self, r: &Report) {
         let f = &mut self.file_counts;
         f.seen = f.seen.saturating_add(r.files.seen);
         f.kept = f.kept.saturating_add(r.files.kept);
         f.evicted = f.evicted.saturating_add(r.files.evicted);
-        // Every item gets a host: its own (from a multi-host input) or its report's.
-        let host = |h: &Option<String>| Some(h.clone().unwrap_or_else(|| r.host.clone()));
-        // Prefix for notes of no container, once the merge spans several hosts.
-        let single_input = r.hosts.len() <= 1;
-        let note = |s: &str| {
-            if multi && single_input {
-                format!("{}: {s}", r.host)
-            } else {
-                s.to_string()
-            }
-        };
+    }
 
+    fn add_mounts(&mut self, r: &Report) -> Result<()> {
         for m in &r.mounts {
-            let h = host(&m.host);
+            let h = host_of(r, &m.host);
             let what = format!("mount {} copy_up", m.dev);
             match self.mounts.entry((h.clone(), dev_key(&m.dev))) {
                 Entry::Vacant(e) => {
-                    let mut acc = TotalsAcc::default();
-                    acc.add(&m.copy_up, &what)?;
+                    let acc = group_of(&m.copy_up, &what)?;
                     e.insert((
                         Mount {
                             host: h,
@@ -515,7 +493,7 @@ impl Merger {
                 }
                 Entry::Occupied(mut e) => {
                     let (mnt, acc) = e.get_mut();
-                    acc.add(&m.copy_up, &what)?;
+                    add_totals(acc, &m.copy_up, &what)?;
                     first(&mut mnt.mountpoint, &m.mountpoint);
                     first(&mut mnt.upperdir, &m.upperdir);
                     first(&mut mnt.container, &m.container);
@@ -525,16 +503,18 @@ impl Merger {
                 }
             }
         }
+        Ok(())
+    }
 
+    fn add_containers(&mut self, r: &Report) -> Result<()> {
         for c in &r.containers {
             let what = format!("container {} copy_up", c.id);
             match self.containers.entry(c.id.clone()) {
                 Entry::Vacant(e) => {
-                    let mut acc = TotalsAcc::default();
-                    acc.add(&c.copy_up, &what)?;
+                    let acc = group_of(&c.copy_up, &what)?;
                     e.insert((
                         Container {
-                            host: host(&c.host),
+                            host: host_of(r, &c.host),
                             ..c.clone()
                         },
                         acc,
@@ -542,7 +522,7 @@ impl Merger {
                 }
                 Entry::Occupied(mut e) => {
                     let (x, acc) = e.get_mut();
-                    acc.add(&c.copy_up, &what)?;
+                    add_totals(acc, &c.copy_up, &what)?;
                     first(&mut x.name, &c.name);
                     first(&mut x.pod, &c.pod);
                     if x.image == Default::default() {
@@ -555,10 +535,13 @@ impl Merger {
                 }
             }
         }
+        Ok(())
+    }
 
+    fn add_files(&mut self, r: &Report) {
         for f in &r.copy_ups {
             let f = CopyUpFile {
-                host: host(&f.host),
+                host: host_of(r, &f.host),
                 ..f.clone()
             };
             match self.files.entry(file_key(&f)) {
@@ -569,33 +552,18 @@ impl Merger {
                     // Counted by both inputs: one file.
                     self.file_counts.seen = self.file_counts.seen.saturating_sub(1);
                     self.file_counts.kept = self.file_counts.kept.saturating_sub(1);
-                    let x = e.get_mut();
-                    x.count = x.count.saturating_add(f.count);
-                    x.bytes = x.bytes.saturating_add(f.bytes);
-                    x.errors = x.errors.saturating_add(f.errors);
-                    x.total_ns = x.total_ns.saturating_add(f.total_ns);
-                    x.path_truncated |= f.path_truncated;
-                    x.outside |= f.outside;
-                    x.latency_ns = Latency {
-                        min: x.latency_ns.min.min(f.latency_ns.min),
-                        p50: x.latency_ns.p50.max(f.latency_ns.p50),
-                        p99: x.latency_ns.p99.max(f.latency_ns.p99),
-                        max: x.latency_ns.max.max(f.latency_ns.max),
-                    };
-                    first(&mut x.mountpoint, &f.mountpoint);
-                    first(&mut x.layer, &f.layer);
-                    x.pids = union_bounded(&x.pids, &f.pids, MAX_PIDS);
-                    x.comms = union_bounded(&x.comms, &f.comms, MAX_COMMS);
-                    x.causes = union_bounded(&x.causes, &f.causes, Cause::ALL.len());
+                    merge_file(e.get_mut(), &f);
                 }
             }
         }
+    }
 
+    fn add_layers(&mut self, r: &Report) -> Result<()> {
         for l in &r.layers {
             let l = LayerCost {
                 // Only layers without a diff-id belong to one host.
                 host: if l.diff_id.is_none() {
-                    host(&l.host)
+                    host_of(r, &l.host)
                 } else {
                     None
                 },
@@ -611,22 +579,24 @@ impl Merger {
             };
             match self.layers.entry(layer_key(&l)) {
                 Entry::Vacant(e) => {
-                    let mut acc = TotalsAcc::default();
-                    acc.add(&l.copy_up, &what)?;
+                    let acc = group_of(&l.copy_up, &what)?;
                     e.insert((l, acc));
                 }
                 Entry::Occupied(mut e) => {
                     let (x, acc) = e.get_mut();
-                    acc.add(&l.copy_up, &what)?;
+                    add_totals(acc, &l.copy_up, &what)?;
                     first(&mut x.created_by, &l.created_by);
                     x.containers =
                         union_bounded(&x.containers, &l.containers, MAX_CONTAINERS_PER_LAYER);
                 }
             }
         }
+        Ok(())
+    }
 
+    fn add_lookups(&mut self, r: &Report) {
         for l in &r.lookups {
-            let h = host(&l.host);
+            let h = host_of(r, &l.host);
             // Reports from before `total_ns` existed: the mean is all there is.
             let total = if l.total_ns == 0 {
                 l.latency_ns.mean.saturating_mul(l.count)
@@ -663,7 +633,19 @@ impl Merger {
                 *c = c.saturating_add(b.count);
             }
         }
+    }
 
+    /// Advice and warnings, each once; those of no container name their
+    /// host once the merge spans several hosts.
+    fn add_notes(&mut self, r: &Report, multi: bool) {
+        let single_input = r.hosts.len() <= 1;
+        let note = |s: &str| {
+            if multi && single_input {
+                format!("{}: {s}", r.host)
+            } else {
+                s.to_string()
+            }
+        };
         for a in &r.advice {
             let a = if a.container.is_none() {
                 Advice {
@@ -683,7 +665,9 @@ impl Merger {
                 self.warnings.push(w);
             }
         }
+    }
 
+    fn add_drops(&mut self, r: &Report) {
         // Destructured so that a new field cannot be forgotten here.
         let Drops {
             total: _,
@@ -701,6 +685,10 @@ impl Merger {
         ] {
             *into = into.saturating_add(from);
         }
+    }
+
+    fn add_counters(&mut self, r: &Report) {
+        // Destructured so that a new field cannot be forgotten here.
         let Counters {
             copy_up_entries,
             copy_up_exits,
@@ -726,8 +714,28 @@ impl Merger {
         ] {
             *into = into.saturating_add(from);
         }
-        Ok(())
     }
+}
+
+/// A file two inputs list: their figures added, the rest the first known.
+fn merge_file(x: &mut CopyUpFile, f: &CopyUpFile) {
+    x.count = x.count.saturating_add(f.count);
+    x.bytes = x.bytes.saturating_add(f.bytes);
+    x.errors = x.errors.saturating_add(f.errors);
+    x.total_ns = x.total_ns.saturating_add(f.total_ns);
+    x.path_truncated |= f.path_truncated;
+    x.outside |= f.outside;
+    x.latency_ns = Latency {
+        min: x.latency_ns.min.min(f.latency_ns.min),
+        p50: x.latency_ns.p50.max(f.latency_ns.p50),
+        p99: x.latency_ns.p99.max(f.latency_ns.p99),
+        max: x.latency_ns.max.max(f.latency_ns.max),
+    };
+    first(&mut x.mountpoint, &f.mountpoint);
+    first(&mut x.layer, &f.layer);
+    x.pids = union_bounded(&x.pids, &f.pids, MAX_PIDS);
+    x.comms = union_bounded(&x.comms, &f.comms, MAX_COMMS);
+    x.causes = union_bounded(&x.causes, &f.causes, Cause::ALL.len());
 }
 
 #[cfg(test)]
@@ -743,7 +751,7 @@ mod tests {
         attribute::Attribution,
         bpf::event::{CopyUp, FileKind},
         catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
-        report::{build, Inputs, KnownContainer, MountMeta},
+        report::{build, Inputs, KnownContainer, KnownMount},
         sys::mounts::Dev,
     };
 
@@ -925,7 +933,7 @@ mod tests {
         for &(minor, owner) in &DEVS {
             mounts.insert(
                 OverlayKey::dev_only(Dev::new(0, minor).to_kernel()),
-                MountMeta {
+                KnownMount {
                     container: owner.map(|c| cs[c].id.clone()),
                     mountpoint: Some(match owner {
                         Some(c) => cs[c].mountpoint.display().to_string(),

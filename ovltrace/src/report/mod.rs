@@ -13,11 +13,11 @@ use base64::Engine as _;
 use ovltrace_ebpf::{LookupStats, HIST_SLOTS};
 use serde::{Deserialize, Serialize};
 
-pub use crate::catalog::{KnownContainer, MountMeta};
+pub use crate::catalog::{KnownContainer, KnownMount};
 pub use crate::hdr::{Bucket, Hist};
 
 use crate::{
-    aggregate::{Aggregator, GroupAgg},
+    aggregate::{Aggregator, FileAgg, FileKey, GroupAgg},
     bpf::event::{Cause, OverlayKey},
     catalog::{ImageInfo, LayerInfo, SourceLayer},
 };
@@ -153,6 +153,13 @@ pub struct Container {
     pub copy_up: CopyUpTotals,
 }
 
+impl Container {
+    /// Its name, else its 12-character id ([`crate::catalog::display_name`]).
+    pub fn display_name(&self) -> &str {
+        crate::catalog::display_name(self.name.as_deref(), &self.id)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct CopyUpTotals {
     pub count: u64,
@@ -280,7 +287,7 @@ impl LayerCost {
     /// no container was known for: [`layer_rows`] shows those on one line).
     pub fn label(&self, r: &Report) -> String {
         if let Some(d) = &self.diff_id {
-            return d.trim_start_matches("sha256:").chars().take(12).collect();
+            return crate::catalog::short_digest(d).to_string();
         }
         let (Some(dev), Some(i)) = (&self.dev, self.index) else {
             return "?".into();
@@ -291,10 +298,7 @@ impl LayerCost {
         };
         let in_container = self.containers.iter().find_map(|id| {
             let c = r.containers.iter().find(|c| &c.id == id)?;
-            let name = c
-                .name
-                .clone()
-                .unwrap_or_else(|| c.id.chars().take(12).collect());
+            let name = c.display_name().to_string();
             let init = c.layers.iter().any(|l| l.index == i && l.init);
             Some((name, init))
         });
@@ -625,7 +629,7 @@ pub struct Inputs<'a> {
     pub agg: &'a Aggregator,
     pub lookups: &'a [(OverlayKey, LookupStats)],
     /// Every overlay mount known during the trace.
-    pub mounts: &'a HashMap<OverlayKey, MountMeta>,
+    pub mounts: &'a HashMap<OverlayKey, KnownMount>,
     pub containers: &'a [KnownContainer],
     pub probe: ProbeInfo,
     pub host: String,
@@ -654,140 +658,10 @@ pub fn build(inp: Inputs<'_>) -> Report {
         containers: &known,
         ..inp
     };
-    let meta = |key: &OverlayKey| inp.mounts.get(key).cloned().unwrap_or_default();
-    // Every mount that was known at some point or had activity.
-    let mut keys: Vec<OverlayKey> = inp.mounts.keys().copied().collect();
-    keys.extend(inp.agg.per_overlay.keys());
-    keys.extend(inp.lookups.iter().map(|(k, _)| *k));
-    keys.sort_unstable_by_key(|k| (k.dev, k.upper_dev, k.upper_ino));
-    keys.dedup();
-    let mounts = keys
-        .iter()
-        .map(|key| {
-            let m = meta(key);
-            Mount {
-                host: None,
-                mountpoint: m.mountpoint,
-                dev: dev_string(key.dev),
-                upperdir: m.upperdir,
-                lowerdirs: m.lowerdirs,
-                container: m.container,
-                copy_up: inp.agg.per_overlay.get(key).map(totals).unwrap_or_default(),
-            }
-        })
-        .collect();
-    let by_id: HashMap<&str, &KnownContainer> = inp
-        .containers
-        .iter()
-        .map(|c| (c.info.id.as_str(), c))
-        .collect();
-    let mut containers: Vec<Container> = inp
-        .containers
-        .iter()
-        .map(|k| {
-            let c = &k.info;
-            Container {
-                id: c.id.clone(),
-                host: None,
-                name: c.name.clone(),
-                pod: c.pod.clone(),
-                image: c.image.clone(),
-                runtime: c.runtime.to_string(),
-                mountpoint: crate::sys::mounts::path_display(&c.mountpoint),
-                dev: c.dev.to_string(),
-                layers: c.layers.clone(),
-                gone: k.gone,
-                copy_up: inp
-                    .agg
-                    .per_container
-                    .get(&c.id)
-                    .map(totals)
-                    .unwrap_or_default(),
-            }
-        })
-        .collect();
-    containers.sort_by(|a, b| {
-        b.copy_up
-            .count
-            .cmp(&a.copy_up.count)
-            .then_with(|| a.name.cmp(&b.name))
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let copy_ups: Vec<CopyUpFile> = inp
-        .agg
-        .top_files(inp.top)
-        .into_iter()
-        .map(|(k, f)| {
-            let (path, path_b64) = path_fields(&k.path);
-            let container = f.attribution.container.as_deref().map(str::to_string);
-            let layer = f.attribution.layer.map(|index| {
-                let info = container
-                    .as_deref()
-                    .and_then(|id| by_id.get(id))
-                    .and_then(|c| c.info.layer(index));
-                SourceLayer {
-                    index,
-                    diff_id: info.and_then(|l| l.diff_id.clone()),
-                    created_by: info.and_then(|l| l.created_by.clone()),
-                    data_index: f.data_layer,
-                }
-            });
-            // A container's own mountpoint: the device may have been another
-            // container's mount since.
-            let mountpoint = container
-                .as_deref()
-                .and_then(|id| by_id.get(id))
-                .map(|c| crate::sys::mounts::path_display(&c.info.mountpoint))
-                .or_else(|| meta(&k.overlay).mountpoint);
-            CopyUpFile {
-                host: None,
-                mountpoint,
-                dev: dev_string(k.overlay.dev),
-                path,
-                path_b64,
-                path_truncated: f.truncated,
-                container,
-                layer,
-                kind: f.kind.as_str().to_string(),
-                bytes: f.bytes,
-                count: f.count,
-                errors: f.errors,
-                total_ns: f.total_ns,
-                latency_ns: Latency {
-                    min: f.min_ns,
-                    p50: f.percentile(50.0),
-                    p99: f.percentile(99.0),
-                    max: f.max_ns,
-                },
-                pids: f.pids.iter().copied().collect(),
-                comms: f.comms.iter().map(|c| c.to_string()).collect(),
-                outside: f.outside,
-                causes: f.causes(),
-            }
-        })
-        .collect();
-    let lookups = inp
-        .lookups
-        .iter()
-        .map(|(key, s)| {
-            let (count, latency_ns, histogram) = lookups_from_stats(s);
-            let m = meta(key);
-            Lookups {
-                host: None,
-                mountpoint: m.mountpoint,
-                dev: dev_string(key.dev),
-                container: m.container,
-                layers: m.lowerdirs.len(),
-                count,
-                found: s.found,
-                not_found: s.not_found,
-                errors: s.errors,
-                total_ns: s.total_ns,
-                latency_ns,
-                histogram,
-            }
-        })
-        .collect();
+    let mounts = report_mounts(&inp);
+    let containers = report_containers(&inp);
+    let copy_ups = report_files(&inp);
+    let lookups = report_lookups(&inp);
     let layers = layer_costs(inp.agg, inp.top);
     let mut report = Report {
         schema_version: SCHEMA_VERSION,
@@ -824,6 +698,162 @@ pub fn build(inp: Inputs<'_>) -> Report {
     };
     report.advice = crate::report::advice::advise(inp.agg, &report);
     report
+}
+
+/// What was known about an overlay mount (nothing, when it was never seen
+/// by a scan).
+fn mount_meta(inp: &Inputs<'_>, key: &OverlayKey) -> KnownMount {
+    inp.mounts.get(key).cloned().unwrap_or_default()
+}
+
+/// Every mount that was known at some point or had activity.
+fn report_mounts(inp: &Inputs<'_>) -> Vec<Mount> {
+    let mut keys: Vec<OverlayKey> = inp.mounts.keys().copied().collect();
+    keys.extend(inp.agg.per_overlay.keys());
+    keys.extend(inp.lookups.iter().map(|(k, _)| *k));
+    keys.sort_unstable_by_key(|k| (k.dev, k.upper_dev, k.upper_ino));
+    keys.dedup();
+    keys.iter()
+        .map(|key| {
+            let m = mount_meta(inp, key);
+            Mount {
+                host: None,
+                mountpoint: m.mountpoint,
+                dev: dev_string(key.dev),
+                upperdir: m.upperdir,
+                lowerdirs: m.lowerdirs,
+                container: m.container,
+                copy_up: inp.agg.per_overlay.get(key).map(totals).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Every container known, most copy-ups first.
+fn report_containers(inp: &Inputs<'_>) -> Vec<Container> {
+    let mut containers: Vec<Container> = inp
+        .containers
+        .iter()
+        .map(|k| {
+            let c = &k.info;
+            Container {
+                id: c.id.clone(),
+                host: None,
+                name: c.name.clone(),
+                pod: c.pod.clone(),
+                image: c.image.clone(),
+                runtime: c.runtime.to_string(),
+                mountpoint: crate::sys::mounts::path_display(&c.mountpoint),
+                dev: c.dev.to_string(),
+                layers: c.layers.clone(),
+                gone: k.gone,
+                copy_up: inp
+                    .agg
+                    .per_container
+                    .get(&c.id)
+                    .map(totals)
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    containers.sort_by(|a, b| {
+        b.copy_up
+            .count
+            .cmp(&a.copy_up.count)
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    containers
+}
+
+/// The hot spots: the files the aggregator ranks highest.
+fn report_files(inp: &Inputs<'_>) -> Vec<CopyUpFile> {
+    let by_id: HashMap<&str, &KnownContainer> = inp
+        .containers
+        .iter()
+        .map(|c| (c.info.id.as_str(), c))
+        .collect();
+    inp.agg
+        .top_files(inp.top)
+        .into_iter()
+        .map(|(k, f)| copy_up_file(inp, &by_id, k, f))
+        .collect()
+}
+
+/// One copied-up file, with its container's layer and mount point.
+fn copy_up_file(
+    inp: &Inputs<'_>,
+    by_id: &HashMap<&str, &KnownContainer>,
+    k: &FileKey,
+    f: &FileAgg,
+) -> CopyUpFile {
+    let (path, path_b64) = path_fields(&k.path);
+    let container = f.attribution.container.as_deref().map(str::to_string);
+    let known = container.as_deref().and_then(|id| by_id.get(id));
+    let layer = f.attribution.layer.map(|index| {
+        let info = known.and_then(|c| c.info.layer(index));
+        SourceLayer {
+            index,
+            diff_id: info.and_then(|l| l.diff_id.clone()),
+            created_by: info.and_then(|l| l.created_by.clone()),
+            data_index: f.data_layer,
+        }
+    });
+    // A container's own mountpoint: the device may have been another
+    // container's mount since.
+    let mountpoint = known
+        .map(|c| crate::sys::mounts::path_display(&c.info.mountpoint))
+        .or_else(|| mount_meta(inp, &k.overlay).mountpoint);
+    CopyUpFile {
+        host: None,
+        mountpoint,
+        dev: dev_string(k.overlay.dev),
+        path,
+        path_b64,
+        path_truncated: f.truncated,
+        container,
+        layer,
+        kind: f.kind.as_str().to_string(),
+        bytes: f.bytes,
+        count: f.count,
+        errors: f.errors,
+        total_ns: f.total_ns,
+        latency_ns: Latency {
+            min: f.min_ns,
+            p50: f.percentile(50.0),
+            p99: f.percentile(99.0),
+            max: f.max_ns,
+        },
+        pids: f.pids.iter().copied().collect(),
+        comms: f.comms.iter().map(|c| c.to_string()).collect(),
+        outside: f.outside,
+        causes: f.causes(),
+    }
+}
+
+/// Lookup statistics per overlay mount.
+fn report_lookups(inp: &Inputs<'_>) -> Vec<Lookups> {
+    inp.lookups
+        .iter()
+        .map(|(key, s)| {
+            let (count, latency_ns, histogram) = lookups_from_stats(s);
+            let m = mount_meta(inp, key);
+            Lookups {
+                host: None,
+                mountpoint: m.mountpoint,
+                dev: dev_string(key.dev),
+                container: m.container,
+                layers: m.lowerdirs.len(),
+                count,
+                found: s.found,
+                not_found: s.not_found,
+                errors: s.errors,
+                total_ns: s.total_ns,
+                latency_ns,
+                histogram,
+            }
+        })
+        .collect()
 }
 
 /// Top `n` layers by total copy-up time, plus the top `n` by bytes (all of
@@ -1091,7 +1121,7 @@ mod tests {
     }
 
     fn tests_inputs() -> Inputs<'static> {
-        static MOUNTS: std::sync::OnceLock<HashMap<OverlayKey, MountMeta>> =
+        static MOUNTS: std::sync::OnceLock<HashMap<OverlayKey, KnownMount>> =
             std::sync::OnceLock::new();
         static AGG: std::sync::OnceLock<Aggregator> = std::sync::OnceLock::new();
         Inputs {

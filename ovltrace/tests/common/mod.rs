@@ -10,7 +10,7 @@ use ovltrace::{
     attribute::Attribution,
     bpf::event::{CopyUp, FileKind},
     catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
-    report::{build, Counters, Drops, Inputs, KnownContainer, MountMeta, ProbeInfo, Report},
+    report::{build, Counters, Drops, Inputs, KnownContainer, KnownMount, ProbeInfo, Report},
     sys::mounts::Dev,
 };
 use ovltrace_ebpf::{LookupStats, OverlayKey};
@@ -72,7 +72,7 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
         };
         mounts.insert(
             OverlayKey::dev_only(dev.to_kernel()),
-            MountMeta {
+            KnownMount {
                 container: Some(info.id.clone()),
                 mountpoint: Some(info.mountpoint.display().to_string()),
                 upperdir: None,
@@ -113,7 +113,7 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
     let plain = Dev::new(0, 27);
     mounts.insert(
         OverlayKey::dev_only(plain.to_kernel()),
-        MountMeta {
+        KnownMount {
             container: None,
             mountpoint: Some("/tmp/plain/merged".into()),
             upperdir: Some("/tmp/plain/upper".into()),

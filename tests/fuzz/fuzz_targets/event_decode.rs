@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ovltrace::{bpf::event, report};
+use ovltrace::{bpf::event, report, text};
 use ovltrace_ebpf::{CopyUpEvent, EVENT_COPY_UP};
 
 fuzz_target!(|data: &[u8]| {

@@ -29,7 +29,7 @@
 //! `containers/<id>/config.v2.json`.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     ffi::OsStr,
     path::{Component, Path, PathBuf},
     sync::Arc,
@@ -37,9 +37,10 @@ use std::{
 
 use serde::Deserialize;
 
+use super::{layer_dir, read_verified, Runtime, Warned};
 use crate::catalog::{
     bolt::{self, Bucket},
-    oci::{self, ImageMeta, Manifest},
+    oci::{self, ConfigCache, ImageMeta, Manifest},
     ContainerInfo, ImageInfo, LayerInfo, PodInfo, Resolver,
 };
 use crate::sys::mounts::{path_display, OverlayMount};
@@ -68,12 +69,22 @@ const LABEL_NERDCTL_NAME: &str = "nerdctl/name";
 /// Finds containerd roots in the mount table itself: the snapshot directories
 /// a mount uses name their root, so no configuration is needed and several
 /// containerd instances (the system's, Docker's own) are all seen.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ContainerdResolver {
-    /// Image configs by digest: content-addressed, parsed once.
-    configs: HashMap<String, Arc<ImageMeta>>,
-    warned: HashSet<String>,
+    /// Image configs, parsed once.
+    configs: ConfigCache,
+    warned: Warned,
     last_roots: Vec<PathBuf>,
+}
+
+impl Default for ContainerdResolver {
+    fn default() -> Self {
+        Self {
+            configs: ConfigCache::default(),
+            warned: Warned::new("containerd"),
+            last_roots: Vec::new(),
+        }
+    }
 }
 
 /// One snapshot of the snapshotter's database.
@@ -87,7 +98,7 @@ struct Snap {
 
 /// A container record of meta.db.
 #[derive(Debug, Clone, Default)]
-struct CtrRec {
+pub(crate) struct CtrRec {
     ns: String,
     id: String,
     image: Option<String>,
@@ -122,8 +133,21 @@ struct DockerConfigConfig {
     image: Option<String>,
 }
 
+/// A mount claimed as a container's root file system.
+pub(crate) struct Claim {
+    /// The container's namespace and id.
+    ns: String,
+    id: String,
+    /// Its record in meta.db (or one made of `ns` and `id` when it has none).
+    rec: CtrRec,
+    /// `(Docker root, container id)` of a mount Docker made.
+    docker: Option<(PathBuf, String)>,
+    /// Each lowerdir's snapshot number and client key, uppermost first.
+    lowers: Vec<(Option<u64>, Option<String>)>,
+}
+
 /// Per-root scan state.
-struct Scan<'a> {
+pub(crate) struct Scan<'a> {
     root: SafeRoot,
     snapshots_dir: PathBuf,
     warnings: &'a mut Vec<String>,
@@ -143,125 +167,34 @@ impl ContainerdResolver {
 
     /// [`Resolver::scan`] that returns its warnings instead of logging them.
     pub fn scan_collect(&mut self, mounts: &[OverlayMount]) -> (Vec<ContainerInfo>, Vec<String>) {
-        let mut warnings = Vec::new();
-        let out = self.scan_inner(mounts, &mut warnings);
-        (out, warnings)
+        super::scan_collect(self, mounts)
     }
 
-    fn scan_inner(
-        &mut self,
-        mounts: &[OverlayMount],
-        warnings: &mut Vec<String>,
-    ) -> Vec<ContainerInfo> {
-        self.last_roots.clear();
-        // The roots the mounts point into.
-        let mut roots: Vec<PathBuf> = Vec::new();
-        for m in mounts {
-            for p in std::iter::once(&m.upperdir)
-                .flatten()
-                .chain(m.lowerdirs.iter())
-            {
-                if let Some((root, _)) = split_snapshot_path(p) {
-                    if !roots.contains(&root) {
-                        roots.push(root);
-                    }
-                }
-            }
-        }
-        if roots.is_empty() {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        for root in roots {
-            let canon = match std::fs::canonicalize(&root) {
-                Ok(c) => c,
-                Err(e) => {
-                    warnings.push(format!("containerd root {}: {e}", root.display()));
-                    continue;
-                }
-            };
-            self.last_roots.push(canon.clone());
-            let safe = match SafeRoot::open(&root) {
-                Ok(s) => s,
-                Err(e) => {
-                    warnings.push(format!("opening the containerd root: {e}"));
-                    continue;
-                }
-            };
-            let mut scan = Scan {
-                snapshots_dir: root.join(SNAPSHOTTER).join("snapshots"),
-                root: safe,
-                warnings,
-                snaps: HashMap::new(),
-                meta: Meta::default(),
-            };
-            let snaps = scan.snapshotter_db();
-            scan.snaps = snaps;
-            scan.meta = scan.meta_db();
-            for m in mounts {
-                if out.iter().any(|c: &ContainerInfo| c.dev == m.dev) {
-                    continue;
-                }
-                if let Some(c) = self.container(&mut scan, m) {
-                    out.push(c);
-                }
-            }
-        }
-        out
-    }
-
-    fn container(&mut self, scan: &mut Scan, m: &OverlayMount) -> Option<ContainerInfo> {
-        let upper = m
-            .upperdir
-            .as_deref()
-            .and_then(|u| scan.snapshot_id(u, false));
-        let lowers: Vec<Option<u64>> = m
-            .lowerdirs
-            .iter()
-            .map(|l| scan.snapshot_id(l, upper.is_some()))
-            .collect();
-        // A mount of this root: its upper layer, or all its layers, are snapshots.
-        let ours = match &m.upperdir {
-            Some(_) => upper.is_some(),
-            None => !lowers.is_empty() && lowers.iter().all(Option::is_some),
-        };
-        if !ours {
-            return None;
-        }
-        let client = |scan: &Scan, id: u64| -> Option<(String, String)> {
-            let snap = scan.snaps.get(&id)?;
-            scan.meta
-                .backend
-                .get(&snap.key)
-                .cloned()
-                .or_else(|| split_backend_key(&snap.key))
-        };
-        let upper_key = upper.and_then(|id| client(scan, id));
-        // Who the mount belongs to.
-        let docker = docker_mount(&m.mountpoint);
-        let task = task_mount(&m.mountpoint);
+    /// Who a claimed mount belongs to: the container record whose active
+    /// snapshot is the upper layer, else the task or Docker mount point's.
+    fn owner(
+        scan: &Scan,
+        upper_key: Option<&(String, String)>,
+        task: Option<&(String, String)>,
+        docker: Option<&(PathBuf, String)>,
+    ) -> Option<(String, String, CtrRec)> {
         let rec: Option<CtrRec> = upper_key
-            .as_ref()
             .and_then(|(ns, key)| {
-                scan.meta
-                    .containers
-                    .iter()
-                    .find(|c| {
-                        &c.ns == ns
-                            && c.snapshot_key.as_deref() == Some(key.as_str())
-                            && c.snapshotter.as_deref().is_none_or(|s| s == "overlayfs")
-                    })
-                    .cloned()
+                scan.meta.containers.iter().find(|c| {
+                    &c.ns == ns
+                        && c.snapshot_key.as_deref() == Some(key.as_str())
+                        && c.snapshotter.as_deref().is_none_or(|s| s == "overlayfs")
+                })
             })
             .or_else(|| {
-                let (ns, id) = task.as_ref()?;
+                let (ns, id) = task?;
                 scan.meta
                     .containers
                     .iter()
                     .find(|c| &c.ns == ns && &c.id == id)
-                    .cloned()
-            });
-        let (ns, id) = match (&rec, &task, &docker, &upper_key) {
+            })
+            .cloned();
+        let (ns, id) = match (&rec, task, docker, upper_key) {
             (Some(r), _, _, _) => (r.ns.clone(), r.id.clone()),
             (None, Some((ns, id)), _, _) => (ns.clone(), id.clone()),
             (None, None, Some((_, id)), _) => (MOBY.to_string(), id.clone()),
@@ -276,81 +209,80 @@ impl ContainerdResolver {
             id: id.clone(),
             ..Default::default()
         });
+        Some((ns, id, rec))
+    }
 
-        // Docker's own view of its containers.
-        let docker_cfg = docker
-            .as_ref()
-            .filter(|(_, did)| *did == id)
-            .and_then(|(root, _)| read_docker_config(root, &id, scan.warnings));
-        let is_docker = docker_cfg.is_some() || ns == MOBY;
-
+    /// The container's name and pod: Docker's name, else nerdctl's or
+    /// Kubernetes' label, else its id when that is not a bare hex id.
+    fn naming(
+        rec: &CtrRec,
+        id: &str,
+        docker_cfg: Option<&DockerConfig>,
+    ) -> (Option<String>, Option<PodInfo>) {
         let mut name = rec
             .labels
             .get(LABEL_NERDCTL_NAME)
             .or_else(|| rec.labels.get(LABEL_K8S_CONTAINER))
             .cloned();
-        if let Some(cfg) = &docker_cfg {
-            if let Some(n) = &cfg.name {
-                name = Some(n.trim_start_matches('/').to_string());
-            }
+        if let Some(n) = docker_cfg.and_then(|cfg| cfg.name.as_ref()) {
+            name = Some(n.trim_start_matches('/').to_string());
         }
-        if name.is_none() && !is_hex64(&id) {
-            name = Some(id.clone());
+        if name.is_none() && !is_hex64(id) {
+            name = Some(id.to_string());
         }
         let pod = rec.labels.get(LABEL_POD_NAME).map(|p| PodInfo {
             name: p.clone(),
             namespace: rec.labels.get(LABEL_POD_NAMESPACE).cloned(),
         });
+        (name, pod)
+    }
 
-        // The image: by name from the container record (or Docker's config),
-        // else by Docker's image id (the target digest).
-        let mut target = rec
-            .image
-            .as_ref()
-            .and_then(|n| scan.meta.images.get(&(ns.clone(), n.clone())).cloned());
+    /// The image's target digest: by name from the container record (or
+    /// Docker's config), else by Docker's image id (the target digest).
+    fn image_target(
+        scan: &mut Scan,
+        claim: &Claim,
+        docker_cfg: Option<&DockerConfig>,
+    ) -> Option<String> {
+        let ns = &claim.ns;
+        let by_name = |n: &String| scan.meta.images.get(&(ns.clone(), n.clone())).cloned();
+        let target = claim.rec.image.as_ref().and_then(by_name).or_else(|| {
+            let cfg = docker_cfg?;
+            cfg.config
+                .as_ref()
+                .and_then(|c| c.image.as_ref())
+                .and_then(by_name)
+                .or_else(|| cfg.image.clone().filter(|d| oci::is_digest(d)))
+        });
         if target.is_none() {
-            if let Some(cfg) = &docker_cfg {
-                target = cfg
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.image.as_ref())
-                    .and_then(|n| scan.meta.images.get(&(ns.clone(), n.clone())).cloned())
-                    .or_else(|| cfg.image.clone().filter(|d| oci::is_digest(d)));
-            }
-        }
-        if target.is_none() {
-            if let Some(n) = &rec.image {
+            if let Some(n) = &claim.rec.image {
                 scan.warn(format!(
-                    "container {id}: image {n:?} is not in namespace {ns:?}"
+                    "container {}: image {n:?} is not in namespace {ns:?}",
+                    claim.id
                 ));
             }
         }
-        let lower_keys: Vec<Option<String>> = lowers
-            .iter()
-            .map(|l| l.and_then(|id| client(scan, id)).map(|(_, k)| k))
-            .collect();
-        let top_chain = lower_keys
-            .iter()
-            .flatten()
-            .find(|k| oci::is_digest(k))
-            .cloned();
-        let image_meta = target
-            .as_deref()
-            .and_then(|t| self.image_for(scan, t, top_chain.as_deref()));
-        let tags: Vec<String> = match &target {
-            Some(t) => scan
-                .meta
-                .images
-                .iter()
-                .filter(|((n, _), d)| *n == ns && *d == t)
-                .map(|((_, name), _)| name.clone())
-                .collect(),
-            None => Vec::new(),
-        };
+        target
+    }
 
-        let n = m.lowerdirs.len();
+    /// The names in the container's namespace pointing at `target`.
+    fn tags(scan: &Scan, ns: &str, target: Option<&String>) -> Vec<String> {
+        let Some(t) = target else {
+            return Vec::new();
+        };
+        scan.meta
+            .images
+            .iter()
+            .filter(|((n, _), d)| n == ns && *d == t)
+            .map(|((_, name), _)| name.clone())
+            .collect()
+    }
+
+    /// Each lowerdir's layer: its snapshot, and what the image says of it.
+    fn layers(scan: &mut Scan, claim: &Claim, image: Option<&ImageMeta>) -> Vec<LayerInfo> {
+        let n = claim.lowers.len();
         let mut layers = Vec::with_capacity(n);
-        for (i, (sid, key)) in lowers.iter().zip(&lower_keys).enumerate() {
+        for (i, (sid, key)) in claim.lowers.iter().enumerate() {
             let mut l = LayerInfo {
                 index: i + 1,
                 ..Default::default()
@@ -367,17 +299,16 @@ impl ContainerdResolver {
                 continue;
             }
             l.position = Some(n - i);
-            if let Some(k) = key.filter(|k| oci::is_digest(k)) {
-                l.chain_id = Some(k.to_string());
-            }
-            if let Some(img) = &image_meta {
+            l.chain_id = key.filter(|k| oci::is_digest(k)).map(str::to_string);
+            if let Some(img) = image {
                 match key.and_then(|k| img.position_of_chain(k)) {
                     Some(pos) => {
                         l.position = Some(pos);
                         oci::describe_layer(img, pos, &mut l);
                     }
                     None => scan.warn(format!(
-                        "container {id}: layer {} (snapshot {}) is not a layer of its image",
+                        "container {}: layer {} (snapshot {}) is not a layer of its image",
+                        claim.id,
                         i + 1,
                         key.unwrap_or("?")
                     )),
@@ -385,18 +316,7 @@ impl ContainerdResolver {
             }
             layers.push(l);
         }
-        Some(ContainerInfo {
-            id,
-            name,
-            image: ImageInfo { id: target, tags },
-            mountpoint: m.mountpoint.clone(),
-            dev: m.dev,
-            runtime: if is_docker { "docker" } else { "containerd" },
-            upperdir: m.upperdir.clone(),
-            layers,
-            pod,
-            mount_id: m.mount_id,
-        })
+        layers
     }
 
     /// The config of the image whose manifest (or index) has digest `target`;
@@ -438,28 +358,137 @@ impl ContainerdResolver {
     }
 
     fn config(&mut self, scan: &mut Scan, digest: &str) -> Option<Arc<ImageMeta>> {
-        if let Some(m) = self.configs.get(digest) {
-            return Some(m.clone());
-        }
-        let data = scan.blob(digest, true)?;
-        match oci::parse_image_config(&format!("image config {digest}"), &data, scan.warnings) {
-            Ok(m) => {
-                let m = Arc::new(m);
-                self.configs.insert(digest.to_string(), m.clone());
-                Some(m)
+        let what = format!("image config {digest}");
+        let hex = digest.strip_prefix("sha256:").filter(|h| is_hex64(h));
+        let root = &scan.root;
+        self.configs.get(digest, &what, scan.warnings, |w| {
+            let hex = hex?;
+            let rel = PathBuf::from(format!("{BLOBS}/{hex}"));
+            read_verified(root, &rel, hex, MAX_JSON, true, w)
+        })
+    }
+}
+
+impl Runtime for ContainerdResolver {
+    type Root<'w> = Scan<'w>;
+    type Claim = Claim;
+
+    /// The roots the mounts' snapshot directories point into.
+    fn roots(&mut self, mounts: &[OverlayMount], _: &mut Vec<String>) -> Vec<PathBuf> {
+        self.last_roots.clear();
+        let mut roots: Vec<PathBuf> = Vec::new();
+        for m in mounts {
+            for p in std::iter::once(&m.upperdir)
+                .flatten()
+                .chain(m.lowerdirs.iter())
+            {
+                if let Some((root, _)) = split_snapshot_path(p) {
+                    if !roots.contains(&root) {
+                        roots.push(root);
+                    }
+                }
             }
-            Err(e) => {
-                scan.warn(e);
-                None
-            }
         }
+        roots
     }
 
-    fn emit(&mut self, warnings: Vec<String>) {
-        for w in warnings {
-            if self.warned.len() < 10_000 && self.warned.insert(w.clone()) {
-                log::warn!("containerd: {w}");
+    /// The root and copies of its two databases.
+    fn open<'w>(&mut self, root: PathBuf, warnings: &'w mut Vec<String>) -> Option<Scan<'w>> {
+        let canon = match std::fs::canonicalize(&root) {
+            Ok(c) => c,
+            Err(e) => {
+                warnings.push(format!("containerd root {}: {e}", root.display()));
+                return None;
             }
+        };
+        self.last_roots.push(canon);
+        let safe = match SafeRoot::open(&root) {
+            Ok(s) => s,
+            Err(e) => {
+                warnings.push(format!("opening the containerd root: {e}"));
+                return None;
+            }
+        };
+        let mut scan = Scan {
+            snapshots_dir: root.join(SNAPSHOTTER).join("snapshots"),
+            root: safe,
+            warnings,
+            snaps: HashMap::new(),
+            meta: Meta::default(),
+        };
+        scan.snaps = scan.snapshotter_db();
+        scan.meta = scan.meta_db();
+        Some(scan)
+    }
+
+    /// A mount of this root (its upper layer, or all its layers, are
+    /// snapshots) that a container record, a task or Docker owns.
+    fn claim(&mut self, scan: &mut Scan, m: &OverlayMount) -> Option<Claim> {
+        let upper = m
+            .upperdir
+            .as_deref()
+            .and_then(|u| scan.snapshot_id(u, false));
+        let lowers: Vec<Option<u64>> = m
+            .lowerdirs
+            .iter()
+            .map(|l| scan.snapshot_id(l, upper.is_some()))
+            .collect();
+        let ours = match &m.upperdir {
+            Some(_) => upper.is_some(),
+            None => !lowers.is_empty() && lowers.iter().all(Option::is_some),
+        };
+        if !ours {
+            return None;
+        }
+        let upper_key = upper.and_then(|id| scan.client_key(id));
+        let docker = docker_mount(&m.mountpoint);
+        let task = task_mount(&m.mountpoint);
+        let (ns, id, rec) = Self::owner(scan, upper_key.as_ref(), task.as_ref(), docker.as_ref())?;
+        let lowers = lowers
+            .into_iter()
+            .map(|l| (l, l.and_then(|id| scan.client_key(id)).map(|(_, k)| k)))
+            .collect();
+        Some(Claim {
+            ns,
+            id,
+            rec,
+            docker,
+            lowers,
+        })
+    }
+
+    fn describe(&mut self, scan: &mut Scan, m: &OverlayMount, claim: Claim) -> ContainerInfo {
+        // Docker's own view of its containers.
+        let docker_cfg = claim
+            .docker
+            .as_ref()
+            .filter(|(_, did)| *did == claim.id)
+            .and_then(|(root, _)| read_docker_config(root, &claim.id, scan.warnings));
+        let is_docker = docker_cfg.is_some() || claim.ns == MOBY;
+        let (name, pod) = Self::naming(&claim.rec, &claim.id, docker_cfg.as_ref());
+        let target = Self::image_target(scan, &claim, docker_cfg.as_ref());
+        let top_chain = claim
+            .lowers
+            .iter()
+            .filter_map(|(_, k)| k.as_ref())
+            .find(|k| oci::is_digest(k))
+            .cloned();
+        let image_meta = target
+            .as_deref()
+            .and_then(|t| self.image_for(scan, t, top_chain.as_deref()));
+        let tags = Self::tags(scan, &claim.ns, target.as_ref());
+        let layers = Self::layers(scan, &claim, image_meta.as_deref());
+        ContainerInfo {
+            id: claim.id,
+            name,
+            image: ImageInfo { id: target, tags },
+            mountpoint: m.mountpoint.clone(),
+            dev: m.dev,
+            runtime: if is_docker { "docker" } else { "containerd" },
+            upperdir: m.upperdir.clone(),
+            layers,
+            pod,
+            mount_id: m.mount_id,
         }
     }
 }
@@ -471,7 +500,7 @@ impl Resolver for ContainerdResolver {
 
     fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
         let (out, warnings) = self.scan_collect(mounts);
-        self.emit(warnings);
+        self.warned.emit(warnings);
         out
     }
 }
@@ -479,6 +508,16 @@ impl Resolver for ContainerdResolver {
 impl Scan<'_> {
     fn warn(&mut self, w: String) {
         self.warnings.push(w);
+    }
+
+    /// A snapshot's `(namespace, client key)`.
+    fn client_key(&self, id: u64) -> Option<(String, String)> {
+        let snap = self.snaps.get(&id)?;
+        self.meta
+            .backend
+            .get(&snap.key)
+            .cloned()
+            .or_else(|| split_backend_key(&snap.key))
     }
 
     /// A stable in-memory copy of a bolt database below the root.
@@ -595,38 +634,15 @@ impl Scan<'_> {
 
     fn layer_dir(&mut self, id: u64) -> Option<PathBuf> {
         let rel = PathBuf::from(format!("{SNAPSHOTTER}/snapshots/{id}/fs"));
-        if self.root.is_dir(&rel) {
-            Some(self.root.path().join(rel))
-        } else {
-            self.warn(format!(
-                "{}: not a directory (or a symlink); layer not inspected",
-                path_display(&self.root.path().join(rel))
-            ));
-            None
-        }
+        let is_dir = self.root.is_dir(&rel);
+        layer_dir(&self.root, &rel, is_dir, self.warnings)
     }
 
     /// A content blob, checked against its digest.
     fn blob(&mut self, digest: &str, warn_missing: bool) -> Option<Vec<u8>> {
         let hex = digest.strip_prefix("sha256:").filter(|h| is_hex64(h))?;
         let rel = PathBuf::from(format!("{BLOBS}/{hex}"));
-        let data = match self.root.read(&rel, MAX_JSON) {
-            Ok(d) => d,
-            Err(e) => {
-                if warn_missing || !e.is_not_found() {
-                    self.warn(e.to_string());
-                }
-                return None;
-            }
-        };
-        if oci::sha256_hex(&data) != hex {
-            self.warn(format!(
-                "{}: content does not match its digest; ignored",
-                path_display(&self.root.path().join(rel))
-            ));
-            return None;
-        }
-        Some(data)
+        read_verified(&self.root, &rel, hex, MAX_JSON, warn_missing, self.warnings)
     }
 }
 

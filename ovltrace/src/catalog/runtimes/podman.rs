@@ -18,20 +18,24 @@
 //! below the root is read through [`SafeRoot`]: no symlink is followed.
 
 use std::{
-    collections::{HashMap, HashSet},
-    path::{Component, Path, PathBuf},
+    collections::HashMap,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::{
+    layer_dir, lower_path, parse_link_target, read_verified, rw_layer_id, LowerPath, Runtime,
+    Warned,
+};
 use crate::catalog::{
-    oci::{self, ImageMeta},
+    oci::{self, ConfigCache, ImageMeta},
     ContainerInfo, ImageInfo, LayerInfo, PodInfo, Resolver,
 };
 use crate::sys::mounts::{bytes_display, path_display, OverlayMount};
-use crate::sys::safe_fs::{is_hex64, is_safe_name, is_safe_name_bytes, SafeRoot};
+use crate::sys::safe_fs::{is_hex64, is_safe_name, SafeRoot};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/containers/storage";
 pub const STORAGE_CONF: &str = "/etc/containers/storage.conf";
@@ -47,8 +51,8 @@ pub struct PodmanResolver {
     explicit_root: Option<PathBuf>,
     storage_conf: PathBuf,
     default_root: PathBuf,
-    configs: HashMap<String, Arc<ImageMeta>>,
-    warned: HashSet<String>,
+    configs: ConfigCache,
+    warned: Warned,
     last_roots: Vec<PathBuf>,
 }
 
@@ -71,7 +75,7 @@ struct ImageRec {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct ContainerRec {
+pub(crate) struct ContainerRec {
     id: String,
     #[serde(default)]
     names: Vec<String>,
@@ -94,11 +98,20 @@ struct CtrMetadata {
 }
 
 /// Per-root scan state.
-struct Scan<'a> {
+pub(crate) struct Scan<'a> {
     root: SafeRoot,
     overlay: PathBuf,
     warnings: &'a mut Vec<String>,
+    /// containers.json's containers, by their layer.
+    by_layer: HashMap<String, ContainerRec>,
+    /// layers.json and images.json, read when a first container is described.
+    store: Option<Store>,
+}
+
+/// The layer and image stores of a root.
+struct Store {
     layers: HashMap<String, LayerRec>,
+    images: Vec<ImageRec>,
 }
 
 impl PodmanResolver {
@@ -119,8 +132,8 @@ impl PodmanResolver {
             explicit_root,
             storage_conf,
             default_root,
-            configs: HashMap::new(),
-            warned: HashSet::new(),
+            configs: ConfigCache::default(),
+            warned: Warned::new("podman"),
             last_roots: Vec::new(),
         }
     }
@@ -132,9 +145,7 @@ impl PodmanResolver {
 
     /// [`Resolver::scan`] that returns its warnings instead of logging them.
     pub fn scan_collect(&mut self, mounts: &[OverlayMount]) -> (Vec<ContainerInfo>, Vec<String>) {
-        let mut warnings = Vec::new();
-        let out = self.scan_inner(mounts, &mut warnings);
-        (out, warnings)
+        super::scan_collect(self, mounts)
     }
 
     /// Candidate roots: the flag, storage.conf's graphroot, the default, and
@@ -166,83 +177,7 @@ impl PodmanResolver {
         roots
     }
 
-    fn scan_inner(
-        &mut self,
-        mounts: &[OverlayMount],
-        warnings: &mut Vec<String>,
-    ) -> Vec<ContainerInfo> {
-        self.last_roots.clear();
-        let mut out: Vec<ContainerInfo> = Vec::new();
-        for root in self.candidate_roots(mounts, warnings) {
-            let explicit = self.explicit_root.as_ref() == Some(&root);
-            if !root.join("overlay-containers").is_dir() {
-                if explicit {
-                    warnings.push(format!(
-                        "{}: no containers/storage metadata (overlay-containers/)",
-                        root.display()
-                    ));
-                }
-                continue;
-            }
-            let safe = match SafeRoot::open(&root) {
-                Ok(s) => s,
-                Err(e) => {
-                    warnings.push(format!("opening the storage root: {e}"));
-                    continue;
-                }
-            };
-            self.last_roots.push(root.clone());
-            let mut scan = Scan {
-                overlay: root.join("overlay"),
-                root: safe,
-                warnings,
-                layers: HashMap::new(),
-            };
-            // Absent until the first container is created.
-            let containers: Vec<ContainerRec> =
-                scan.store_json_opt("overlay-containers/containers.json");
-            let by_layer: HashMap<&str, &ContainerRec> = containers
-                .iter()
-                .filter(|c| is_safe_name(&c.layer))
-                .map(|c| (c.layer.as_str(), c))
-                .collect();
-            let mut matched: Vec<(&OverlayMount, &ContainerRec)> = Vec::new();
-            for m in mounts {
-                if out.iter().any(|c| c.dev == m.dev) || matched.iter().any(|x| x.0.dev == m.dev) {
-                    continue;
-                }
-                if let Some(c) =
-                    rw_layer_id(&scan.overlay, m).and_then(|l| by_layer.get(l.as_str()))
-                {
-                    matched.push((m, c));
-                }
-            }
-            if matched.is_empty() {
-                continue;
-            }
-            let mut layers: Vec<LayerRec> = scan.store_json("overlay-layers/layers.json");
-            layers.extend(scan.store_json_opt::<LayerRec>("overlay-layers/volatile-layers.json"));
-            scan.layers = layers
-                .into_iter()
-                .filter(|l| is_safe_name(&l.id))
-                .map(|l| (l.id.clone(), l))
-                .collect();
-            let images: Vec<ImageRec> = scan.store_json("overlay-images/images.json");
-            for (m, c) in matched {
-                let info = self.container(&mut scan, m, c, &images);
-                out.push(info);
-            }
-        }
-        out
-    }
-
-    fn container(
-        &mut self,
-        scan: &mut Scan,
-        m: &OverlayMount,
-        c: &ContainerRec,
-        images: &[ImageRec],
-    ) -> ContainerInfo {
+    fn container(&mut self, scan: &mut Scan, m: &OverlayMount, c: &ContainerRec) -> ContainerInfo {
         let meta: CtrMetadata = c
             .metadata
             .as_deref()
@@ -261,13 +196,50 @@ impl PodmanResolver {
         let image_rec = c
             .image
             .as_deref()
-            .and_then(|id| images.iter().find(|i| i.id == id));
-        let image_id = image_rec.map(|i| i.id.clone()).filter(|id| is_hex64(id));
+            .and_then(|id| scan.store().images.iter().find(|i| i.id == id))
+            .cloned();
+        let image_id = image_rec
+            .as_ref()
+            .map(|i| i.id.clone())
+            .filter(|id| is_hex64(id));
         let image_meta = image_id.as_deref().and_then(|id| self.config(scan, id));
-        let mut tags = image_rec.map(|i| i.names.clone()).unwrap_or_default();
+        let mut tags = image_rec.map(|i| i.names).unwrap_or_default();
         tags.sort();
         tags.dedup();
 
+        let layers = Self::layers(scan, m, c, image_meta.as_deref());
+        let n = layers.len();
+        if let Some(w) = image_meta
+            .as_ref()
+            .and_then(|img| img.layer_count_warning(&c.id, n))
+        {
+            scan.warn(w);
+        }
+        ContainerInfo {
+            id: c.id.clone(),
+            name,
+            image: ImageInfo {
+                id: image_id.map(|id| format!("sha256:{id}")),
+                tags,
+            },
+            mountpoint: m.mountpoint.clone(),
+            dev: m.dev,
+            runtime: if pod.is_some() { "cri-o" } else { "podman" },
+            upperdir: Some(scan.overlay.join(&c.layer).join("diff")),
+            layers,
+            pod,
+            mount_id: m.mount_id,
+        }
+    }
+
+    /// Each lowerdir's layer: its id in the layer store, and what the image
+    /// says of it.
+    fn layers(
+        scan: &mut Scan,
+        m: &OverlayMount,
+        c: &ContainerRec,
+        image: Option<&ImageMeta>,
+    ) -> Vec<LayerInfo> {
         // The layer chain the container's layer sits on, top first.
         let chain = scan.parents(&c.layer);
         let lowers = scan.lower_layer_ids(m, &c.layer);
@@ -290,14 +262,14 @@ impl PodmanResolver {
                     ));
                 }
                 l.dir = scan.layer_dir(id);
-                if let Some(rec) = scan.layers.get(id) {
+                if let Some(rec) = scan.store().layers.get(id) {
                     l.diff_id = rec.diff_digest.clone().filter(|d| oci::is_digest(d));
                     l.size = rec.diff_size.and_then(|s| u64::try_from(s).ok());
                 } else {
                     scan.warn(format!("layer {id} is not in layers.json"));
                 }
             }
-            if let Some(img) = &image_meta {
+            if let Some(img) = image {
                 if !oci::describe_layer(img, n - i, &mut l) {
                     scan.warn(format!(
                         "container {}: layer {} ({}) does not match its image at position {}; instruction unknown",
@@ -311,74 +283,77 @@ impl PodmanResolver {
             l.cache_id = id;
             layers.push(l);
         }
-        if let Some(img) = &image_meta {
-            if img.diff_ids.len() != n {
-                scan.warn(format!(
-                    "container {}: {n} layers mounted but the image has {}",
-                    c.id,
-                    img.diff_ids.len()
-                ));
-            }
-        }
-        ContainerInfo {
-            id: c.id.clone(),
-            name,
-            image: ImageInfo {
-                id: image_id.map(|id| format!("sha256:{id}")),
-                tags,
-            },
-            mountpoint: m.mountpoint.clone(),
-            dev: m.dev,
-            runtime: if pod.is_some() { "cri-o" } else { "podman" },
-            upperdir: Some(scan.overlay.join(&c.layer).join("diff")),
-            layers,
-            pod,
-            mount_id: m.mount_id,
-        }
+        layers
     }
 
     /// The image config (`overlay-images/<id>/=<base64("sha256:<id>")>`),
     /// checked against the image id (its digest).
     fn config(&mut self, scan: &mut Scan, id: &str) -> Option<Arc<ImageMeta>> {
-        if let Some(m) = self.configs.get(id) {
-            return Some(m.clone());
+        let root = &scan.root;
+        self.configs
+            .get(id, &format!("image {id}"), scan.warnings, |w| {
+                let file = big_data_name(&format!("sha256:{id}"));
+                let rel = PathBuf::from(format!("overlay-images/{id}/{file}"));
+                read_verified(root, &rel, id, MAX_CONFIG, true, w)
+            })
+    }
+}
+
+impl Runtime for PodmanResolver {
+    type Root<'w> = Scan<'w>;
+    type Claim = ContainerRec;
+
+    fn roots(&mut self, mounts: &[OverlayMount], warnings: &mut Vec<String>) -> Vec<PathBuf> {
+        self.last_roots.clear();
+        self.candidate_roots(mounts, warnings)
+    }
+
+    /// A root with containers/storage metadata, and its containers.
+    fn open<'w>(&mut self, root: PathBuf, warnings: &'w mut Vec<String>) -> Option<Scan<'w>> {
+        let explicit = self.explicit_root.as_ref() == Some(&root);
+        if !root.join("overlay-containers").is_dir() {
+            if explicit {
+                warnings.push(format!(
+                    "{}: no containers/storage metadata (overlay-containers/)",
+                    root.display()
+                ));
+            }
+            return None;
         }
-        let key = format!("sha256:{id}");
-        let file = big_data_name(&key);
-        let rel = PathBuf::from(format!("overlay-images/{id}/{file}"));
-        let data = match scan.root.read(&rel, MAX_CONFIG) {
-            Ok(d) => d,
+        let safe = match SafeRoot::open(&root) {
+            Ok(s) => s,
             Err(e) => {
-                scan.warn(e.to_string());
+                warnings.push(format!("opening the storage root: {e}"));
                 return None;
             }
         };
-        if oci::sha256_hex(&data) != id {
-            scan.warn(format!(
-                "{}: content does not match the image id; image metadata ignored",
-                path_display(&scan.root.path().join(&rel))
-            ));
-            return None;
-        }
-        match oci::parse_image_config(&format!("image {id}"), &data, scan.warnings) {
-            Ok(m) => {
-                let m = Arc::new(m);
-                self.configs.insert(id.to_string(), m.clone());
-                Some(m)
-            }
-            Err(e) => {
-                scan.warn(e);
-                None
-            }
-        }
+        self.last_roots.push(root.clone());
+        let mut scan = Scan {
+            overlay: root.join("overlay"),
+            root: safe,
+            warnings,
+            by_layer: HashMap::new(),
+            store: None,
+        };
+        // Absent until the first container is created.
+        let containers: Vec<ContainerRec> =
+            scan.store_json_opt("overlay-containers/containers.json");
+        scan.by_layer = containers
+            .into_iter()
+            .filter(|c| is_safe_name(&c.layer))
+            .map(|c| (c.layer.clone(), c))
+            .collect();
+        Some(scan)
     }
 
-    fn emit(&mut self, warnings: Vec<String>) {
-        for w in warnings {
-            if self.warned.len() < 10_000 && self.warned.insert(w.clone()) {
-                log::warn!("podman: {w}");
-            }
-        }
+    /// A mount whose upper layer is a container's layer.
+    fn claim(&mut self, scan: &mut Scan, m: &OverlayMount) -> Option<ContainerRec> {
+        let layer = rw_layer_id(&scan.overlay, m, false)?;
+        scan.by_layer.get(&layer).cloned()
+    }
+
+    fn describe(&mut self, scan: &mut Scan, m: &OverlayMount, c: ContainerRec) -> ContainerInfo {
+        self.container(scan, m, &c)
     }
 }
 
@@ -389,7 +364,7 @@ impl Resolver for PodmanResolver {
 
     fn scan(&mut self, mounts: &[OverlayMount]) -> Vec<ContainerInfo> {
         let (out, warnings) = self.scan_collect(mounts);
-        self.emit(warnings);
+        self.warned.emit(warnings);
         out
     }
 }
@@ -397,6 +372,28 @@ impl Resolver for PodmanResolver {
 impl Scan<'_> {
     fn warn(&mut self, w: String) {
         self.warnings.push(w);
+    }
+
+    /// layers.json (and volatile-layers.json) and images.json, read on
+    /// first need.
+    fn store(&mut self) -> &Store {
+        let store = match self.store.take() {
+            Some(s) => s,
+            None => self.read_store(),
+        };
+        self.store.insert(store)
+    }
+
+    fn read_store(&mut self) -> Store {
+        let mut layers: Vec<LayerRec> = self.store_json("overlay-layers/layers.json");
+        layers.extend(self.store_json_opt::<LayerRec>("overlay-layers/volatile-layers.json"));
+        let layers = layers
+            .into_iter()
+            .filter(|l| is_safe_name(&l.id))
+            .map(|l| (l.id.clone(), l))
+            .collect();
+        let images = self.store_json("overlay-images/images.json");
+        Store { layers, images }
     }
 
     fn store_json<T: for<'de> Deserialize<'de>>(&mut self, rel: &str) -> Vec<T> {
@@ -447,15 +444,20 @@ impl Scan<'_> {
     /// The layers below `layer`, nearest first (at most [`MAX_DEPTH`]; a
     /// cycle ends the walk).
     fn parents(&mut self, layer: &str) -> Vec<String> {
+        let layers = &self.store().layers;
         let mut out: Vec<String> = Vec::new();
-        let mut cur = self.layers.get(layer).and_then(|l| l.parent.clone());
+        let mut cur = layers.get(layer).and_then(|l| l.parent.clone());
+        let mut broken = false;
         while let Some(p) = cur.filter(|p| !p.is_empty()) {
             if out.len() >= MAX_DEPTH || out.contains(&p) {
-                self.warn(format!("layer {layer}: parent chain too deep or cyclic"));
+                broken = true;
                 break;
             }
-            cur = self.layers.get(&p).and_then(|l| l.parent.clone());
+            cur = layers.get(&p).and_then(|l| l.parent.clone());
             out.push(p);
+        }
+        if broken {
+            self.warn(format!("layer {layer}: parent chain too deep or cyclic"));
         }
         out
     }
@@ -545,27 +547,9 @@ impl Scan<'_> {
     /// (layer id, short) of a lowerdir `<root>/overlay/l/<short>`,
     /// `<root>/overlay/<id>/diff`, or either relative to `<root>/overlay`.
     fn lowerdir(&mut self, lower: &Path) -> (Option<String>, Option<String>) {
-        let rel = if lower.is_absolute() {
-            match lower.strip_prefix(&self.overlay) {
-                Ok(r) => r,
-                Err(_) => return (None, None),
-            }
-        } else {
-            lower
-        };
-        let comps: Vec<&[u8]> = rel
-            .components()
-            .map(|c| match c {
-                Component::Normal(n) => std::os::unix::ffi::OsStrExt::as_bytes(n),
-                _ => b"/".as_slice(),
-            })
-            .collect();
-        match comps.as_slice() {
-            [b"l", short] if is_safe_name_bytes(short) => {
-                self.short_link(&String::from_utf8_lossy(short))
-            }
-            [id, b"diff"] if is_safe_name_bytes(id) && *id != b"l" => {
-                let id = String::from_utf8_lossy(id).into_owned();
+        match lower_path(&self.overlay, lower) {
+            LowerPath::Link(short) => self.short_link(&short),
+            LowerPath::Layer(id) => {
                 let short = self
                     .root
                     .read_line(&PathBuf::from(format!("overlay/{id}/link")))
@@ -573,21 +557,14 @@ impl Scan<'_> {
                     .filter(|s| is_safe_name(s));
                 (Some(id), short)
             }
-            _ => (None, None),
+            LowerPath::Other | LowerPath::Outside => (None, None),
         }
     }
 
     fn layer_dir(&mut self, id: &str) -> Option<PathBuf> {
         let rel = PathBuf::from(format!("overlay/{id}/diff"));
-        if self.root.is_dir(&rel) {
-            Some(self.root.path().join(rel))
-        } else {
-            self.warn(format!(
-                "{}: not a directory (or a symlink); layer not inspected",
-                path_display(&self.root.path().join(rel))
-            ));
-            None
-        }
+        let is_dir = self.root.is_dir(&rel);
+        layer_dir(&self.root, &rel, is_dir, self.warnings)
     }
 }
 
@@ -672,41 +649,6 @@ fn root_of(p: &Path) -> Option<PathBuf> {
     (overlay.file_name()? == "overlay").then(|| overlay.parent().map(Path::to_path_buf))?
 }
 
-/// The container layer of a mount: from `upperdir` (`<overlay>/<id>/diff`, or
-/// `<id>/diff` relative when the mount point is `<overlay>/<id>/merged`).
-fn rw_layer_id(overlay: &Path, m: &OverlayMount) -> Option<String> {
-    let two = |p: &Path, last: &str| -> Option<String> {
-        let mut it = p.components();
-        let (Some(Component::Normal(id)), Some(Component::Normal(l)), None) =
-            (it.next(), it.next(), it.next())
-        else {
-            return None;
-        };
-        (l == last)
-            .then(|| id.to_str())
-            .flatten()
-            .filter(|s| is_safe_name(s) && *s != "l")
-            .map(str::to_string)
-    };
-    let from_mountpoint = m
-        .mountpoint
-        .strip_prefix(overlay)
-        .ok()
-        .and_then(|r| two(r, "merged"));
-    match &m.upperdir {
-        Some(u) if u.is_absolute() => u.strip_prefix(overlay).ok().and_then(|r| two(r, "diff")),
-        Some(u) => from_mountpoint.as_ref().and_then(|_| two(u, "diff")),
-        None => None,
-    }
-}
-
-/// `../<id>/diff` -> id.
-fn parse_link_target(t: &[u8]) -> Option<String> {
-    let rest = t.strip_prefix(b"../")?;
-    let id = rest.strip_suffix(b"/diff")?;
-    (is_safe_name_bytes(id) && id != b"l").then(|| String::from_utf8_lossy(id).into_owned())
-}
-
 /// Runs the parsers on anything (fuzzing).
 #[doc(hidden)]
 pub fn fuzz_parsers(data: &[u8]) {
@@ -720,7 +662,7 @@ pub fn fuzz_parsers(data: &[u8]) {
     }
     let overlay = Path::new("/var/lib/containers/storage/overlay");
     for m in &crate::sys::mounts::parse_mountinfo(data).mounts {
-        let _ = rw_layer_id(overlay, m);
+        let _ = rw_layer_id(overlay, m, false);
     }
 }
 
