@@ -50,7 +50,10 @@ pub fn main(args: LayersArgs) -> anyhow::Result<ExitCode> {
         &all,
     );
     // Everything is shown: read what the resolvers deferred.
-    inv.containers.iter_mut().for_each(ContainerInfo::complete);
+    for c in &mut inv.containers {
+        c.complete();
+        crate::catalog::number_layers(&mut c.layers);
+    }
     inv.containers
         .sort_by(|a, b| a.display_name().cmp(b.display_name()).then(a.id.cmp(&b.id)));
     let docker_root = docker.root().map(|(p, _)| path_display(p));
@@ -142,41 +145,7 @@ pub fn table(containers: &[ContainerInfo], plain: &[OverlayMount]) -> String {
             c.dev,
             text::terminal(&path_display(&c.mountpoint))
         );
-        let total = c.layers.iter().filter(|l| !l.init).count();
-        let rows: Vec<[String; 5]> = std::iter::once([
-            "0".into(),
-            "".into(),
-            "".into(),
-            "-".into(),
-            "(container read-write layer)".into(),
-        ])
-        .chain(c.layers.iter().map(|l| layer_row(l, total)))
-        .collect();
-        let header = ["IDX", "LAYER", "DIFF-ID", "SIZE", "CREATED BY"];
-        let widths: Vec<usize> = (0..4)
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([header[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for r in std::iter::once(header.map(String::from)).chain(rows) {
-            let _ = writeln!(
-                s,
-                "  {:>w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3],
-            );
-        }
+        layer_table(&mut s, c);
         s.push('\n');
     }
     if !plain.is_empty() {
@@ -198,10 +167,47 @@ pub fn table(containers: &[ContainerInfo], plain: &[OverlayMount]) -> String {
     s
 }
 
-fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
-    let pos = match l.position {
-        Some(p) => format!("{p}/{total}"),
-        None if l.init => "init".into(),
+/// A container's layers, uppermost first as `docker history` lists them,
+/// numbered as every output numbers them ([`crate::catalog::number_layers`]).
+fn layer_table(s: &mut String, c: &ContainerInfo) {
+    let total = c.layers.iter().filter(|l| !l.init).count();
+    let rows: Vec<[String; 4]> = std::iter::once([
+        "rw".into(),
+        "".into(),
+        "-".into(),
+        "(container read-write layer)".into(),
+    ])
+    .chain(c.layers.iter().map(|l| layer_row(l, total)))
+    .collect();
+    let header = ["LAYER", "DIFF-ID", "SIZE", "CREATED BY"];
+    let widths: Vec<usize> = (0..3)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in std::iter::once(header.map(String::from)).chain(rows) {
+        let _ = writeln!(
+            s,
+            "  {:<w0$}  {:<w1$}  {:>w2$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+        );
+    }
+}
+
+fn layer_row(l: &LayerInfo, total: usize) -> [String; 4] {
+    let pos = match l.number {
+        Some(n) => format!("{n}/{total}"),
+        None if l.init => "init layer".into(),
         None => "?".into(),
     };
     let diff = l
@@ -228,7 +234,7 @@ fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
             (None, _) => "(unknown)".into(),
         }
     };
-    [l.index.to_string(), pos, diff, size, what]
+    [pos, diff, size, what]
 }
 
 /// `sha256:0123456789abcdef...` -> `0123456789ab`.
@@ -305,6 +311,8 @@ mod tests {
             pod: None,
             mount_id: 1,
         };
+        let mut c = c;
+        crate::catalog::number_layers(&mut c.layers);
         let t = table(&[c], &[]);
         assert!(t.contains("CONTAINER web\\n1 (c80a5fd00c1b)"), "{t}");
         assert!(t.contains("shop/api:2.3 (abababababab)"), "{t}");
@@ -315,7 +323,7 @@ mod tests {
             .collect();
         assert!(
             squeezed.contains(
-                &"2 2/2 cdcdcdcdcdcd 11 B COPY file:8a0dcac8c05d… in /etc/app.conf".to_string()
+                &"1/2 cdcdcdcdcdcd 11 B COPY file:8a0dcac8c05d… in /etc/app.conf".to_string()
             ),
             "{t}"
         );
@@ -323,6 +331,21 @@ mod tests {
             t.contains("(no history: imported or squashed layer); comment: imported"),
             "{t}"
         );
-        assert!(t.contains("init"), "{t}");
+        assert!(
+            squeezed.contains(
+                &"init layer - - (init layer: /etc/hosts, /etc/resolv.conf, ...)".to_string()
+            ),
+            "{t}"
+        );
+        assert!(
+            squeezed
+                .iter()
+                .any(|l| l.starts_with("2/2 - 2.0 MiB (no history")),
+            "{t}"
+        );
+        assert!(
+            squeezed.contains(&"rw - (container read-write layer)".to_string()),
+            "{t}"
+        );
     }
 }

@@ -56,7 +56,7 @@ use hdrhistogram::Histogram;
 
 use super::{
     lookup_latency, Advice, Bucket, Container, CopyUpFile, CopyUpTotals, Counters, Drops,
-    FileCounts, Hist, Latency, LayerCost, Lookups, Mount, ProbeInfo, Report, Tool,
+    FileCounts, Hist, HotSpots, Latency, LayerCost, Lookups, Mount, ProbeInfo, Report, Tool,
     OLDEST_SCHEMA_READ, SCHEMA_VERSION,
 };
 use crate::{
@@ -109,11 +109,27 @@ pub fn schemas_read() -> String {
 
 /// A report of an older schema this binary reads, brought to the current
 /// one (fields it did not have get what can be known of them).
+///
+/// - 1: `files` becomes lower bounds of the counts it did not record.
+/// - 1 and 2: the containers' layers are numbered
+///   ([`crate::catalog::number_layers`]); the kinds of copy-ups (`by_kind`)
+///   stay unknown.
+/// - Every schema: the hot-spot tables are ranked again from `copy_ups`
+///   (before schema 3, every listed file; then the `top` they were cut to),
+///   so they never point outside the list.
 pub fn upgrade(r: &mut Report) {
     if r.schema_version == 1 {
         r.files = FileCounts::from_schema_1(r);
+        r.schema_version = 2;
+    }
+    if r.schema_version == 2 {
+        r.containers
+            .iter_mut()
+            .for_each(|c| crate::catalog::number_layers(&mut c.layers));
+        r.hot_spots = HotSpots::default();
         r.schema_version = SCHEMA_VERSION;
     }
+    r.hot_spots = HotSpots::rank(&r.copy_ups, r.hot_spots.top);
 }
 
 /// Merges `reports` into one (see the module documentation for what that
@@ -194,6 +210,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             })
             .collect(),
         copy_ups: m.files.into_values().collect(),
+        hot_spots: HotSpots::default(),
         files: m.file_counts,
         layers: m
             .layers
@@ -220,6 +237,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
     out.copy_ups = select_files(std::mem::take(&mut out.copy_ups), top.and_then(limit));
     out.layers = select_layers(out.layers, top.and_then(limit));
     out.files.listed = out.copy_ups.len() as u64;
+    out.hot_spots = HotSpots::rank(&out.copy_ups, top.unwrap_or(0));
     if !multi {
         clear_hosts(&mut out);
     }
@@ -231,6 +249,7 @@ pub fn cut(r: &mut Report, top: usize) {
     r.copy_ups = select_files(std::mem::take(&mut r.copy_ups), limit(top));
     r.layers = select_layers(std::mem::take(&mut r.layers), limit(top));
     r.files.listed = r.copy_ups.len() as u64;
+    r.hot_spots = HotSpots::rank(&r.copy_ups, top);
 }
 
 /// The hosts a report covers.
@@ -341,6 +360,7 @@ struct TotalsAcc {
     data_copy: Histogram<u64>,
     size: Histogram<u64>,
     by_cause: BTreeMap<Cause, u64>,
+    by_kind: BTreeMap<String, u64>,
 }
 
 impl Default for TotalsAcc {
@@ -354,6 +374,7 @@ impl Default for TotalsAcc {
             data_copy: new_histogram(),
             size: new_histogram(),
             by_cause: BTreeMap::new(),
+            by_kind: BTreeMap::new(),
         }
     }
 }
@@ -390,6 +411,10 @@ impl TotalsAcc {
         self.total_ns = self.total_ns.saturating_add(t.total_ns);
         self.errors = self.errors.saturating_add(t.errors);
         super::add_causes(&mut self.by_cause, &t.by_cause);
+        for (k, &n) in &t.by_kind {
+            let v = self.by_kind.entry(k.clone()).or_default();
+            *v = v.saturating_add(n);
+        }
         add_hist(
             &mut self.latency,
             &t.latency_ns,
@@ -414,6 +439,7 @@ impl TotalsAcc {
             data_copy_ns: Hist::from_hdr(&self.data_copy),
             size_bytes: Hist::from_hdr(&self.size),
             by_cause: self.by_cause,
+            by_kind: self.by_kind,
         }
     }
 }
@@ -1222,7 +1248,7 @@ mod tests {
             e.contains(&format!("schema_version {}", SCHEMA_VERSION + 1)),
             "{e}"
         );
-        assert!(e.contains("this ovltrace reads 1 and 2"), "{e}");
+        assert!(e.contains("this ovltrace reads 1, 2 and 3"), "{e}");
         let mut r = good.clone();
         r.containers[0].copy_up.latency_ns.hdr = "!!!".into();
         let e = fails(r);

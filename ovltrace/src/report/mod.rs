@@ -2,10 +2,12 @@
 //! `json` serialises it as is (schema in README.md), `terminal` renders it.
 
 pub mod advice;
+pub mod filter;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod json;
 pub mod merge;
+pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,7 +26,10 @@ use crate::{
 
 /// 2: `files` (how many files were seen, kept, listed and evicted), the
 /// cause of copy-ups (`causes` per file, `by_cause` in every total).
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: `hot_spots` (the two hot-spot tables, by total time and by bytes),
+/// `by_kind` in every total, `number` in the containers' `layers[]`
+/// (docs/json-schema.md).
+pub const SCHEMA_VERSION: u32 = 3;
 /// The oldest schema `ovltrace report` still reads (upgraded on reading).
 pub const OLDEST_SCHEMA_READ: u32 = 1;
 
@@ -49,8 +54,11 @@ pub struct Report {
     /// Containers whose overlay was seen (live at some point during the trace).
     pub containers: Vec<Container>,
     /// The hottest paths (top N by total copy-up time, plus the top N by
-    /// bytes; every file the tracer kept with `--top 0`).
+    /// bytes; every file the tracer kept with `--top 0`), each once.
     pub copy_ups: Vec<CopyUpFile>,
+    /// The two hot-spot tables over `copy_ups`: by total time and by bytes.
+    #[serde(default)]
+    pub hot_spots: HotSpots,
     /// How many files were seen, kept, listed in `copy_ups` and evicted.
     #[serde(default)]
     pub files: FileCounts,
@@ -63,6 +71,49 @@ pub struct Report {
     pub drops: Drops,
     pub counters: Counters,
     pub warnings: Vec<String>,
+}
+
+/// The two hot-spot tables: indices into `copy_ups`, each table sorted by
+/// its own key (largest first) and at most `top` long (every listed file
+/// when `top` is 0).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct HotSpots {
+    /// The `--top` the tables were cut to (0: none).
+    pub top: usize,
+    /// By total copy-up time.
+    pub by_time: Vec<usize>,
+    /// By bytes copied.
+    pub by_bytes: Vec<usize>,
+}
+
+impl HotSpots {
+    /// Ranks `files` by total time and by bytes, `top` rows each (ties in
+    /// list order).
+    pub fn rank(files: &[CopyUpFile], top: usize) -> Self {
+        let n = match top {
+            0 => files.len(),
+            n => n.min(files.len()),
+        };
+        let ranked = |key: fn(&CopyUpFile) -> u64| {
+            let mut v: Vec<usize> = (0..files.len()).collect();
+            v.sort_by(|&a, &b| key(&files[b]).cmp(&key(&files[a])).then(a.cmp(&b)));
+            v.truncate(n);
+            v
+        };
+        HotSpots {
+            top,
+            by_time: ranked(|f| f.total_ns),
+            by_bytes: ranked(|f| f.bytes),
+        }
+    }
+}
+
+impl Report {
+    /// The rows of a hot-spot table (indices out of range are skipped: a
+    /// report read from a file may hold anything).
+    pub fn hot_spot_rows<'a>(&'a self, table: &'a [usize]) -> Vec<&'a CopyUpFile> {
+        table.iter().filter_map(|&i| self.copy_ups.get(i)).collect()
+    }
 }
 
 /// What became of the files the trace saw copied up (a file: a path within
@@ -170,6 +221,10 @@ pub struct CopyUpTotals {
     /// `metadata`, `link`, `rename`, `parent`, `unknown`.
     #[serde(default)]
     pub by_cause: BTreeMap<Cause, u64>,
+    /// Copy-ups by kind of file (only kinds seen): `regular`, `dir`,
+    /// `symlink`, `other`.
+    #[serde(default)]
+    pub by_kind: BTreeMap<String, u64>,
 }
 
 /// Per-cause counts as a map without the zeros.
@@ -274,13 +329,15 @@ pub struct LayerCost {
 }
 
 impl LayerCost {
-    /// Short name of the layer: its short diff-id; a container's layer
-    /// without one as "init of NAME" or "lower N of NAME"; a plain overlay's
-    /// as its lower directory; otherwise "DEV lower N" (a layer of an overlay
-    /// no container was known for: [`layer_rows`] shows those on one line).
+    /// Short name of the layer, as the hot spots name it: a container's
+    /// layer by [`view::layer_label`] ("2/5 ab12cd34ef56", "init layer of
+    /// NAME"; a shared layer numbered differently in its images by its
+    /// short diff-id alone); a plain overlay's as its lower directory;
+    /// otherwise "DEV lower N" (a layer of an overlay no container was known
+    /// for: [`layer_rows`] shows those on one line).
     pub fn label(&self, r: &Report) -> String {
         if let Some(d) = &self.diff_id {
-            return d.trim_start_matches("sha256:").chars().take(12).collect();
+            return self.label_by_diff_id(r, d);
         }
         let (Some(dev), Some(i)) = (&self.dev, self.index) else {
             return "?".into();
@@ -295,14 +352,16 @@ impl LayerCost {
                 .name
                 .clone()
                 .unwrap_or_else(|| c.id.chars().take(12).collect());
-            let init = c.layers.iter().any(|l| l.index == i && l.init);
-            Some((name, init))
+            Some((c, name, c.layers.iter().find(|l| l.index == i)))
         });
-        if let Some((name, init)) = in_container {
-            return if init {
-                format!("{host}init of {name}")
-            } else {
-                format!("{host}lower {i} of {name}")
+        if let Some((c, name, layer)) = in_container {
+            return match layer {
+                Some(l) if l.init => format!("{host}init layer of {name}"),
+                Some(l) if l.diff_id.is_some() => format!("{host}{}", view::layer_label(c, l)),
+                Some(l) if l.number.is_some() => {
+                    format!("{host}{} of {name}", view::layer_label(c, l))
+                }
+                _ => format!("{host}lower {i} of {name}"),
             };
         }
         if let Some(m) = self.plain_mount(r) {
@@ -311,6 +370,24 @@ impl LayerCost {
             }
         }
         format!("{host}{dev} lower {i}")
+    }
+
+    /// An image layer by diff-id: numbered as in its containers when they
+    /// all agree, else its short diff-id.
+    fn label_by_diff_id(&self, r: &Report, d: &str) -> String {
+        let labels: std::collections::BTreeSet<String> = self
+            .containers
+            .iter()
+            .filter_map(|id| {
+                let c = r.containers.iter().find(|c| &c.id == id)?;
+                let l = c.layers.iter().find(|l| l.diff_id.as_deref() == Some(d))?;
+                l.number.map(|_| view::layer_label(c, l))
+            })
+            .collect();
+        match (labels.len(), labels.first()) {
+            (1, Some(one)) => one.clone(),
+            _ => view::short_digest(d),
+        }
     }
 
     /// The overlay of no container this layer belongs to, when the report
@@ -551,7 +628,23 @@ pub fn totals(g: &GroupAgg) -> CopyUpTotals {
         data_copy_ns: Hist::from_hdr(&g.data_time),
         size_bytes: Hist::from_hdr(&g.size),
         by_cause: cause_map(&g.by_cause),
+        by_kind: kind_map(&g.by_kind),
     }
+}
+
+/// Per-kind counts as a map without the zeros.
+pub fn kind_map(counts: &[u64; 4]) -> BTreeMap<String, u64> {
+    use crate::bpf::event::FileKind;
+    [
+        FileKind::Regular,
+        FileKind::Dir,
+        FileKind::Symlink,
+        FileKind::Other,
+    ]
+    .into_iter()
+    .filter(|&k| counts[k as usize] > 0)
+    .map(|k| (k.as_str().to_string(), counts[k as usize]))
+    .collect()
 }
 
 /// Path bytes as JSON fields: lossy text plus the exact bytes when needed.
@@ -647,6 +740,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
         .map(|k| {
             let mut k = k.clone();
             k.info.complete();
+            crate::catalog::number_layers(&mut k.info.layers);
             k
         })
         .collect();
@@ -809,6 +903,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
             listed: copy_ups.len() as u64,
             evicted: inp.agg.evicted_files,
         },
+        hot_spots: HotSpots::rank(&copy_ups, inp.top),
         copy_ups,
         layers,
         lookups,
@@ -899,12 +994,22 @@ mod tests {
             containers: vec!["c0ffee".repeat(10)],
             copy_up: Default::default(),
         };
-        assert_eq!(cost(1, None).label(&r), "init of web-1");
+        assert_eq!(cost(1, None).label(&r), "init layer of web-1");
         assert_eq!(cost(2, None).label(&r), "lower 2 of web-1");
         assert_eq!(
             cost(2, Some("sha256:0123456789abcdef")).label(&r),
             "0123456789ab"
         );
+        // Numbered: the same label as the hot spots give the layer.
+        let mut numbered = r.clone();
+        let c = &mut numbered.containers[0];
+        c.layers[1].diff_id = Some("sha256:0123456789abcdef".into());
+        crate::catalog::number_layers(&mut c.layers);
+        assert_eq!(
+            cost(2, Some("sha256:0123456789abcdef")).label(&numbered),
+            "1/1 0123456789ab"
+        );
+        assert_eq!(cost(2, None).label(&numbered), "1/1 0123456789ab");
         // An overlay no container was known for: named by its device, and
         // not attributed.
         let mut lost = cost(1, None);
@@ -1058,7 +1163,7 @@ mod tests {
         assert!(!terminal::render(&all).contains("files listed"));
         // The JSON carries the counts.
         let v: serde_json::Value = serde_json::from_str(&json::to_string(&top).unwrap()).unwrap();
-        assert_eq!(v["schema_version"], 2);
+        assert_eq!(v["schema_version"], 3);
         assert_eq!(v["files"]["seen"], 40);
         assert_eq!(v["files"]["listed"], 3);
         assert_eq!(v["files"]["evicted"], agg.evicted_files);
@@ -1082,9 +1187,9 @@ mod tests {
         assert_eq!(
             back.files,
             FileCounts {
-                seen: 4 + 5,
-                kept: 4,
-                listed: 4,
+                seen: 5 + 5,
+                kept: 5,
+                listed: 5,
                 evicted: 5
             }
         );
