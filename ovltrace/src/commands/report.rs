@@ -17,6 +17,14 @@ fn read(args: &ReportArgs) -> Result<Report> {
         .iter()
         .map(|p| json::load(p))
         .collect::<Result<Vec<Report>>>()?;
+    // The tables an input was cut to (0: not cut); a merge of cut inputs
+    // cannot rank more files than the least of them listed.
+    let cut_to = reports
+        .iter()
+        .map(|r| r.hot_spots.top)
+        .filter(|&t| t > 0)
+        .min()
+        .unwrap_or(0);
     let mut report = if reports.len() == 1 {
         reports.into_iter().next().context("no report")?
     } else {
@@ -30,7 +38,14 @@ fn read(args: &ReportArgs) -> Result<Report> {
         })?
     };
     filter::keep_containers(&mut report, &args.containers)?;
-    merge::cut(&mut report, args.top);
+    let top = match (args.top, cut_to) {
+        (0, _) => 0,
+        (n, 0) => n,
+        (n, t) => n.min(t),
+    };
+    if top != report.hot_spots.top || !args.containers.is_empty() {
+        merge::cut(&mut report, top);
+    }
     Ok(report)
 }
 

@@ -140,12 +140,16 @@ fn file_owner(r: &Report, f: &CopyUpFile) -> String {
 
 /// A table of hot spots; a CONTAINER column when they belong to several.
 fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
-    let owners: std::collections::BTreeSet<(&Option<String>, &str)> = files
+    let owners: std::collections::BTreeSet<_> = files
         .iter()
-        .map(|f| (&f.container, f.dev.as_str()))
+        .map(|f| (&f.container, f.dev.as_str(), &f.host))
         .collect();
     let with_owner = owners.len() > 1;
+    let multi_host = !r.hosts.is_empty();
     let mut header = vec!["PATH", "KIND"];
+    if multi_host {
+        header.push("HOST");
+    }
     if with_owner {
         header.push("CONTAINER");
     }
@@ -162,6 +166,9 @@ fn file_rows(r: &Report, files: &[&CopyUpFile]) -> Table {
     let mut t = table(&header);
     for f in files {
         let mut row = vec![file_path(f), view::kind_word(&f.kind).to_string()];
+        if multi_host {
+            row.push(sanitize(f.host.as_deref().unwrap_or(&r.host)));
+        }
         if with_owner {
             row.push(file_owner(r, f));
         }
