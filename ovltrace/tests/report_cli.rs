@@ -329,3 +329,55 @@ fn bad_inputs_are_one_line_errors() {
     let o = run(&["report"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// The rows of the terminal table under `heading`.
+fn table_rows<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
+    text.split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {heading:?} in {text}"))
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("  LAYER"))
+        .collect()
+}
+
+#[test]
+fn container_filter_and_top_as_run_prints_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = common::report("h", &common::plain_specs("web"), vec![]);
+    let a = write(dir.path(), "a.json", &r);
+    let o = run(&["report", s(&a), "--container", "web-1", "--color", "never"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("CONTAINER web-1 "), "{out}");
+    assert!(!out.contains("CONTAINER web-0"), "{out}");
+    assert!(!out.contains("OVERLAY"), "{out}");
+    for heading in [
+        "HOT SPOTS, by total copy-up time",
+        "HOT SPOTS, by bytes copied",
+    ] {
+        let rows = table_rows(&out, heading);
+        assert!(!rows.is_empty(), "{out}");
+        assert!(rows.iter().all(|l| !l.contains("/tmp/plain")), "{out}");
+    }
+    let o = run(&["report", s(&a), "--container", "nope"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        stderr(&o),
+        "ovltrace: error: no container nope in this report (it has: web-1, web-0)\n"
+    );
+    // --top N: two tables of exactly N rows each.
+    assert!(r.copy_ups.len() > 2);
+    let o = run(&["report", s(&a), "--top", "2", "--color", "never"]);
+    let out = stdout(&o);
+    assert_eq!(
+        table_rows(&out, "HOT SPOTS, by total copy-up time").len(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        table_rows(&out, "HOT SPOTS, by bytes copied").len(),
+        2,
+        "{out}"
+    );
+}

@@ -348,4 +348,76 @@ mod tests {
             "{t}"
         );
     }
+
+    /// The same image layer has one number in `layers`, the terminal and
+    /// HTML reports and the JSON: its place in `docker history` order, of
+    /// the image layers only, with its short diff-id.
+    #[test]
+    fn layer_numbers_agree_across_outputs() {
+        use crate::render::{html, terminal};
+        let r = crate::report::fixtures::golden_report();
+        let c = &r.containers[0];
+        let info = ContainerInfo {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            image: c.image.clone(),
+            mountpoint: c.mountpoint.clone().into(),
+            dev: Dev::new(0, 50),
+            runtime: "docker",
+            upperdir: None,
+            layers: c.layers.clone(),
+            pod: None,
+            mount_id: 1,
+        };
+        let squeezed: Vec<String> = table(&[info], &[])
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        assert!(
+            squeezed.iter().any(|l| l.starts_with("1/2 ab12cd34ef56 ")),
+            "{squeezed:?}"
+        );
+        assert!(
+            squeezed.iter().any(|l| l.starts_with("2/2 0123456789ab ")),
+            "{squeezed:?}"
+        );
+        assert!(
+            squeezed.iter().any(|l| l.starts_with("init layer ")
+                && l.ends_with("(init layer: /etc/hosts, /etc/resolv.conf, ...)")),
+            "{squeezed:?}"
+        );
+        // The terminal report: the hot spot and the source-layer table.
+        let text = terminal::render(&r);
+        let row = text
+            .lines()
+            .find(|l| l.contains("/var/lib/app/catalog.db"))
+            .unwrap();
+        assert!(row.contains(" 1/2 ab12cd34ef56 "), "{row}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(" 1/2 ab12cd34ef56  COPY")),
+            "{text}"
+        );
+        assert!(text.contains(" 2/2 0123456789ab "), "{text}");
+        // HTML.
+        let page = html::render(&r);
+        assert!(page.contains("<code>1/2 ab12cd34ef56</code>"));
+        assert!(page.contains(">1/2 ab12cd34ef56</code>"));
+        // JSON: the file's source layer, numbered 1 of the image's 2.
+        let v: serde_json::Value =
+            serde_json::from_str(&crate::report::json::to_string(&r).unwrap()).unwrap();
+        let file = v["copy_ups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "var/lib/app/catalog.db")
+            .unwrap();
+        let index = file["layer"]["index"].as_u64().unwrap() as usize;
+        let layers = v["containers"][0]["layers"].as_array().unwrap();
+        let layer = &layers[index - 1];
+        assert_eq!(layer["number"], 1);
+        assert_eq!(layer["diff_id"], "sha256:ab12cd34ef56aa");
+        assert_eq!(layers.iter().filter(|l| l["init"] == false).count(), 2);
+        assert!(layers[0].get("number").is_none() && layers[0]["init"] == true);
+    }
 }

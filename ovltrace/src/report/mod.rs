@@ -1175,6 +1175,145 @@ mod tests {
         assert_eq!(again.files.listed, 2);
     }
 
+    /// Files whose order by time is not their order by bytes.
+    fn two_orders(top: usize) -> Report {
+        let mut agg = Aggregator::new(64);
+        // (path, latency, bytes): by time a, b, c, d, e; by bytes e, d, c, b, a.
+        for (i, path) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            let i = i as u64;
+            let ev = crate::bpf::event::CopyUp {
+                start_ns: 0,
+                latency_ns: 50_000 - 10_000 * i,
+                data_ns: None,
+                data_len: Some(1000 * (i + 1)),
+                size: 1000 * (i + 1),
+                tgid: 1,
+                tid: 1,
+                overlay: OverlayKey::dev_only(7),
+                ret: 0,
+                kind: crate::bpf::event::FileKind::Regular,
+                path: path.as_bytes().to_vec(),
+                path_truncated: false,
+                comm: "sh".into(),
+                mnt_ns: 0,
+                source: None,
+                cause: Default::default(),
+            };
+            agg.add(&ev, &Default::default(), None);
+        }
+        let agg: &'static Aggregator = Box::leak(Box::new(agg));
+        build(Inputs {
+            agg,
+            top,
+            ..tests_inputs()
+        })
+    }
+
+    #[test]
+    fn two_hot_spot_tables_each_top_rows_by_their_own_key() {
+        let r = two_orders(2);
+        let paths = |table: &[usize]| -> Vec<String> {
+            r.hot_spot_rows(table)
+                .iter()
+                .map(|f| f.path.clone())
+                .collect()
+        };
+        // Listed once each: 2 by time plus 2 by bytes.
+        assert_eq!(r.copy_ups.len(), 4);
+        assert_eq!(paths(&r.hot_spots.by_time), ["a", "b"]);
+        assert_eq!(paths(&r.hot_spots.by_bytes), ["e", "d"]);
+        // The terminal: each table exactly --top rows, in its own order.
+        let text = terminal::render(&r);
+        let table = |heading: &str| -> Vec<String> {
+            text.split(heading)
+                .nth(1)
+                .unwrap_or_else(|| panic!("no {heading:?} in {text}"))
+                .lines()
+                .skip(2)
+                .take_while(|l| !l.trim().is_empty())
+                .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+                .collect()
+        };
+        assert_eq!(
+            table("HOT SPOTS, by total copy-up time"),
+            ["<gone>/a", "<gone>/b"],
+            "{text}"
+        );
+        assert_eq!(
+            table("HOT SPOTS, by bytes copied"),
+            ["<gone>/e", "<gone>/d"],
+            "{text}"
+        );
+        // The JSON: the two tables as indices into copy_ups.
+        let v: serde_json::Value = serde_json::from_str(&json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(v["hot_spots"]["top"], 2);
+        let named = |key: &str| -> Vec<String> {
+            v["hot_spots"][key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    v["copy_ups"][i.as_u64().unwrap() as usize]["path"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(named("by_time"), ["a", "b"]);
+        assert_eq!(named("by_bytes"), ["e", "d"]);
+        // The HTML: two tables, in the same orders.
+        let page = html::render(&r);
+        let by_time = page.find("<h3>By total copy-up time</h3>").unwrap();
+        let by_bytes = page.find("<h3>By bytes copied</h3>").unwrap();
+        let at = |p: &str, from: usize| page[from..].find(p).map(|i| i + from).unwrap();
+        assert!(at("&lt;gone&gt;/a", by_time) < at("&lt;gone&gt;/b", by_time));
+        assert!(at("&lt;gone&gt;/e", by_bytes) < at("&lt;gone&gt;/d", by_bytes));
+        assert!(at("&lt;gone&gt;/d", by_bytes) < page.find("id=\"layers\"").unwrap());
+        // A cut re-ranks; --top 0 ranks every listed file.
+        let mut cut = two_orders(0);
+        assert_eq!(cut.hot_spots.by_bytes.len(), 5);
+        merge::cut(&mut cut, 1);
+        assert_eq!(cut.copy_ups.len(), 2);
+        let first = |t: &[usize]| cut.copy_ups[t[0]].path.clone();
+        assert_eq!(cut.hot_spots.by_time.len(), 1);
+        assert_eq!(cut.hot_spots.by_bytes.len(), 1);
+        assert_eq!(
+            (
+                first(&cut.hot_spots.by_time),
+                first(&cut.hot_spots.by_bytes)
+            ),
+            ("a".into(), "e".into())
+        );
+    }
+
+    #[test]
+    fn schema_2_reports_get_layer_numbers_and_tables() {
+        let r = golden_report();
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["schema_version"] = 2.into();
+        let o = v.as_object_mut().unwrap();
+        o.remove("hot_spots");
+        for c in v["containers"].as_array_mut().unwrap() {
+            for l in c["layers"].as_array_mut().unwrap() {
+                l.as_object_mut().unwrap().remove("number");
+            }
+        }
+        let back = json::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(back.schema_version, 3);
+        let numbers: Vec<Option<usize>> =
+            back.containers[0].layers.iter().map(|l| l.number).collect();
+        assert_eq!(numbers, [None, Some(1), Some(2)]);
+        assert_eq!(back.hot_spots.top, 0);
+        assert_eq!(back.hot_spots.by_time.len(), r.copy_ups.len());
+        assert_eq!(back.containers, r.containers);
+        // Hostile indices in a schema 3 file are ranked again, not trusted.
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["hot_spots"]["by_time"] = serde_json::json!([99, 0, 0]);
+        let back = json::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(back.hot_spots, r.hot_spots);
+    }
+
     #[test]
     fn schema_1_reports_are_read_with_lower_bounds_of_the_file_counts() {
         let mut r = golden_report();
