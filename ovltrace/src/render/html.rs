@@ -157,46 +157,14 @@ pub fn chart(buckets: &[Bucket], caption: &str, unit: &str) -> String {
     );
     for (i, k) in (lo..=hi).enumerate() {
         let count = counts.get(&k).copied().unwrap_or(0);
-        let h = ((count as f64 / max as f64) * plot_h as f64).round() as usize;
-        let h = if count > 0 { h.max(1) } else { 0 };
-        let x = left + i * bar;
-        let lo_v = if k == 0 { 0 } else { 1u64 << (k - 1).min(63) };
-        let hi_v = if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
-        let range = if unit == "ns" {
-            format!("{} to {}", fmt_ns(lo_v), fmt_ns(hi_v))
-        } else {
-            format!("{lo_v} to {hi_v} {unit}")
+        let geometry = BarGeometry {
+            x: left + i * bar,
+            width: bar,
+            base,
+            plot_h,
+            max,
         };
-        let _ = write!(
-            s,
-            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\" class=\"bar\">\
-             <title>{}: {count}</title></rect>",
-            x + 1,
-            base - h,
-            bar.saturating_sub(2),
-            esc(&range)
-        );
-        if count > 0 {
-            let _ = write!(
-                s,
-                "<text x=\"{}\" y=\"{}\" class=\"count\" text-anchor=\"middle\">{count}</text>",
-                x + bar / 2,
-                base - h - 3
-            );
-        }
-        let label = if unit == "ns" {
-            fmt_ns(lo_v)
-        } else {
-            lo_v.to_string()
-        };
-        let lx = x + bar / 2;
-        let ly = base + 12;
-        let _ = write!(
-            s,
-            "<text x=\"{lx}\" y=\"{ly}\" class=\"tick\" text-anchor=\"end\" \
-             transform=\"rotate(-45 {lx} {ly})\">{}</text>",
-            esc(&label)
-        );
+        chart_bar(&mut s, &geometry, k, count, unit);
     }
     let _ = write!(
         s,
@@ -204,6 +172,68 @@ pub fn chart(buckets: &[Bucket], caption: &str, unit: &str) -> String {
         esc(caption)
     );
     s
+}
+
+/// Where a chart's bar goes: its left edge and width, the baseline, the
+/// plot's height and the largest count (the full height).
+#[derive(Clone, Copy)]
+struct BarGeometry {
+    x: usize,
+    width: usize,
+    base: usize,
+    plot_h: usize,
+    max: u64,
+}
+
+/// One bar of a chart: log2 slot `k` (at least 2^(k-1), below 2^k) holding
+/// `count`, with its range as a tooltip, its count and its lower bound.
+fn chart_bar(s: &mut String, g: &BarGeometry, k: u32, count: u64, unit: &str) {
+    let BarGeometry {
+        x,
+        width: bar,
+        base,
+        plot_h,
+        max,
+    } = *g;
+    let h = ((count as f64 / max as f64) * plot_h as f64).round() as usize;
+    let h = if count > 0 { h.max(1) } else { 0 };
+    let lo_v = if k == 0 { 0 } else { 1u64 << (k - 1).min(63) };
+    let hi_v = if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
+    let range = if unit == "ns" {
+        format!("{} to {}", fmt_ns(lo_v), fmt_ns(hi_v))
+    } else {
+        format!("{lo_v} to {hi_v} {unit}")
+    };
+    let _ = write!(
+        s,
+        "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\" class=\"bar\">\
+         <title>{}: {count}</title></rect>",
+        x + 1,
+        base - h,
+        bar.saturating_sub(2),
+        esc(&range)
+    );
+    if count > 0 {
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" class=\"count\" text-anchor=\"middle\">{count}</text>",
+            x + bar / 2,
+            base - h - 3
+        );
+    }
+    let label = if unit == "ns" {
+        fmt_ns(lo_v)
+    } else {
+        lo_v.to_string()
+    };
+    let lx = x + bar / 2;
+    let ly = base + 12;
+    let _ = write!(
+        s,
+        "<text x=\"{lx}\" y=\"{ly}\" class=\"tick\" text-anchor=\"end\" \
+         transform=\"rotate(-45 {lx} {ly})\">{}</text>",
+        esc(&label)
+    );
 }
 
 const STYLE: &str = "

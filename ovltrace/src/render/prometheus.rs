@@ -236,7 +236,7 @@ fn lookups(out: &mut Out, groups: &Groups, lookup_bounds: &[u64]) {
         "Overlayfs lookup latency (in-kernel power-of-two buckets; a bucket counts lookups shorter than its bound).",
     );
     for (w, a) in &groups.shown {
-        out.histogram(name, &w.labels(), &lookup_bounds, &a.lookup);
+        out.histogram(name, &w.labels(), lookup_bounds, &a.lookup);
     }
 }
 

@@ -65,14 +65,12 @@ pub fn kinds_text(by_kind: &BTreeMap<String, u64>) -> String {
         ("symlink", "symlink", "symlinks"),
         ("other", "other", "others"),
     ] {
-        match by_kind.get(kind) {
-            Some(&n) if n > 0 => parts.push(plural(n, one, many)),
-            _ if kind == "regular" || kind == "dir" => {
-                if !by_kind.is_empty() {
-                    parts.push(plural(0, one, many));
-                }
-            }
-            _ => {}
+        // Files and directories always (once kinds are known), the others
+        // when seen.
+        let always = !by_kind.is_empty() && (kind == "regular" || kind == "dir");
+        match by_kind.get(kind).copied().unwrap_or(0) {
+            0 if !always => {}
+            n => parts.push(plural(n, one, many)),
         }
     }
     parts.join(", ")
