@@ -1,5 +1,6 @@
 //! The report model: what a trace found, independent of how it is shown.
-//! `json` serialises it as is (schema in README.md), `terminal` renders it.
+//! `json` serialises it as is (schema in docs/json-schema.md), `view` derives
+//! what the human outputs show, `render` shows it.
 
 pub mod advice;
 pub mod filter;
