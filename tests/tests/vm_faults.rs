@@ -262,7 +262,7 @@ fn check_drops(out: &vm::VmOutput) {
     let text = section(out, "drops-report");
     assert!(text.starts_with("ovltrace: traced "), "{text}");
     assert!(
-        text.contains(&format!("{dropped} events dropped")),
+        text.contains(&format!("{dropped} events lost")),
         "{text}"
     );
 }
