@@ -292,7 +292,10 @@ fn check_container(report: &Value, id: &str, ours: bool) -> Option<Value> {
         // RootFS.Layers[k] is number M - k.
         assert_eq!(l["number"], diffs.len() - k, "{name}: number");
     }
-    assert!(layers[0].get("number").is_none(), "{name}: the init layer has no number");
+    assert!(
+        layers[0].get("number").is_none(),
+        "{name}: the init layer has no number"
+    );
 
     // Instructions and sizes: docker history's non-empty layers, base first. Every
     // layer of these fixtures has content, so non-empty == size > 0.

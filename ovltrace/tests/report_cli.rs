@@ -166,7 +166,7 @@ fn merges_reports_of_two_hosts() {
     for h in ["host-a", "host-b"] {
         assert!(
             text.contains(&format!(
-                "OVERLAY /tmp/plain/merged (no container's) on {h}\n"
+                "OVERLAY /tmp/plain/merged (no container) on {h}\n"
             )),
             "{text}"
         );

@@ -346,7 +346,7 @@ fn container_section(out: &mut String, r: &Report, c: &Container, st: Style) {
 /// An overlay of no container: its totals, why, histogram and lookups.
 fn overlay_section(out: &mut String, r: &Report, m: &Mount, st: Style) {
     let name = match &m.mountpoint {
-        Some(p) => format!("{} (no container's)", st.name(&sanitize(p))),
+        Some(p) => format!("{} (no container)", st.name(&sanitize(p))),
         None => format!("{} (device {})", st.name("<unmounted>"), sanitize(&m.dev)),
     };
     let _ = writeln!(
