@@ -1,4 +1,4 @@
-//! The fleet deployment files in ovltrace/deploy/ (README.md, "Fleet"):
+//! The fleet deployment files in ovltrace/deploy/ (docs/fleet.md):
 //!
 //! - the Kubernetes manifests pass `kubernetes-validate --strict` (the
 //!   Kubernetes OpenAPI schemas, bundled: no network) for the oldest and
@@ -730,11 +730,11 @@ fn dockerfile_has_what_the_image_needs() {
     }
 }
 
-/// The `docker run` line in the Dockerfile's comment is the README's.
+/// The `docker run` line in the Dockerfile's comment is docs/fleet.md's.
 #[test]
 fn docker_run_line_is_documented_alike() {
     let dockerfile = read(&deploy_dir().join("Dockerfile"));
-    let readme = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"));
+    let readme = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/fleet.md"));
     let command = |text: &str, comment: bool| -> String {
         let lines: Vec<&str> = text
             .lines()

@@ -3,6 +3,7 @@
 mod bench;
 mod cpio;
 mod demo;
+mod dist;
 mod initramfs;
 mod kernels;
 mod setup;
@@ -33,6 +34,9 @@ enum Cmd {
     /// Boot a VM and show ovltrace tracing copy-ups of a small workload
     /// (installs only what the demo needs).
     Demo,
+    /// A static release binary (musl) with the eBPF programs embedded,
+    /// packed as target/dist/ovltrace-VERSION-x86_64-linux.tar.gz.
+    Dist,
     /// Overhead in a VM (ratios to untraced, bpftrace and the empty-probe
     /// floor) and user-space costs on the host; rewrites BENCHMARKS.md.
     Bench(bench::BenchArgs),
@@ -47,6 +51,9 @@ fn main() -> ExitCode {
         // Only what the demo needs: not the fuzz toolchain, the deploy
         // linters, the browser or the other runtimes.
         Cmd::Demo => setup::run(Needs::Demo, Verbosity::Summary).and_then(|()| demo::run()),
+        Cmd::Dist => setup::run(Needs::Demo, Verbosity::Summary)
+            .and_then(|()| dist::run())
+            .map(|()| ExitCode::SUCCESS),
         Cmd::Bench(args) => {
             setup::run(Needs::All, Verbosity::Summary).and_then(|()| bench::run(args))
         }

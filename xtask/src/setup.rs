@@ -34,6 +34,8 @@ pub const DEMO_PACKAGES: &[&str] = &[
     "xz-utils",
     "zstd",
     "docker.io",
+    // strip, for `cargo xtask dist`
+    "binutils",
 ];
 
 /// What the tests need besides: containerd and podman (host and VM tests of
