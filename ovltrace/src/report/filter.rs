@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 
-use super::{Container, HotSpots, Report};
+use super::{Container, FileCounts, HotSpots, Report};
 
 /// Matches a `--container` filter as `run` does: the exact name, or a
 /// prefix of the id.
@@ -17,7 +17,8 @@ fn matches(c: &Container, filter: &str) -> bool {
 /// Keeps only what belongs to the containers `filters` name: their mounts,
 /// files, lookups, advice, and the layers they copied up from (a layer
 /// several containers share keeps its totals over all of them). Copy-ups of
-/// no container are left out. An error when a filter matches nothing.
+/// no container are left out; the file counts become those of the files
+/// listed for these containers. An error when a filter matches nothing.
 pub fn keep_containers(r: &mut Report, filters: &[String]) -> Result<()> {
     if filters.is_empty() {
         return Ok(());
@@ -61,7 +62,15 @@ pub fn keep_containers(r: &mut Report, filters: &[String]) -> Result<()> {
                 .any(|c| c.name.as_ref().is_some_and(|n| a.containers.contains(n)))
     });
     r.counters.unattributed = 0;
-    r.files.listed = r.copy_ups.len() as u64;
+    // What the tracer saw of these containers alone is not recorded: their
+    // listed files are what is known.
+    let listed = r.copy_ups.len() as u64;
+    r.files = FileCounts {
+        seen: listed,
+        kept: listed,
+        listed,
+        evicted: 0,
+    };
     r.hot_spots = HotSpots::rank(&r.copy_ups, r.hot_spots.top);
     Ok(())
 }
@@ -82,6 +91,16 @@ mod tests {
         assert_eq!(r.mounts.len(), 1);
         assert_eq!(r.mounts[0].dev, "0:50");
         assert_eq!(r.hot_spots.by_time.len(), r.copy_ups.len());
+        assert_eq!(r.copy_ups.len(), 4);
+        assert_eq!(
+            r.files,
+            FileCounts {
+                seen: 4,
+                kept: 4,
+                listed: 4,
+                evicted: 0
+            }
+        );
         // By id prefix too.
         let mut r = golden_report();
         keep_containers(&mut r, &["3f2a".into()]).unwrap();
