@@ -38,6 +38,8 @@ pub struct GroupAgg {
     pub size: Histogram<u64>,
     /// Copy-ups by cause ([`Cause::index`]).
     pub by_cause: CauseCounts,
+    /// Copy-ups by kind of file (`FileKind as usize`).
+    pub by_kind: [u64; 4],
 }
 
 impl Default for GroupAgg {
@@ -51,6 +53,7 @@ impl Default for GroupAgg {
             data_time: new_histogram(),
             size: new_histogram(),
             by_cause: CauseCounts::default(),
+            by_kind: [0; 4],
         }
     }
 }
@@ -59,6 +62,7 @@ impl GroupAgg {
     fn add(&mut self, ev: &CopyUp) {
         self.count += 1;
         self.by_cause[ev.cause.index()] += 1;
+        self.by_kind[ev.kind as usize] += 1;
         self.bytes += ev.bytes();
         self.total_ns += ev.latency_ns;
         if ev.ret != 0 {

@@ -103,10 +103,14 @@ pub struct ReportArgs {
     /// Also write a self-contained HTML report to OUT.html (atomically; never through a symlink).
     #[arg(long, value_name = "OUT.html")]
     pub html: Option<PathBuf>,
-    /// Keep the N hottest files, and the N costliest layers by time plus N by bytes;
-    /// 0 keeps everything [default: everything in the inputs].
-    #[arg(long, value_name = "N")]
-    pub top: Option<usize>,
+    /// Hot-spot tables of N files each (by total time, by bytes), and the N
+    /// costliest layers by time plus N by bytes, as `run` prints them; 0 keeps
+    /// everything in the inputs.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+    /// Only these containers (name or id prefix; repeatable).
+    #[arg(long = "container", value_name = "NAME|ID")]
+    pub containers: Vec<String>,
     /// Colour in the terminal report.
     #[arg(long, value_enum, default_value_t = ColorMode::Auto)]
     pub color: ColorMode,

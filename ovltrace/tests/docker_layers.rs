@@ -288,7 +288,14 @@ fn check_container(report: &Value, id: &str, ours: bool) -> Option<Value> {
     assert_eq!(got_chains, chain_ids(&diffs), "{name}: chain-ids");
     for (k, l) in image_layers.iter().enumerate() {
         assert_eq!(l["position"], k + 1, "{name}: position");
+        // The number every output shows: docker history order, top first;
+        // RootFS.Layers[k] is number M - k.
+        assert_eq!(l["number"], diffs.len() - k, "{name}: number");
     }
+    assert!(
+        layers[0].get("number").is_none(),
+        "{name}: the init layer has no number"
+    );
 
     // Instructions and sizes: docker history's non-empty layers, base first. Every
     // layer of these fixtures has content, so non-empty == size > 0.

@@ -89,7 +89,9 @@ fn json_round_trips_exactly() {
         common::hostile_warnings(),
     );
     let a = write(dir.path(), "a.json", &r);
-    let o = run(&["report", s(&a), "--json"]);
+    // The fixture was cut to --top 50: re-rendered with the same, it is
+    // not cut again.
+    let o = run(&["report", s(&a), "--json", "--top", "50"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert_eq!(out, format!("{}\n", json::to_string(&r).unwrap()));
@@ -113,7 +115,11 @@ fn merges_reports_of_two_hosts() {
     let o = run(&["report", s(&a), s(&b), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let m: Report = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(m, merge::merge(&[ra.clone(), rb.clone()], None).unwrap());
+    // Cut as `run` cuts (--top 10 by default).
+    assert_eq!(
+        m,
+        merge::merge(&[ra.clone(), rb.clone()], Some(10)).unwrap()
+    );
     assert_eq!(m.hosts, ["host-a", "host-b"]);
     assert_eq!(m.host, "host-a, host-b");
     // Both hosts use device 0:50: two mounts, each with its host.
@@ -159,7 +165,9 @@ fn merges_reports_of_two_hosts() {
     // Each host's items under their host: both plain overlays are 0:27.
     for h in ["host-a", "host-b"] {
         assert!(
-            text.contains(&format!("OVERLAY /tmp/plain/merged (0:27) on {h}\n")),
+            text.contains(&format!(
+                "OVERLAY /tmp/plain/merged (no container) on {h}\n"
+            )),
             "{text}"
         );
         assert_eq!(
@@ -168,12 +176,21 @@ fn merges_reports_of_two_hosts() {
             "{text}"
         );
     }
-    // One hot-spot row per host under each overlay, not two.
-    assert_eq!(
-        text.matches("/tmp/plain/merged/data/table.bin").count(),
-        2,
-        "{text}"
-    );
+    // One hot-spot row per host in each of the two tables, with its host.
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("/tmp/plain/merged/data/table.bin"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    for h in ["host-a", "host-b"] {
+        assert_eq!(
+            rows.iter()
+                .filter(|l| l.contains(&format!(" {h} ")))
+                .count(),
+            2,
+            "{text}"
+        );
+    }
     // Merging a report with itself doubles every count.
     let o = run(&["report", s(&a), s(&a), "--json"]);
     let twice: Report = serde_json::from_str(&stdout(&o)).unwrap();
@@ -236,8 +253,8 @@ fn bad_inputs_are_one_line_errors() {
         std::fs::write(&p, content).unwrap();
         p
     };
-    let mut v3 = serde_json::to_value(&good).unwrap();
-    v3["schema_version"] = 3.into();
+    let mut v4 = serde_json::to_value(&good).unwrap();
+    v4["schema_version"] = 4.into();
     let mut corrupt = good.clone();
     corrupt.containers[0].copy_up.latency_ns.hdr = "HISTxxxx".into();
     let mut no_hdr = good.clone();
@@ -262,8 +279,8 @@ fn bad_inputs_are_one_line_errors() {
         ),
         (case("other.json", b"{\"a\": 1}"), "no schema_version"),
         (
-            case("v3.json", v3.to_string().as_bytes()),
-            "unsupported schema_version 3 (this ovltrace reads 1 and 2)",
+            case("v4.json", v4.to_string().as_bytes()),
+            "unsupported schema_version 4 (this ovltrace reads 1, 2 and 3)",
         ),
         (
             case("string.json", b"{\"schema_version\": \"1\"}"),
@@ -311,4 +328,56 @@ fn bad_inputs_are_one_line_errors() {
     // No files at all is a usage error.
     let o = run(&["report"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// The rows of the terminal table under `heading`.
+fn table_rows<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
+    text.split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {heading:?} in {text}"))
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("  LAYER"))
+        .collect()
+}
+
+#[test]
+fn container_filter_and_top_as_run_prints_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = common::report("h", &common::plain_specs("web"), vec![]);
+    let a = write(dir.path(), "a.json", &r);
+    let o = run(&["report", s(&a), "--container", "web-1", "--color", "never"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("CONTAINER web-1 "), "{out}");
+    assert!(!out.contains("CONTAINER web-0"), "{out}");
+    assert!(!out.contains("OVERLAY"), "{out}");
+    for heading in [
+        "HOT SPOTS, by total copy-up time",
+        "HOT SPOTS, by bytes copied",
+    ] {
+        let rows = table_rows(&out, heading);
+        assert!(!rows.is_empty(), "{out}");
+        assert!(rows.iter().all(|l| !l.contains("/tmp/plain")), "{out}");
+    }
+    let o = run(&["report", s(&a), "--container", "nope"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        stderr(&o),
+        "ovltrace: error: no container nope in this report (it has: web-1, web-0)\n"
+    );
+    // --top N: two tables of exactly N rows each.
+    assert!(r.copy_ups.len() > 2);
+    let o = run(&["report", s(&a), "--top", "2", "--color", "never"]);
+    let out = stdout(&o);
+    assert_eq!(
+        table_rows(&out, "HOT SPOTS, by total copy-up time").len(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        table_rows(&out, "HOT SPOTS, by bytes copied").len(),
+        2,
+        "{out}"
+    );
 }

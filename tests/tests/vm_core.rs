@@ -83,7 +83,7 @@ fn check(out: &vm::VmOutput, name: &str, strategy: &str) {
     let dev = out.section(&format!("dev-{name}")).unwrap_or_default();
     let dev = dev.trim();
 
-    assert_eq!(r["schema_version"], 2);
+    assert_eq!(r["schema_version"], 3);
     assert_eq!(r["probe"]["strategy"], strategy, "{name}: {json}");
     assert_eq!(r["drops"]["total"], 0, "{json}");
 

@@ -37,6 +37,16 @@ impl FileKind {
             FileKind::Other => "other",
         }
     }
+
+    /// The kind [`FileKind::as_str`] names; anything else is `Other`.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "regular" => FileKind::Regular,
+            "dir" => FileKind::Dir,
+            "symlink" => FileKind::Symlink,
+            _ => FileKind::Other,
+        }
+    }
 }
 
 /// Why a copy-up happened, as the kernel saw it (see `CAUSE_*` in the

@@ -181,6 +181,11 @@ pub struct LayerInfo {
     pub init: bool,
     /// Position in the image, 1 = base layer; `None` for the init layer.
     pub position: Option<usize>,
+    /// The layer's number in every output: its place among the image's
+    /// layers in `docker history` order (1 = the topmost image layer);
+    /// `None` for the init layer. Set by [`number_layers`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<usize>,
     /// The layer's directory (absolute), validated to lie in the runtime's root.
     #[serde(serialize_with = "serialize_opt_path")]
     pub dir: Option<PathBuf>,
@@ -199,6 +204,26 @@ impl LayerInfo {
         if let Some(d) = self.deferred.take() {
             (d.0)(self);
         }
+    }
+}
+
+/// Numbers a container's layers (uppermost first) the one way every output
+/// shows them: image layers in `docker history` order, 1 = the topmost,
+/// from their position in the image when known (else from the stack); the
+/// init layer gets no number (it is not an image layer).
+pub fn number_layers(layers: &mut [LayerInfo]) {
+    let image_layers = layers.iter().filter(|l| !l.init).count();
+    let mut from_top = 0;
+    for l in layers.iter_mut() {
+        if l.init {
+            l.number = None;
+            continue;
+        }
+        from_top += 1;
+        l.number = Some(match l.position {
+            Some(p) if (1..=image_layers).contains(&p) => image_layers + 1 - p,
+            _ => from_top,
+        });
     }
 }
 

@@ -50,7 +50,10 @@ pub fn main(args: LayersArgs) -> anyhow::Result<ExitCode> {
         &all,
     );
     // Everything is shown: read what the resolvers deferred.
-    inv.containers.iter_mut().for_each(ContainerInfo::complete);
+    for c in &mut inv.containers {
+        c.complete();
+        crate::catalog::number_layers(&mut c.layers);
+    }
     inv.containers
         .sort_by(|a, b| a.display_name().cmp(b.display_name()).then(a.id.cmp(&b.id)));
     let docker_root = docker.root().map(|(p, _)| path_display(p));
@@ -142,41 +145,7 @@ pub fn table(containers: &[ContainerInfo], plain: &[OverlayMount]) -> String {
             c.dev,
             text::terminal(&path_display(&c.mountpoint))
         );
-        let total = c.layers.iter().filter(|l| !l.init).count();
-        let rows: Vec<[String; 5]> = std::iter::once([
-            "0".into(),
-            "".into(),
-            "".into(),
-            "-".into(),
-            "(container read-write layer)".into(),
-        ])
-        .chain(c.layers.iter().map(|l| layer_row(l, total)))
-        .collect();
-        let header = ["IDX", "LAYER", "DIFF-ID", "SIZE", "CREATED BY"];
-        let widths: Vec<usize> = (0..4)
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([header[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for r in std::iter::once(header.map(String::from)).chain(rows) {
-            let _ = writeln!(
-                s,
-                "  {:>w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3],
-            );
-        }
+        layer_table(&mut s, c);
         s.push('\n');
     }
     if !plain.is_empty() {
@@ -198,10 +167,47 @@ pub fn table(containers: &[ContainerInfo], plain: &[OverlayMount]) -> String {
     s
 }
 
-fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
-    let pos = match l.position {
-        Some(p) => format!("{p}/{total}"),
-        None if l.init => "init".into(),
+/// A container's layers, uppermost first as `docker history` lists them,
+/// numbered as every output numbers them ([`crate::catalog::number_layers`]).
+fn layer_table(s: &mut String, c: &ContainerInfo) {
+    let total = c.layers.iter().filter(|l| !l.init).count();
+    let rows: Vec<[String; 4]> = std::iter::once([
+        "rw".into(),
+        "".into(),
+        "-".into(),
+        "(container read-write layer)".into(),
+    ])
+    .chain(c.layers.iter().map(|l| layer_row(l, total)))
+    .collect();
+    let header = ["LAYER", "DIFF-ID", "SIZE", "CREATED BY"];
+    let widths: Vec<usize> = (0..3)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in std::iter::once(header.map(String::from)).chain(rows) {
+        let _ = writeln!(
+            s,
+            "  {:<w0$}  {:<w1$}  {:>w2$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+        );
+    }
+}
+
+fn layer_row(l: &LayerInfo, total: usize) -> [String; 4] {
+    let pos = match l.number {
+        Some(n) => format!("{n}/{total}"),
+        None if l.init => "init layer".into(),
         None => "?".into(),
     };
     let diff = l
@@ -228,7 +234,7 @@ fn layer_row(l: &LayerInfo, total: usize) -> [String; 5] {
             (None, _) => "(unknown)".into(),
         }
     };
-    [l.index.to_string(), pos, diff, size, what]
+    [pos, diff, size, what]
 }
 
 /// `sha256:0123456789abcdef...` -> `0123456789ab`.
@@ -304,6 +310,8 @@ mod tests {
             pod: None,
             mount_id: 1,
         };
+        let mut c = c;
+        crate::catalog::number_layers(&mut c.layers);
         let t = table(&[c], &[]);
         assert!(t.contains("CONTAINER web\\n1 (c80a5fd00c1b)"), "{t}");
         assert!(t.contains("shop/api:2.3 (abababababab)"), "{t}");
@@ -314,7 +322,7 @@ mod tests {
             .collect();
         assert!(
             squeezed.contains(
-                &"2 2/2 cdcdcdcdcdcd 11 B COPY file:8a0dcac8c05d… in /etc/app.conf".to_string()
+                &"1/2 cdcdcdcdcdcd 11 B COPY file:8a0dcac8c05d… in /etc/app.conf".to_string()
             ),
             "{t}"
         );
@@ -322,6 +330,93 @@ mod tests {
             t.contains("(no history: imported or squashed layer); comment: imported"),
             "{t}"
         );
-        assert!(t.contains("init"), "{t}");
+        assert!(
+            squeezed.contains(
+                &"init layer - - (init layer: /etc/hosts, /etc/resolv.conf, ...)".to_string()
+            ),
+            "{t}"
+        );
+        assert!(
+            squeezed
+                .iter()
+                .any(|l| l.starts_with("2/2 - 2.0 MiB (no history")),
+            "{t}"
+        );
+        assert!(
+            squeezed.contains(&"rw - (container read-write layer)".to_string()),
+            "{t}"
+        );
+    }
+
+    /// The same image layer has one number in `layers`, the terminal and
+    /// HTML reports and the JSON: its place in `docker history` order, of
+    /// the image layers only, with its short diff-id.
+    #[test]
+    fn layer_numbers_agree_across_outputs() {
+        use crate::render::{html, terminal};
+        let r = crate::report::fixtures::golden_report();
+        let c = &r.containers[0];
+        let info = ContainerInfo {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            image: c.image.clone(),
+            mountpoint: c.mountpoint.clone().into(),
+            dev: Dev::new(0, 50),
+            runtime: "docker",
+            upperdir: None,
+            layers: c.layers.clone(),
+            pod: None,
+            mount_id: 1,
+        };
+        let squeezed: Vec<String> = table(&[info], &[])
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        assert!(
+            squeezed.iter().any(|l| l.starts_with("1/2 ab12cd34ef56 ")),
+            "{squeezed:?}"
+        );
+        assert!(
+            squeezed.iter().any(|l| l.starts_with("2/2 0123456789ab ")),
+            "{squeezed:?}"
+        );
+        assert!(
+            squeezed.iter().any(|l| l.starts_with("init layer ")
+                && l.ends_with("(init layer: /etc/hosts, /etc/resolv.conf, ...)")),
+            "{squeezed:?}"
+        );
+        // The terminal report: the hot spot and the source-layer table.
+        let text = terminal::render(&r);
+        let row = text
+            .lines()
+            .find(|l| l.contains("/var/lib/app/catalog.db"))
+            .unwrap();
+        assert!(row.contains(" 1/2 ab12cd34ef56 "), "{row}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(" 1/2 ab12cd34ef56  COPY")),
+            "{text}"
+        );
+        assert!(text.contains(" 2/2 0123456789ab "), "{text}");
+        // HTML.
+        let page = html::render(&r);
+        assert!(page.contains("<code>1/2 ab12cd34ef56</code>"));
+        assert!(page.contains(">1/2 ab12cd34ef56</code>"));
+        // JSON: the file's source layer, numbered 1 of the image's 2.
+        let v: serde_json::Value =
+            serde_json::from_str(&crate::report::json::to_string(&r).unwrap()).unwrap();
+        let file = v["copy_ups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "var/lib/app/catalog.db")
+            .unwrap();
+        let index = file["layer"]["index"].as_u64().unwrap() as usize;
+        let layers = v["containers"][0]["layers"].as_array().unwrap();
+        let layer = &layers[index - 1];
+        assert_eq!(layer["number"], 1);
+        assert_eq!(layer["diff_id"], "sha256:ab12cd34ef56aa");
+        assert_eq!(layers.iter().filter(|l| l["init"] == false).count(), 2);
+        assert!(layers[0].get("number").is_none() && layers[0]["init"] == true);
     }
 }

@@ -7,22 +7,28 @@ use anyhow::{anyhow, Context, Result};
 
 use crate::cli::{ColorMode, ReportArgs};
 use crate::render::{html, terminal};
-use crate::report::{json, merge, Report};
+use crate::report::{filter, json, merge, Report};
 
-pub fn main(args: ReportArgs) -> Result<ExitCode> {
+/// The inputs, merged when several, narrowed to `--container` and cut to
+/// `--top` as `run` cuts them.
+fn read(args: &ReportArgs) -> Result<Report> {
     let reports = args
         .files
         .iter()
         .map(|p| json::load(p))
         .collect::<Result<Vec<Report>>>()?;
-    let report = if reports.len() == 1 {
-        let mut r = reports.into_iter().next().context("no report")?;
-        if let Some(n) = args.top {
-            merge::cut(&mut r, n);
-        }
-        r
+    // The tables an input was cut to (0: not cut); a merge of cut inputs
+    // cannot rank more files than the least of them listed.
+    let cut_to = reports
+        .iter()
+        .map(|r| r.hot_spots.top)
+        .filter(|&t| t > 0)
+        .min()
+        .unwrap_or(0);
+    let mut report = if reports.len() == 1 {
+        reports.into_iter().next().context("no report")?
     } else {
-        merge::merge(&reports, args.top).map_err(|e| {
+        merge::merge(&reports, None).map_err(|e| {
             let name = args
                 .files
                 .get(e.input)
@@ -31,6 +37,20 @@ pub fn main(args: ReportArgs) -> Result<ExitCode> {
             anyhow!("{name}: {e}")
         })?
     };
+    filter::keep_containers(&mut report, &args.containers)?;
+    let top = match (args.top, cut_to) {
+        (0, _) => 0,
+        (n, 0) => n,
+        (n, t) => n.min(t),
+    };
+    if top != report.hot_spots.top || !args.containers.is_empty() {
+        merge::cut(&mut report, top);
+    }
+    Ok(report)
+}
+
+pub fn main(args: ReportArgs) -> Result<ExitCode> {
+    let report = read(&args)?;
     if let Some(out) = &args.html {
         json::write_atomic(out, html::render(&report).as_bytes())
             .with_context(|| format!("writing the HTML report to {}", out.display()))?;

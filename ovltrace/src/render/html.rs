@@ -12,8 +12,10 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 
 use crate::{
-    render::terminal::layer_label,
-    report::{Bucket, Container, CopyUpFile, CopyUpTotals, Report},
+    report::{
+        view::{self, Summary},
+        Bucket, Container, CopyUpFile, CopyUpTotals, Lookups, Mount, Report,
+    },
     text::{self, escape_html as esc, terminal as show},
     units::{fmt_bytes, fmt_ns, utc},
 };
@@ -131,46 +133,14 @@ pub fn chart(buckets: &[Bucket], caption: &str, unit: &str) -> String {
     );
     for (i, k) in (lo..=hi).enumerate() {
         let count = counts.get(&k).copied().unwrap_or(0);
-        let h = ((count as f64 / max as f64) * plot_h as f64).round() as usize;
-        let h = if count > 0 { h.max(1) } else { 0 };
-        let x = left + i * bar;
-        let lo_v = if k == 0 { 0 } else { 1u64 << (k - 1).min(63) };
-        let hi_v = if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
-        let range = if unit == "ns" {
-            format!("{} to {}", fmt_ns(lo_v), fmt_ns(hi_v))
-        } else {
-            format!("{lo_v} to {hi_v} {unit}")
+        let geometry = BarGeometry {
+            x: left + i * bar,
+            width: bar,
+            base,
+            plot_h,
+            max,
         };
-        let _ = write!(
-            s,
-            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\" class=\"bar\">\
-             <title>{}: {count}</title></rect>",
-            x + 1,
-            base - h,
-            bar.saturating_sub(2),
-            esc(&range)
-        );
-        if count > 0 {
-            let _ = write!(
-                s,
-                "<text x=\"{}\" y=\"{}\" class=\"count\" text-anchor=\"middle\">{count}</text>",
-                x + bar / 2,
-                base - h - 3
-            );
-        }
-        let label = if unit == "ns" {
-            fmt_ns(lo_v)
-        } else {
-            lo_v.to_string()
-        };
-        let lx = x + bar / 2;
-        let ly = base + 12;
-        let _ = write!(
-            s,
-            "<text x=\"{lx}\" y=\"{ly}\" class=\"tick\" text-anchor=\"end\" \
-             transform=\"rotate(-45 {lx} {ly})\">{}</text>",
-            esc(&label)
-        );
+        chart_bar(&mut s, &geometry, k, count, unit);
     }
     let _ = write!(
         s,
@@ -178,6 +148,68 @@ pub fn chart(buckets: &[Bucket], caption: &str, unit: &str) -> String {
         esc(caption)
     );
     s
+}
+
+/// Where a chart's bar goes: its left edge and width, the baseline, the
+/// plot's height and the largest count (the full height).
+#[derive(Clone, Copy)]
+struct BarGeometry {
+    x: usize,
+    width: usize,
+    base: usize,
+    plot_h: usize,
+    max: u64,
+}
+
+/// One bar of a chart: log2 slot `k` (at least 2^(k-1), below 2^k) holding
+/// `count`, with its range as a tooltip, its count and its lower bound.
+fn chart_bar(s: &mut String, g: &BarGeometry, k: u32, count: u64, unit: &str) {
+    let BarGeometry {
+        x,
+        width: bar,
+        base,
+        plot_h,
+        max,
+    } = *g;
+    let h = ((count as f64 / max as f64) * plot_h as f64).round() as usize;
+    let h = if count > 0 { h.max(1) } else { 0 };
+    let lo_v = if k == 0 { 0 } else { 1u64 << (k - 1).min(63) };
+    let hi_v = if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
+    let range = if unit == "ns" {
+        format!("{} to {}", fmt_ns(lo_v), fmt_ns(hi_v))
+    } else {
+        format!("{lo_v} to {hi_v} {unit}")
+    };
+    let _ = write!(
+        s,
+        "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{h}\" class=\"bar\">\
+         <title>{}: {count}</title></rect>",
+        x + 1,
+        base - h,
+        bar.saturating_sub(2),
+        esc(&range)
+    );
+    if count > 0 {
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" class=\"count\" text-anchor=\"middle\">{count}</text>",
+            x + bar / 2,
+            base - h - 3
+        );
+    }
+    let label = if unit == "ns" {
+        fmt_ns(lo_v)
+    } else {
+        lo_v.to_string()
+    };
+    let lx = x + bar / 2;
+    let ly = base + 12;
+    let _ = write!(
+        s,
+        "<text x=\"{lx}\" y=\"{ly}\" class=\"tick\" text-anchor=\"end\" \
+         transform=\"rotate(-45 {lx} {ly})\">{}</text>",
+        esc(&label)
+    );
 }
 
 const STYLE: &str = "
@@ -269,28 +301,54 @@ const TOTALS_COLS: [(&str, bool); 10] = [
     ("Why", false),
 ];
 
-/// The whole report as one HTML document.
+/// The whole report as one HTML document, section by section.
 pub fn render(r: &Report) -> String {
-    let multi = !r.hosts.is_empty();
-    let host_of = |h: &Option<String>| t(h.as_deref().unwrap_or(&r.host));
     let mut o = String::with_capacity(64 * 1024);
-    let total: u64 = r
-        .mounts
-        .iter()
-        .fold(0u64, |a, m| a.saturating_add(m.copy_up.count));
-    let bytes: u64 = r
-        .mounts
-        .iter()
-        .fold(0u64, |a, m| a.saturating_add(m.copy_up.bytes));
-    let time: u64 = r
-        .mounts
-        .iter()
-        .fold(0u64, |a, m| a.saturating_add(m.copy_up.total_ns));
-    let lookups: u64 = r
-        .lookups
-        .iter()
-        .fold(0u64, |a, l| a.saturating_add(l.count));
+    let plain: Vec<&Mount> = view::plain_overlays(r)
+        .into_iter()
+        .filter(|m| m.copy_up.count > 0)
+        .collect();
+    head(&mut o, r);
+    header(&mut o, r, &Summary::of(r));
+    containers_section(&mut o, r, &plain);
+    latency_section(&mut o, r, &plain);
+    hot_spots_section(&mut o, r);
+    layers_section(&mut o, r);
+    lookups_section(&mut o, r);
+    advice_section(&mut o, r);
+    drops_section(&mut o, r);
+    let _ = write!(
+        o,
+        "</main>\n<footer>Written by {} {} (report schema {}).</footer>\n</body>\n</html>\n",
+        t(&r.tool.name),
+        t(&r.tool.version),
+        r.schema_version
+    );
+    o
+}
 
+/// A cell naming the host of an item of a multi-host report.
+fn host_cell(o: &mut String, r: &Report, host: &Option<String>) {
+    if !r.hosts.is_empty() {
+        let _ = write!(o, "<td>{}</td>", t(host.as_deref().unwrap_or(&r.host)));
+    }
+}
+
+/// Table columns: `first`, a Host column in a multi-host report, `rest`.
+fn columns<'a>(
+    r: &Report,
+    first: &[(&'a str, bool)],
+    rest: &[(&'a str, bool)],
+) -> Vec<(&'a str, bool)> {
+    let mut cols = first.to_vec();
+    if !r.hosts.is_empty() {
+        cols.push(("Host", false));
+    }
+    cols.extend_from_slice(rest);
+    cols
+}
+
+fn head(o: &mut String, r: &Report) {
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -301,6 +359,12 @@ pub fn render(r: &Report) -> String {
         esc(CSP),
         t(&r.host)
     );
+}
+
+/// The page header: host, kernel, start, duration, probes; the totals as
+/// cards; the navigation.
+fn header(o: &mut String, r: &Report, sum: &Summary) {
+    let multi = !r.hosts.is_empty();
     let _ = write!(
         o,
         "<header><h1>ovltrace report</h1><p class=\"meta\">{} {} · kernel {} · started {} · \
@@ -321,13 +385,18 @@ pub fn render(r: &Report) -> String {
             .map(|d| format!(", data copy timed in {}", t(d)))
             .unwrap_or_default()
     );
+    let kinds = view::kinds_text(&sum.by_kind);
     for (v, label) in [
-        (total.to_string(), "copy-ups"),
-        (fmt_bytes(bytes), "copied up"),
-        (fmt_ns(time), "in copy-ups"),
-        (lookups.to_string(), "lookups"),
-        (r.drops.total.to_string(), "events dropped"),
+        (sum.copy_ups.to_string(), "copy-ups"),
+        (kinds, "files and directories"),
+        (fmt_bytes(sum.bytes), "copied up"),
+        (fmt_ns(sum.total_ns), "in copy-ups"),
+        (sum.lookups.to_string(), "lookups"),
+        (r.drops.total.to_string(), "events lost"),
     ] {
+        if v.is_empty() {
+            continue;
+        }
         let _ = write!(
             o,
             "<div class=\"card\"><b>{}</b><span>{label}</span></div>",
@@ -338,123 +407,106 @@ pub fn render(r: &Report) -> String {
                 <a href=\"#hotspots\">Hot spots</a><a href=\"#layers\">Layers</a>\
                 <a href=\"#lookups\">Lookups</a><a href=\"#advice\">Advice</a>\
                 <a href=\"#drops\">Drops</a></nav>\n<main>\n");
+}
 
-    // Per container.
+/// Copy-ups by container, then by overlay of no container.
+fn containers_section(o: &mut String, r: &Report, plain: &[&Mount]) {
     o.push_str("<section id=\"containers\"><h2>Copy-ups by container</h2>");
     if r.containers.is_empty() {
         o.push_str("<p class=\"muted\">No containers were seen.</p>");
     } else {
         o.push_str("<div class=\"scroll\"><table>");
-        let mut cols = vec![("Container", false)];
-        if multi {
-            cols.push(("Host", false));
-        }
-        cols.extend([("Image", false), ("Layers", true)]);
-        cols.extend(TOTALS_COLS);
-        th(&mut o, &cols);
+        let mut rest = vec![("Image", false), ("Image layers", true)];
+        rest.extend(TOTALS_COLS);
+        th(o, &columns(r, &[("Container", false)], &rest));
         o.push_str("<tbody>");
         for c in &r.containers {
-            let _ = write!(
-                o,
-                "<tr><td class=\"name\"><b>{}</b>{}<br><code class=\"muted\" title=\"{}\">{}</code> <span class=\"muted\">{}</span>{}</td>",
-                t(&container_name(c)),
-                if c.gone {
-                    " <span class=\"muted\">(gone)</span>"
-                } else {
-                    ""
-                },
-                t(&c.id),
-                t(crate::catalog::short_id(&c.id)),
-                t(&c.runtime),
-                c.pod
-                    .as_ref()
-                    .map(|p| format!(
-                        "<br><span class=\"muted\">pod {}{}</span>",
-                        p.namespace
-                            .as_deref()
-                            .map(|n| format!("{}/", t(n)))
-                            .unwrap_or_default(),
-                        t(&p.name)
-                    ))
-                    .unwrap_or_default()
-            );
-            if multi {
-                let _ = write!(o, "<td>{}</td>", host_of(&c.host));
-            }
-            let _ = write!(o, "<td>{}</td>", t(&image_label(c)));
-            num(&mut o, c.layers.iter().filter(|l| !l.init).count());
-            totals_cells(&mut o, &c.copy_up);
-            o.push_str("</tr>");
+            container_row(o, r, c);
         }
         o.push_str("</tbody></table></div>");
     }
-    // Overlays that are no container's root.
-    let plain: Vec<&crate::report::Mount> = r
-        .mounts
-        .iter()
-        .filter(|m| {
-            m.copy_up.count > 0
-                && m.container.is_none()
-                && !r.containers.iter().any(|c| {
-                    c.dev == m.dev
-                        && c.host == m.host
-                        && Some(&c.mountpoint) == m.mountpoint.as_ref()
-                })
-        })
-        .collect();
     if !plain.is_empty() {
         o.push_str("<h3>Overlays of no container</h3><div class=\"scroll\"><table>");
-        let mut cols = vec![("Mount point", false), ("Device", false)];
-        if multi {
-            cols.push(("Host", false));
-        }
-        cols.extend(TOTALS_COLS);
-        th(&mut o, &cols);
+        th(
+            o,
+            &columns(
+                r,
+                &[("Mount point", false), ("Device", false)],
+                &TOTALS_COLS,
+            ),
+        );
         o.push_str("<tbody>");
-        for m in &plain {
+        for m in plain {
             let _ = write!(
                 o,
                 "<tr><td class=\"path\">{}</td><td>{}</td>",
                 t(m.mountpoint.as_deref().unwrap_or("<gone>")),
                 t(&m.dev)
             );
-            if multi {
-                let _ = write!(o, "<td>{}</td>", host_of(&m.host));
-            }
-            totals_cells(&mut o, &m.copy_up);
+            host_cell(o, r, &m.host);
+            totals_cells(o, &m.copy_up);
             o.push_str("</tr>");
         }
         o.push_str("</tbody></table></div>");
     }
     o.push_str("</section>\n");
+}
 
-    // Latency charts.
+fn container_row(o: &mut String, r: &Report, c: &Container) {
+    let _ = write!(
+        o,
+        "<tr><td class=\"name\"><b>{}</b>{}<br><code class=\"muted\" title=\"{}\">{}</code> <span class=\"muted\">{}</span>{}</td>",
+        t(&container_name(c)),
+        if c.gone {
+            " <span class=\"muted\">(gone)</span>"
+        } else {
+            ""
+        },
+        t(&c.id),
+        t(crate::catalog::short_id(&c.id)),
+        t(&c.runtime),
+        c.pod
+            .as_ref()
+            .map(|p| format!(
+                "<br><span class=\"muted\">pod {}{}</span>",
+                p.namespace
+                    .as_deref()
+                    .map(|n| format!("{}/", t(n)))
+                    .unwrap_or_default(),
+                t(&p.name)
+            ))
+            .unwrap_or_default()
+    );
+    host_cell(o, r, &c.host);
+    let _ = write!(o, "<td>{}</td>", t(&image_label(c)));
+    num(o, view::image_layers(c));
+    totals_cells(o, &c.copy_up);
+    o.push_str("</tr>");
+}
+
+/// A latency chart per container and per overlay of no container.
+fn latency_section(o: &mut String, r: &Report, plain: &[&Mount]) {
     o.push_str("<section id=\"latency\"><h2>Copy-up latency</h2><div class=\"charts\">");
     let mut charts = 0;
-    for c in r.containers.iter().filter(|c| c.copy_up.count > 0) {
-        let l = &c.copy_up.latency_ns;
+    let owners = r
+        .containers
+        .iter()
+        .filter(|c| c.copy_up.count > 0)
+        .map(|c| (container_name(c), &c.copy_up))
+        .chain(plain.iter().map(|m| {
+            (
+                m.mountpoint.clone().unwrap_or_else(|| "<gone>".into()),
+                &m.copy_up,
+            )
+        }));
+    for (name, totals) in owners {
+        let l = &totals.latency_ns;
         o.push_str(&chart(
             &l.buckets,
             &format!(
                 "{}: {} copy-ups, p50 {}, p99 {}, max {}",
-                show(&container_name(c)),
-                c.copy_up.count,
-                fmt_ns(l.p50),
-                fmt_ns(l.p99),
-                fmt_ns(l.max)
-            ),
-            "ns",
-        ));
-        charts += 1;
-    }
-    for m in &plain {
-        let l = &m.copy_up.latency_ns;
-        o.push_str(&chart(
-            &l.buckets,
-            &format!(
-                "{}: {} copy-ups, p50 {}, p99 {}, max {}",
-                show(m.mountpoint.as_deref().unwrap_or("<gone>")),
-                m.copy_up.count,
+                show(&name),
+                totals.count,
                 fmt_ns(l.p50),
                 fmt_ns(l.p99),
                 fmt_ns(l.max)
@@ -468,202 +520,231 @@ pub fn render(r: &Report) -> String {
         o.push_str("<p class=\"muted\">No copy-ups.</p>");
     }
     o.push_str("</section>\n");
+}
 
-    // Hot spots.
-    o.push_str("<section id=\"hotspots\"><h2>Hot spots, by total copy-up time</h2>");
+/// The two hot-spot tables, each sorted by its own key.
+fn hot_spots_section(o: &mut String, r: &Report) {
+    o.push_str("<section id=\"hotspots\"><h2>Hot spots</h2>");
     if r.copy_ups.is_empty() {
         o.push_str("<p class=\"muted\">No copy-ups.</p>");
-    } else {
-        o.push_str("<div class=\"scroll\"><table>");
-        let mut cols = vec![("Path", false), ("Container", false)];
-        if multi {
-            cols.push(("Host", false));
-        }
-        cols.extend([
-            ("Layer", false),
-            ("Instruction", false),
-            ("Why", false),
-            ("Count", true),
-            ("Bytes", true),
-            ("Total", true),
-            ("p50", true),
-            ("p99", true),
-            ("Max", true),
-            ("Processes", false),
-        ]);
-        th(&mut o, &cols);
-        o.push_str("<tbody>");
-        for f in &r.copy_ups {
-            let who = f
-                .container
-                .as_deref()
-                .map(|id| {
-                    r.containers
-                        .iter()
-                        .find(|c| c.id == id)
-                        .map(container_name)
-                        .unwrap_or_else(|| crate::catalog::short_id(id).to_string())
-                })
-                .unwrap_or_else(|| "-".into());
-            let created_by = f.layer.as_ref().and_then(|l| l.created_by.as_deref());
-            let _ = write!(
-                o,
-                "<tr><td class=\"path\">{}</td><td class=\"name\">{}</td>",
-                esc(&file_path(f)),
-                t(&who)
-            );
-            if multi {
-                let _ = write!(o, "<td>{}</td>", host_of(&f.host));
-            }
-            let _ = write!(
-                o,
-                "<td class=\"nw\"><code>{}</code></td><td class=\"instr\" title=\"{}\"><code>{}</code></td>",
-                t(&layer_label(r, f)),
-                t(created_by.unwrap_or("")),
-                instruction(created_by)
-            );
-            let _ = write!(o, "<td>{}</td>", t(&crate::report::file_causes(f)));
-            num(&mut o, f.count);
-            num(&mut o, fmt_bytes(f.bytes));
-            num(&mut o, fmt_ns(f.total_ns));
-            num(&mut o, fmt_ns(f.latency_ns.p50));
-            num(&mut o, fmt_ns(f.latency_ns.p99));
-            num(&mut o, fmt_ns(f.latency_ns.max));
-            let _ = write!(o, "<td>{}</td></tr>", t(&f.comms.join(", ")));
-        }
-        o.push_str("</tbody></table></div>");
-        if r.counters.evicted_files > 0 {
-            let _ = write!(
-                o,
-                "<p class=\"muted\">{} files were evicted from the hot-spot table to keep memory \
-                 bounded; their copy-ups are in the totals.</p>",
-                r.counters.evicted_files
-            );
+    }
+    for (title, table) in [
+        ("By total copy-up time", &r.hot_spots.by_time),
+        ("By bytes copied", &r.hot_spots.by_bytes),
+    ] {
+        let files = r.hot_spot_rows(table);
+        if !files.is_empty() {
+            let _ = write!(o, "<h3>{title}</h3>");
+            hot_spot_table(o, r, &files);
         }
     }
+    if r.copy_ups
+        .iter()
+        .any(|f| f.container.is_some() && f.layer.is_some())
+    {
+        let _ = write!(o, "<p class=\"muted\">{}</p>", esc(view::LAYER_LEGEND));
+    }
+    if r.counters.evicted_files > 0 {
+        let _ = write!(
+            o,
+            "<p class=\"muted\">{} files were evicted from the hot-spot table to keep memory \
+             bounded; their copy-ups are in the totals.</p>",
+            r.counters.evicted_files
+        );
+    }
     o.push_str("</section>\n");
+}
 
-    // Source layers.
-    o.push_str("<section id=\"layers\"><h2>Source layers, by total copy-up time</h2>");
-    if r.layers.is_empty() {
-        o.push_str("<p class=\"muted\">No copy-up came from a known layer.</p>");
-    } else {
-        o.push_str("<div class=\"scroll\"><table>");
-        th(
-            &mut o,
+fn hot_spot_table(o: &mut String, r: &Report, files: &[&CopyUpFile]) {
+    o.push_str("<div class=\"scroll\"><table>");
+    th(
+        o,
+        &columns(
+            r,
+            &[("Path", false), ("Kind", false), ("Container", false)],
             &[
                 ("Layer", false),
                 ("Instruction", false),
-                ("Containers", true),
-                ("Copy-ups", true),
+                ("Why", false),
+                ("Count", true),
                 ("Bytes", true),
                 ("Total", true),
+                ("p50", true),
                 ("p99", true),
-                ("Why", false),
+                ("Max", true),
+                ("Processes", false),
             ],
-        );
-        o.push_str("<tbody>");
-        for l in crate::report::layer_rows(r) {
-            let what = match &l.reason {
-                Some(why) => t(why),
-                None => instruction(l.created_by.as_deref()),
-            };
-            let _ = write!(
-                o,
-                "<tr><td class=\"nw\"><code title=\"{}\">{}</code></td><td class=\"instr\" title=\"{}\">{}</td>",
-                t(l.diff_id.as_deref().unwrap_or("")),
-                t(&l.label),
-                t(l.created_by.as_deref().unwrap_or("")),
-                what
-            );
-            match l.containers {
-                0 => num(&mut o, "-"),
-                n => num(&mut o, n),
-            }
-            num(&mut o, l.copy_up.count);
-            num(&mut o, fmt_bytes(l.copy_up.bytes));
-            num(&mut o, fmt_ns(l.copy_up.total_ns));
-            num(&mut o, fmt_ns(l.copy_up.latency_ns.p99));
-            let _ = write!(
-                o,
-                "<td>{}</td></tr>",
-                t(&crate::report::causes_text(&l.copy_up.by_cause))
-            );
-        }
-        o.push_str("</tbody></table></div>");
+        ),
+    );
+    o.push_str("<tbody>");
+    for f in files {
+        hot_spot_row(o, r, f);
     }
-    o.push_str("</section>\n");
+    o.push_str("</tbody></table></div>");
+}
 
-    // Lookups.
+fn hot_spot_row(o: &mut String, r: &Report, f: &CopyUpFile) {
+    let who = f
+        .container
+        .as_deref()
+        .map(|id| {
+            r.containers
+                .iter()
+                .find(|c| c.id == id)
+                .map(container_name)
+                .unwrap_or_else(|| crate::catalog::short_id(id).to_string())
+        })
+        .unwrap_or_else(|| "-".into());
+    let created_by = f.layer.as_ref().and_then(|l| l.created_by.as_deref());
+    let _ = write!(
+        o,
+        "<tr><td class=\"path\">{}</td><td>{}</td><td class=\"name\">{}</td>",
+        esc(&file_path(f)),
+        t(view::kind_word(&f.kind)),
+        t(&who)
+    );
+    host_cell(o, r, &f.host);
+    let _ = write!(
+        o,
+        "<td class=\"nw\"><code>{}</code></td><td class=\"instr\" title=\"{}\"><code>{}</code></td>",
+        t(&view::file_layer_label(r, f)),
+        t(created_by.unwrap_or("")),
+        instruction(created_by)
+    );
+    let _ = write!(o, "<td>{}</td>", t(&crate::report::file_causes(f)));
+    num(o, f.count);
+    num(o, fmt_bytes(f.bytes));
+    for v in [
+        f.total_ns,
+        f.latency_ns.p50,
+        f.latency_ns.p99,
+        f.latency_ns.max,
+    ] {
+        num(o, fmt_ns(v));
+    }
+    let _ = write!(o, "<td>{}</td></tr>", t(&f.comms.join(", ")));
+}
+
+/// The source layers, by total copy-up time.
+fn layers_section(o: &mut String, r: &Report) {
+    o.push_str("<section id=\"layers\"><h2>Source layers, by total copy-up time</h2>");
+    if r.layers.is_empty() {
+        o.push_str("<p class=\"muted\">No copy-up came from a known layer.</p>");
+        o.push_str("</section>\n");
+        return;
+    }
+    o.push_str("<div class=\"scroll\"><table>");
+    th(
+        o,
+        &[
+            ("Layer", false),
+            ("Instruction", false),
+            ("Containers", true),
+            ("Copy-ups", true),
+            ("Bytes", true),
+            ("Total", true),
+            ("p99", true),
+            ("Why", false),
+        ],
+    );
+    o.push_str("<tbody>");
+    for l in crate::report::layer_rows(r) {
+        let what = match &l.reason {
+            Some(why) => t(why),
+            None => instruction(l.created_by.as_deref()),
+        };
+        let _ = write!(
+            o,
+            "<tr><td class=\"nw\"><code title=\"{}\">{}</code></td><td class=\"instr\" title=\"{}\">{}</td>",
+            t(l.diff_id.as_deref().unwrap_or("")),
+            t(&l.label),
+            t(l.created_by.as_deref().unwrap_or("")),
+            what
+        );
+        match l.containers {
+            0 => num(o, "-"),
+            n => num(o, n),
+        }
+        num(o, l.copy_up.count);
+        num(o, fmt_bytes(l.copy_up.bytes));
+        num(o, fmt_ns(l.copy_up.total_ns));
+        num(o, fmt_ns(l.copy_up.latency_ns.p99));
+        let _ = write!(
+            o,
+            "<td>{}</td></tr>",
+            t(&crate::report::causes_text(&l.copy_up.by_cause))
+        );
+    }
+    o.push_str("</tbody></table></div></section>\n");
+}
+
+/// Which overlay a lookup row is about.
+fn lookup_label(r: &Report, l: &Lookups) -> String {
+    let c = l
+        .container
+        .as_deref()
+        .and_then(|id| r.containers.iter().find(|c| c.id == id));
+    match c {
+        Some(c) => format!("container {}", container_name(c)),
+        None => format!(
+            "{} ({})",
+            l.mountpoint.as_deref().unwrap_or("<gone>"),
+            l.dev
+        ),
+    }
+}
+
+/// Lookups per overlay (their percentiles are bucket bounds), and a chart
+/// of each.
+fn lookups_section(o: &mut String, r: &Report) {
     o.push_str("<section id=\"lookups\"><h2>Lookups</h2>");
     if r.lookups.is_empty() {
-        o.push_str("<p class=\"muted\">No lookups were measured.</p>");
-    } else {
-        o.push_str("<div class=\"scroll\"><table>");
-        let mut cols = vec![("Overlay", false)];
-        if multi {
-            cols.push(("Host", false));
-        }
-        cols.extend([
-            ("Lower layers", true),
-            ("Lookups", true),
-            ("Found", true),
-            ("Not found", true),
-            ("Errors", true),
-            ("Mean", true),
-            ("p50 <", true),
-            ("p99 <", true),
-        ]);
-        th(&mut o, &cols);
-        o.push_str("<tbody>");
-        let label = |l: &crate::report::Lookups| {
-            let c = l
-                .container
-                .as_deref()
-                .and_then(|id| r.containers.iter().find(|c| c.id == id));
-            match c {
-                Some(c) => format!("container {}", container_name(c)),
-                None => format!(
-                    "{} ({})",
-                    l.mountpoint.as_deref().unwrap_or("<gone>"),
-                    l.dev
-                ),
-            }
-        };
-        for l in &r.lookups {
-            let _ = write!(o, "<tr><td class=\"path\">{}</td>", t(&label(l)));
-            if multi {
-                let _ = write!(o, "<td>{}</td>", host_of(&l.host));
-            }
-            num(&mut o, l.layers);
-            num(&mut o, l.count);
-            num(&mut o, l.found);
-            num(&mut o, l.not_found);
-            num(&mut o, l.errors);
-            num(&mut o, fmt_ns(l.latency_ns.mean));
-            num(&mut o, fmt_ns(l.latency_ns.p50));
-            num(&mut o, fmt_ns(l.latency_ns.p99));
-            o.push_str("</tr>");
-        }
-        o.push_str("</tbody></table></div><div class=\"charts\">");
-        for l in r.lookups.iter().filter(|l| l.count > 0) {
-            o.push_str(&chart(
-                &l.histogram,
-                &format!(
-                    "lookups in {}: {} through {} lower layers, mean {}",
-                    show(&label(l)),
-                    l.count,
-                    l.layers,
-                    fmt_ns(l.latency_ns.mean)
-                ),
-                "ns",
-            ));
-        }
-        o.push_str("</div>");
+        o.push_str("<p class=\"muted\">No lookups were measured.</p></section>\n");
+        return;
     }
-    o.push_str("</section>\n");
+    o.push_str("<div class=\"scroll\"><table>");
+    let rest = [
+        ("Through", false),
+        ("Lookups", true),
+        ("Found", true),
+        ("Not found", true),
+        ("Errors", true),
+        ("Mean", true),
+        ("p50 ≤", true),
+        ("p99 ≤", true),
+    ];
+    th(o, &columns(r, &[("Overlay", false)], &rest));
+    o.push_str("<tbody>");
+    for l in &r.lookups {
+        let _ = write!(o, "<tr><td class=\"path\">{}</td>", t(&lookup_label(r, l)));
+        host_cell(o, r, &l.host);
+        let _ = write!(o, "<td>{}</td>", t(&view::lookup_depth(r, l)));
+        for v in [l.count, l.found, l.not_found, l.errors] {
+            num(o, v);
+        }
+        for v in [l.latency_ns.mean, l.latency_ns.p50, l.latency_ns.p99] {
+            num(o, fmt_ns(v));
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("</tbody></table></div><div class=\"charts\">");
+    for l in r.lookups.iter().filter(|l| l.count > 0) {
+        o.push_str(&chart(
+            &l.histogram,
+            &format!(
+                "lookups in {}: {} through {}, mean {}",
+                show(&lookup_label(r, l)),
+                l.count,
+                view::lookup_depth(r, l),
+                fmt_ns(l.latency_ns.mean)
+            ),
+            "ns",
+        ));
+    }
+    o.push_str("</div></section>\n");
+}
 
-    // Advice.
+fn advice_section(o: &mut String, r: &Report) {
     o.push_str("<section id=\"advice\"><h2>Advice</h2>");
     if r.advice.is_empty() {
         o.push_str("<p class=\"muted\">Nothing to suggest from these numbers.</p>");
@@ -686,46 +767,47 @@ pub fn render(r: &Report) -> String {
         o.push_str("</ul>");
     }
     o.push_str("</section>\n");
+}
 
-    // Drops, counters, warnings.
-    let d = r.drops;
-    let c = r.counters;
-    o.push_str("<section id=\"drops\"><h2>Drops and counters</h2><table>");
-    th(&mut o, &[("Events lost", false), ("Count", true)]);
+/// A two-column table of labelled counts.
+fn count_table(o: &mut String, title: &str, rows: &[(&str, u64)]) {
+    o.push_str("<table>");
+    th(o, &[(title, false), ("Count", true)]);
     o.push_str("<tbody>");
-    for (label, v) in [
-        ("Total", d.total),
-        ("Ring buffer full", d.ringbuf_full),
-        ("Copy-up returns not reported", d.lost_returns),
-        ("In-flight table full", d.inflight_full),
-        ("Undecodable records", d.decode_errors),
-    ] {
+    for (label, v) in rows {
         let _ = write!(o, "<tr><td>{label}</td>");
-        num(&mut o, v);
-        o.push_str("</tr>");
-    }
-    o.push_str("</tbody></table><table>");
-    th(
-        &mut o,
-        &[("Kernel and user-space counters", false), ("Count", true)],
-    );
-    o.push_str("<tbody>");
-    for (label, v) in [
-        ("Copy-up entries", c.copy_up_entries),
-        ("Copy-up exits", c.copy_up_exits),
-        ("Data copies", c.data_copies),
-        ("Lookup entries", c.lookup_entries),
-        ("Lookup exits", c.lookup_exits),
-        ("Filtered out", c.filtered),
-        ("Events received", c.events_received),
-        ("Files evicted from the hot-spot table", c.evicted_files),
-        ("Copy-ups of no container", c.unattributed),
-    ] {
-        let _ = write!(o, "<tr><td>{label}</td>");
-        num(&mut o, v);
+        num(o, v);
         o.push_str("</tr>");
     }
     o.push_str("</tbody></table>");
+}
+
+/// Events lost in plain words, the raw counters, warnings.
+fn drops_section(o: &mut String, r: &Report) {
+    let c = r.counters;
+    o.push_str("<section id=\"drops\"><h2>Drops and counters</h2>");
+    let mut lost: Vec<(&str, u64)> = vec![("Total", r.drops.total)];
+    lost.extend(
+        view::drop_reasons(&r.drops)
+            .into_iter()
+            .map(|(n, w)| (w, n)),
+    );
+    count_table(o, "Events lost", &lost);
+    count_table(
+        o,
+        "Kernel and user-space counters",
+        &[
+            ("Copy-up entries", c.copy_up_entries),
+            ("Copy-up exits", c.copy_up_exits),
+            ("Data copies", c.data_copies),
+            ("Lookup entries", c.lookup_entries),
+            ("Lookup exits", c.lookup_exits),
+            ("Filtered out", c.filtered),
+            ("Events received", c.events_received),
+            ("Files evicted from the hot-spot table", c.evicted_files),
+            ("Copy-ups of no container", c.unattributed),
+        ],
+    );
     if !r.warnings.is_empty() {
         o.push_str("<h3>Warnings</h3><ul>");
         for w in &r.warnings {
@@ -733,15 +815,7 @@ pub fn render(r: &Report) -> String {
         }
         o.push_str("</ul>");
     }
-    o.push_str("</section>\n</main>\n");
-    let _ = write!(
-        o,
-        "<footer>Written by {} {} (report schema {}).</footer>\n</body>\n</html>\n",
-        t(&r.tool.name),
-        t(&r.tool.version),
-        r.schema_version
-    );
-    o
+    o.push_str("</section>\n");
 }
 
 #[cfg(test)]
@@ -808,10 +882,13 @@ mod tests {
         assert!(html.contains("<th>Why</th>"), "{html}");
         assert!(html.contains("<td>truncate</td>"), "{html}");
         assert!(
-            html.contains("<td>write 1, truncate 1, metadata 1</td>"),
+            html.contains("<td>write 1, truncate 1, metadata 1, parent 1</td>"),
             "{html}"
         );
-        assert!(html.contains("<td>write 1, truncate 1</td>"), "{html}");
+        assert!(
+            html.contains("<td>write 1, truncate 1, parent 1</td>"),
+            "{html}"
+        );
         assert!(html.contains(&format!(
             "<meta http-equiv=\"Content-Security-Policy\" content=\"{}\">",
             esc(CSP)
@@ -821,7 +898,14 @@ mod tests {
             "<b>web-1</b>",
             "shop/api:2.3",
             "/var/lib/app/catalog.db",
-            "2/2 ab12cd34ef56",
+            "1/2 ab12cd34ef56",
+            "2/2 0123456789ab",
+            "<h3>By total copy-up time</h3>",
+            "<h3>By bytes copied</h3>",
+            "<td>dir</td>",
+            "<th class=\"n\">p99 ≤</th>",
+            "2 image layers and the init layer",
+            "<td>copy-ups not recorded: the buffer between kernel and ovltrace was full",
             "COPY file:01344f2ea10c… in /var/lib/app/",
             // The hostile name from the golden trace, escaped.
             "/etc/\\u{1b}[31mevil\\nname",

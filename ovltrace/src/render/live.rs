@@ -10,7 +10,7 @@ use std::{
 use crate::{
     aggregate::Aggregator,
     render::terminal::Style,
-    report::Report,
+    report::{view::Summary, Container, Report},
     text::terminal as sanitize,
     units::{fmt_bytes, fmt_ns},
 };
@@ -21,50 +21,49 @@ pub const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// A few lines per interval: totals, then one line per busy container.
 pub fn summary(r: &Report, elapsed: Duration, _style: Style) -> String {
     let mut out = String::new();
-    let count: u64 = r.mounts.iter().map(|m| m.copy_up.count).sum();
-    let bytes: u64 = r.mounts.iter().map(|m| m.copy_up.bytes).sum();
-    let p99 = r
-        .mounts
-        .iter()
-        .map(|m| m.copy_up.latency_ns.p99)
-        .max()
-        .unwrap_or(0);
-    let lookups: u64 = r.lookups.iter().map(|l| l.count).sum();
-    let missing: u64 = r.lookups.iter().map(|l| l.not_found).sum();
+    let sum = Summary::of(r);
     let _ = writeln!(
         out,
-        "[{:>7.1}s] last {:.1}s: {count} copy-ups ({}), p99 {}; {lookups} lookups ({missing} not found); {} dropped so far",
+        "[{:>7.1}s] last {:.1}s: {} copy-ups ({}), p99 {}; {} lookups ({} not found); {} events lost so far",
         elapsed.as_secs_f64(),
         r.duration_ms as f64 / 1000.0,
-        fmt_bytes(bytes),
-        fmt_ns(p99),
+        sum.copy_ups,
+        fmt_bytes(sum.bytes),
+        fmt_ns(sum.max_p99_ns),
+        sum.lookups,
+        sum.not_found,
         r.drops.total
     );
     for c in r.containers.iter().filter(|c| c.copy_up.count > 0) {
-        let name = c.display_name();
-        let top = r
-            .copy_ups
-            .iter()
-            .find(|f| f.container.as_deref() == Some(&c.id))
-            .map(|f| {
-                let by = f.layer.as_ref().and_then(|l| l.created_by.as_deref());
-                match crate::catalog::instruction::display(by, 40) {
-                    i if i.is_empty() => format!(", top /{}", f.path),
-                    i => format!(", top /{} ({i})", f.path),
-                }
-            })
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "           {}: {} copy-ups ({}), p99 {}{}",
-            sanitize(name),
-            c.copy_up.count,
-            fmt_bytes(c.copy_up.bytes),
-            fmt_ns(c.copy_up.latency_ns.p99),
-            sanitize(&top)
-        );
+        container_line(&mut out, r, c);
     }
     out
+}
+
+/// A busy container: its copy-ups and its hottest file (by total time).
+fn container_line(out: &mut String, r: &Report, c: &Container) {
+    let name = c.display_name();
+    let top = r
+        .hot_spot_rows(&r.hot_spots.by_time)
+        .into_iter()
+        .find(|f| f.container.as_deref() == Some(&c.id))
+        .map(|f| {
+            let by = f.layer.as_ref().and_then(|l| l.created_by.as_deref());
+            match crate::catalog::instruction::display(by, 40) {
+                i if i.is_empty() => format!(", top /{}", f.path),
+                i => format!(", top /{} ({i})", f.path),
+            }
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "           {}: {} copy-ups ({}), p99 {}{}",
+        sanitize(name),
+        c.copy_up.count,
+        fmt_bytes(c.copy_up.bytes),
+        fmt_ns(c.copy_up.latency_ns.p99),
+        sanitize(&top)
+    );
 }
 
 /// One self-overwriting line on stderr: elapsed time, events/s, copy-ups,
@@ -144,9 +143,9 @@ mod tests {
         let r = crate::report::fixtures::golden_report();
         let s = summary(&r, Duration::from_secs(30), Style::default());
         let lines: Vec<&str> = s.lines().collect();
-        assert!(lines[0].contains("4 copy-ups (415.0 MiB)"), "{s}");
+        assert!(lines[0].contains("5 copy-ups (415.0 MiB)"), "{s}");
         assert!(lines[0].contains("100 lookups (10 not found)"), "{s}");
-        assert!(lines[1].contains("web-1: 3 copy-ups"), "{s}");
+        assert!(lines[1].contains("web-1: 4 copy-ups"), "{s}");
         assert!(
             lines[1]
                 .contains("top /var/lib/app/catalog.db (COPY file:01344f2ea10c… in /var/lib/app/)"),

@@ -99,12 +99,25 @@ pub const LOOKUP_BOUNDS_LOG2: std::ops::RangeInclusive<u32> = 10..=34;
 /// Most containers given per-container series (the busiest are kept).
 pub const MAX_CONTAINER_SERIES: usize = 200;
 
-/// Renders the report in the text exposition format.
+/// Renders the report in the text exposition format, one function per
+/// group of metric families.
 pub fn render(report: &Report) -> String {
     let lookup_bounds: Vec<u64> = LOOKUP_BOUNDS_LOG2.map(|k| 1u64 << k).collect();
     let groups = Groups::of(report, &lookup_bounds);
     let mut out = Out::default();
+    build_info(&mut out, report);
+    copy_up_counters(&mut out, &groups);
+    copy_up_histograms(&mut out, &groups);
+    lookups(&mut out, &groups, &lookup_bounds);
+    layer_totals(&mut out, report);
+    layer_causes(&mut out, report);
+    drops_and_counters(&mut out, report);
+    containers(&mut out, report, &groups);
+    out.text
+}
 
+/// Version, strategy, kernel; when the trace started and how long it ran.
+fn build_info(out: &mut Out, report: &Report) {
     out.family(
         "ovltrace_build_info",
         "gauge",
@@ -129,7 +142,10 @@ pub fn render(report: &Report) -> String {
         "How long the trace has been running.",
         &seconds(u128::from(report.duration_ms) * 1_000_000),
     );
+}
 
+/// Copy-ups, bytes, errors and causes per container.
+fn copy_up_counters(out: &mut Out, groups: &Groups) {
     type Get = fn(&Acc) -> u64;
     let counters: [(&str, &str, Get); 3] = [
         (
@@ -170,6 +186,10 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+}
+
+/// Copy-up and data-copy latency histograms per container.
+fn copy_up_histograms(out: &mut Out, groups: &Groups) {
     type GetHist = fn(&Acc) -> &Cumulative;
     let hists: [(&str, &str, GetHist); 2] = [
         (
@@ -189,7 +209,10 @@ pub fn render(report: &Report) -> String {
             out.histogram(name, &w.labels(), &LATENCY_BOUNDS_NS, get(a));
         }
     }
+}
 
+/// Lookups by result, and their latency, per container.
+fn lookups(out: &mut Out, groups: &Groups, lookup_bounds: &[u64]) {
     let name = "ovltrace_lookups_total";
     out.family(
         name,
@@ -213,9 +236,12 @@ pub fn render(report: &Report) -> String {
         "Overlayfs lookup latency (in-kernel power-of-two buckets; a bucket counts lookups shorter than its bound).",
     );
     for (w, a) in &groups.shown {
-        out.histogram(name, &w.labels(), &lookup_bounds, &a.lookup);
+        out.histogram(name, &w.labels(), lookup_bounds, &a.lookup);
     }
+}
 
+/// Copy-ups, bytes and time per image layer the report lists.
+fn layer_totals(out: &mut Out, report: &Report) {
     // Per layer: only the layers the report lists (bounded by --top).
     let mut layers: BTreeMap<&str, (u64, u64, u128)> = BTreeMap::new();
     for l in &report.layers {
@@ -251,6 +277,10 @@ pub fn render(report: &Report) -> String {
             out.sample(name, &[("diff_id", diff_id)], &value);
         }
     }
+}
+
+/// Copy-ups per image layer the report lists, by cause.
+fn layer_causes(out: &mut Out, report: &Report) {
     let mut layer_causes: BTreeMap<(&str, Cause), u64> = BTreeMap::new();
     for l in &report.layers {
         if let Some(d) = l.diff_id.as_deref() {
@@ -273,7 +303,10 @@ pub fn render(report: &Report) -> String {
             &n.to_string(),
         );
     }
+}
 
+/// Events lost, and the raw kernel and user-space counters.
+fn drops_and_counters(out: &mut Out, report: &Report) {
     let name = "ovltrace_dropped_events_total";
     out.family(name, "counter", "Events lost, by reason.");
     let d = &report.drops;
@@ -316,7 +349,10 @@ pub fn render(report: &Report) -> String {
         "Files dropped from the hot-spot table to keep memory bounded.",
         c.evicted_files,
     );
+}
 
+/// Containers seen, and those left out of the per-container series.
+fn containers(out: &mut Out, report: &Report, groups: &Groups) {
     let name = "ovltrace_containers";
     out.family(name, "gauge", "Containers seen during the trace, by state.");
     let gone = report.containers.iter().filter(|c| c.gone).count();
@@ -328,7 +364,6 @@ pub fn render(report: &Report) -> String {
         "Containers left out of the per-container series to bound their number.",
         &groups.omitted.to_string(),
     );
-    out.text
 }
 
 /// The labels of a per-container series.

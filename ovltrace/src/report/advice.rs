@@ -309,14 +309,23 @@ fn layer_of(
     }
 }
 
-/// "layer ab12cd34ef56 (`COPY … in /srv/static/`)", for a message.
-fn layer_phrase(layer: &Option<String>, created_by: &Option<String>) -> String {
+/// "layer 1/2 ab12cd34ef56 (`COPY … in /srv/static/`)", for a message.
+/// An image layer is named as the hot spots name it ("1/2 ab12cd34ef56").
+fn layer_phrase(report: &Report, layer: &Option<String>, created_by: &Option<String>) -> String {
     let Some(l) = layer else {
         return "an unknown layer".into();
     };
-    let short = l
-        .strip_prefix("sha256:")
-        .map_or(l.clone(), |d| crate::catalog::short_id(d).to_string());
+    let numbered = report.containers.iter().find_map(|c| {
+        let info = c
+            .layers
+            .iter()
+            .find(|i| i.number.is_some() && i.diff_id.as_ref() == Some(l))?;
+        Some(crate::report::view::layer_label(c, info))
+    });
+    let short = numbered.unwrap_or_else(|| {
+        l.strip_prefix("sha256:")
+            .map_or(l.clone(), |d| crate::catalog::short_id(d).to_string())
+    });
     match created_by {
         Some(_) => format!(
             "layer {short} (`{}`)",
@@ -416,7 +425,7 @@ fn metadata_storms(agg: &Aggregator, report: &Report) -> Vec<Advice> {
                 c.files,
                 fmt_bytes(c.bytes),
                 fmt_ns(c.total_ns),
-                layer_phrase(&layer, &created_by),
+                layer_phrase(report, &layer, &created_by),
                 fmt_ns(c.total_ns),
                 fmt_bytes(c.bytes),
             ),
@@ -456,7 +465,7 @@ fn large_writes(agg: &Aggregator, report: &Report) -> Vec<Advice> {
                      writing ({} in total): put {path} on a volume (or its directory) so the \
                      write skips a {} copy-up",
                     fmt_bytes(f.bytes),
-                    layer_phrase(&layer, &created_by),
+                    layer_phrase(report, &layer, &created_by),
                     f.comms
                         .iter()
                         .map(|c| c.to_string())
@@ -511,7 +520,7 @@ fn build_tools(agg: &Aggregator, report: &Report) -> Vec<Advice> {
                 c.files,
                 fmt_bytes(c.bytes),
                 fmt_ns(c.total_ns),
-                layer_phrase(&layer, &created_by),
+                layer_phrase(report, &layer, &created_by),
             ),
             target: dir,
             numbers: BTreeMap::from([
@@ -612,7 +621,7 @@ fn layers(agg: &Aggregator, report: &Report) -> Vec<Advice> {
                  that change at run time out of it, in a volume or a layer of their own) or \
                  flatten it",
                 names.join(", "),
-                layer_phrase(&layer, &created_by),
+                layer_phrase(report, &layer, &created_by),
                 total.files,
                 fmt_bytes(total.bytes),
                 fmt_ns(total.total_ns),
@@ -839,7 +848,7 @@ mod tests {
             "chown",
             "30 files under /srv/static",
             "COPY --chown",
-            "layer ab12cd34ef56 (`COPY file:01344f2ea10c… in /var/lib/app/`)",
+            "layer 1/2 ab12cd34ef56 (`COPY file:01344f2ea10c… in /var/lib/app/`)",
             "to save 60.0µs and 29.3 KiB per container",
         ] {
             assert!(a.message.contains(needle), "{needle}: {}", a.message);

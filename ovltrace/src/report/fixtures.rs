@@ -48,6 +48,7 @@ pub(crate) fn golden_report() -> Report {
         comment: None,
         init: position.is_none(),
         position,
+        number: None,
         dir: None,
         deferred: None,
     };
@@ -135,6 +136,18 @@ pub(crate) fn golden_report() -> Report {
         ),
         &in_web(3),
         None,
+    );
+    // A directory copied up because a file below it was: no bytes.
+    agg.add(
+        &why(
+            Cause::Parent,
+            CopyUp {
+                kind: FileKind::Dir,
+                ..ev(50, b"var/lib/app", 40_000, 0, "app")
+            },
+        ),
+        &in_web(2),
+        Some(&app_layer),
     );
     agg.add(
         &why(Cause::Write, ev(27, b"three_m", 34_000_000, 3 << 20, "sh")),

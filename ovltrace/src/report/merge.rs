@@ -56,12 +56,12 @@ use hdrhistogram::Histogram;
 
 use super::{
     lookup_latency, Advice, Bucket, Container, CopyUpFile, CopyUpTotals, Counters, Drops,
-    FileCounts, Hist, Latency, LayerCost, Lookups, Mount, ProbeInfo, Report, Tool,
+    FileCounts, Hist, HotSpots, Latency, LayerCost, Lookups, Mount, ProbeInfo, Report, Tool,
     OLDEST_SCHEMA_READ, SCHEMA_VERSION,
 };
 use crate::{
     aggregate::{limit, select_top, GroupAgg},
-    bpf::event::Cause,
+    bpf::event::{Cause, FileKind},
 };
 
 /// Bounds the aggregator applies to a file's pids and comms, and to a layer's
@@ -108,11 +108,27 @@ pub fn schemas_read() -> String {
 
 /// A report of an older schema this binary reads, brought to the current
 /// one (fields it did not have get what can be known of them).
+///
+/// - 1: `files` becomes lower bounds of the counts it did not record.
+/// - 1 and 2: the containers' layers are numbered
+///   ([`crate::catalog::number_layers`]); the kinds of copy-ups (`by_kind`)
+///   stay unknown.
+/// - Every schema: the hot-spot tables are ranked again from `copy_ups`
+///   (before schema 3, every listed file; then the `top` they were cut to),
+///   so they never point outside the list.
 pub fn upgrade(r: &mut Report) {
     if r.schema_version == 1 {
         r.files = FileCounts::from_schema_1(r);
+        r.schema_version = 2;
+    }
+    if r.schema_version == 2 {
+        r.containers
+            .iter_mut()
+            .for_each(|c| crate::catalog::number_layers(&mut c.layers));
+        r.hot_spots = HotSpots::default();
         r.schema_version = SCHEMA_VERSION;
     }
+    r.hot_spots = HotSpots::rank(&r.copy_ups, r.hot_spots.top);
 }
 
 /// Merges `reports` into one (see the module documentation for what that
@@ -193,6 +209,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             })
             .collect(),
         copy_ups: m.files.into_values().collect(),
+        hot_spots: HotSpots::default(),
         files: m.file_counts,
         layers: m
             .layers
@@ -219,6 +236,7 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
     out.copy_ups = select_files(std::mem::take(&mut out.copy_ups), top.and_then(limit));
     out.layers = select_layers(out.layers, top.and_then(limit));
     out.files.listed = out.copy_ups.len() as u64;
+    out.hot_spots = HotSpots::rank(&out.copy_ups, top.unwrap_or(0));
     if !multi {
         clear_hosts(&mut out);
     }
@@ -230,6 +248,7 @@ pub fn cut(r: &mut Report, top: usize) {
     r.copy_ups = select_files(std::mem::take(&mut r.copy_ups), limit(top));
     r.layers = select_layers(std::mem::take(&mut r.layers), limit(top));
     r.files.listed = r.copy_ups.len() as u64;
+    r.hot_spots = HotSpots::rank(&r.copy_ups, top);
 }
 
 /// The hosts a report covers.
@@ -364,6 +383,10 @@ fn add_totals(acc: &mut GroupAgg, t: &CopyUpTotals, what: &str) -> Result<()> {
     acc.errors = acc.errors.saturating_add(t.errors);
     for (&c, &n) in &t.by_cause {
         let v = &mut acc.by_cause[c.index()];
+        *v = v.saturating_add(n);
+    }
+    for (kind, &n) in &t.by_kind {
+        let v = &mut acc.by_kind[FileKind::from_name(kind) as usize];
         *v = v.saturating_add(n);
     }
     add_hist(
@@ -1230,7 +1253,7 @@ mod tests {
             e.contains(&format!("schema_version {}", SCHEMA_VERSION + 1)),
             "{e}"
         );
-        assert!(e.contains("this ovltrace reads 1 and 2"), "{e}");
+        assert!(e.contains("this ovltrace reads 1, 2 and 3"), "{e}");
         let mut r = good.clone();
         r.containers[0].copy_up.latency_ns.hdr = "!!!".into();
         let e = fails(r);

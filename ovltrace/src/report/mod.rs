@@ -1,11 +1,14 @@
 //! The report model: what a trace found, independent of how it is shown.
-//! `json` serialises it as is (schema in README.md), `terminal` renders it.
+//! `json` serialises it as is (schema in docs/json-schema.md), `view` derives
+//! what the human outputs show, `render` shows it.
 
 pub mod advice;
+pub mod filter;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod json;
 pub mod merge;
+pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,7 +27,10 @@ use crate::{
 
 /// 2: `files` (how many files were seen, kept, listed and evicted), the
 /// cause of copy-ups (`causes` per file, `by_cause` in every total).
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: `hot_spots` (the two hot-spot tables, by total time and by bytes),
+/// `by_kind` in every total, `number` in the containers' `layers[]`
+/// (docs/json-schema.md).
+pub const SCHEMA_VERSION: u32 = 3;
 /// The oldest schema `ovltrace report` still reads (upgraded on reading).
 pub const OLDEST_SCHEMA_READ: u32 = 1;
 
@@ -49,8 +55,11 @@ pub struct Report {
     /// Containers whose overlay was seen (live at some point during the trace).
     pub containers: Vec<Container>,
     /// The hottest paths (top N by total copy-up time, plus the top N by
-    /// bytes; every file the tracer kept with `--top 0`).
+    /// bytes; every file the tracer kept with `--top 0`), each once.
     pub copy_ups: Vec<CopyUpFile>,
+    /// The two hot-spot tables over `copy_ups`: by total time and by bytes.
+    #[serde(default)]
+    pub hot_spots: HotSpots,
     /// How many files were seen, kept, listed in `copy_ups` and evicted.
     #[serde(default)]
     pub files: FileCounts,
@@ -63,6 +72,49 @@ pub struct Report {
     pub drops: Drops,
     pub counters: Counters,
     pub warnings: Vec<String>,
+}
+
+/// The two hot-spot tables: indices into `copy_ups`, each table sorted by
+/// its own key (largest first) and at most `top` long (every listed file
+/// when `top` is 0).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct HotSpots {
+    /// The `--top` the tables were cut to (0: none).
+    pub top: usize,
+    /// By total copy-up time.
+    pub by_time: Vec<usize>,
+    /// By bytes copied.
+    pub by_bytes: Vec<usize>,
+}
+
+impl HotSpots {
+    /// Ranks `files` by total time and by bytes, `top` rows each (ties in
+    /// list order).
+    pub fn rank(files: &[CopyUpFile], top: usize) -> Self {
+        let n = match top {
+            0 => files.len(),
+            n => n.min(files.len()),
+        };
+        let ranked = |key: fn(&CopyUpFile) -> u64| {
+            let mut v: Vec<usize> = (0..files.len()).collect();
+            v.sort_by(|&a, &b| key(&files[b]).cmp(&key(&files[a])).then(a.cmp(&b)));
+            v.truncate(n);
+            v
+        };
+        HotSpots {
+            top,
+            by_time: ranked(|f| f.total_ns),
+            by_bytes: ranked(|f| f.bytes),
+        }
+    }
+}
+
+impl Report {
+    /// The rows of a hot-spot table (indices out of range are skipped: a
+    /// report read from a file may hold anything).
+    pub fn hot_spot_rows<'a>(&'a self, table: &'a [usize]) -> Vec<&'a CopyUpFile> {
+        table.iter().filter_map(|&i| self.copy_ups.get(i)).collect()
+    }
 }
 
 /// What became of the files the trace saw copied up (a file: a path within
@@ -177,6 +229,10 @@ pub struct CopyUpTotals {
     /// `metadata`, `link`, `rename`, `parent`, `unknown`.
     #[serde(default)]
     pub by_cause: BTreeMap<Cause, u64>,
+    /// Copy-ups by kind of file (only kinds seen): `regular`, `dir`,
+    /// `symlink`, `other`.
+    #[serde(default)]
+    pub by_kind: BTreeMap<String, u64>,
 }
 
 /// Per-cause counts as a map without the zeros.
@@ -281,13 +337,15 @@ pub struct LayerCost {
 }
 
 impl LayerCost {
-    /// Short name of the layer: its short diff-id; a container's layer
-    /// without one as "init of NAME" or "lower N of NAME"; a plain overlay's
-    /// as its lower directory; otherwise "DEV lower N" (a layer of an overlay
-    /// no container was known for: [`layer_rows`] shows those on one line).
+    /// Short name of the layer, as the hot spots name it: a container's
+    /// layer by [`view::layer_label`] ("2/5 ab12cd34ef56", "init layer of
+    /// NAME"; a shared layer numbered differently in its images by its
+    /// short diff-id alone); a plain overlay's as its lower directory;
+    /// otherwise "DEV lower N" (a layer of an overlay no container was known
+    /// for: [`layer_rows`] shows those on one line).
     pub fn label(&self, r: &Report) -> String {
         if let Some(d) = &self.diff_id {
-            return crate::catalog::short_digest(d).to_string();
+            return self.label_by_diff_id(r, d);
         }
         let (Some(dev), Some(i)) = (&self.dev, self.index) else {
             return "?".into();
@@ -299,14 +357,16 @@ impl LayerCost {
         let in_container = self.containers.iter().find_map(|id| {
             let c = r.containers.iter().find(|c| &c.id == id)?;
             let name = c.display_name().to_string();
-            let init = c.layers.iter().any(|l| l.index == i && l.init);
-            Some((name, init))
+            Some((c, name, c.layers.iter().find(|l| l.index == i)))
         });
-        if let Some((name, init)) = in_container {
-            return if init {
-                format!("{host}init of {name}")
-            } else {
-                format!("{host}lower {i} of {name}")
+        if let Some((c, name, layer)) = in_container {
+            return match layer {
+                Some(l) if l.init => format!("{host}init layer of {name}"),
+                Some(l) if l.diff_id.is_some() => format!("{host}{}", view::layer_label(c, l)),
+                Some(l) if l.number.is_some() => {
+                    format!("{host}{} of {name}", view::layer_label(c, l))
+                }
+                _ => format!("{host}lower {i} of {name}"),
             };
         }
         if let Some(m) = self.plain_mount(r) {
@@ -315,6 +375,24 @@ impl LayerCost {
             }
         }
         format!("{host}{dev} lower {i}")
+    }
+
+    /// An image layer by diff-id: numbered as in its containers when they
+    /// all agree, else its short diff-id.
+    fn label_by_diff_id(&self, r: &Report, d: &str) -> String {
+        let labels: std::collections::BTreeSet<String> = self
+            .containers
+            .iter()
+            .filter_map(|id| {
+                let c = r.containers.iter().find(|c| &c.id == id)?;
+                let l = c.layers.iter().find(|l| l.diff_id.as_deref() == Some(d))?;
+                l.number.map(|_| view::layer_label(c, l))
+            })
+            .collect();
+        match (labels.len(), labels.first()) {
+            (1, Some(one)) => one.clone(),
+            _ => view::short_digest(d),
+        }
     }
 
     /// The overlay of no container this layer belongs to, when the report
@@ -555,7 +633,23 @@ pub fn totals(g: &GroupAgg) -> CopyUpTotals {
         data_copy_ns: Hist::from_hdr(&g.data_time),
         size_bytes: Hist::from_hdr(&g.size),
         by_cause: cause_map(&g.by_cause),
+        by_kind: kind_map(&g.by_kind),
     }
+}
+
+/// Per-kind counts as a map without the zeros.
+pub fn kind_map(counts: &[u64; 4]) -> BTreeMap<String, u64> {
+    use crate::bpf::event::FileKind;
+    [
+        FileKind::Regular,
+        FileKind::Dir,
+        FileKind::Symlink,
+        FileKind::Other,
+    ]
+    .into_iter()
+    .filter(|&k| counts[k as usize] > 0)
+    .map(|k| (k.as_str().to_string(), counts[k as usize]))
+    .collect()
 }
 
 /// Path bytes as JSON fields: lossy text plus the exact bytes when needed.
@@ -651,6 +745,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
         .map(|k| {
             let mut k = k.clone();
             k.info.complete();
+            crate::catalog::number_layers(&mut k.info.layers);
             k
         })
         .collect();
@@ -683,6 +778,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
             listed: copy_ups.len() as u64,
             evicted: inp.agg.evicted_files,
         },
+        hot_spots: HotSpots::rank(&copy_ups, inp.top),
         copy_ups,
         layers,
         lookups,
@@ -929,12 +1025,22 @@ mod tests {
             containers: vec!["c0ffee".repeat(10)],
             copy_up: Default::default(),
         };
-        assert_eq!(cost(1, None).label(&r), "init of web-1");
+        assert_eq!(cost(1, None).label(&r), "init layer of web-1");
         assert_eq!(cost(2, None).label(&r), "lower 2 of web-1");
         assert_eq!(
             cost(2, Some("sha256:0123456789abcdef")).label(&r),
             "0123456789ab"
         );
+        // Numbered: the same label as the hot spots give the layer.
+        let mut numbered = r.clone();
+        let c = &mut numbered.containers[0];
+        c.layers[1].diff_id = Some("sha256:0123456789abcdef".into());
+        crate::catalog::number_layers(&mut c.layers);
+        assert_eq!(
+            cost(2, Some("sha256:0123456789abcdef")).label(&numbered),
+            "1/1 0123456789ab"
+        );
+        assert_eq!(cost(2, None).label(&numbered), "1/1 0123456789ab");
         // An overlay no container was known for: named by its device, and
         // not attributed.
         let mut lost = cost(1, None);
@@ -1088,7 +1194,7 @@ mod tests {
         assert!(!terminal::render(&all).contains("files listed"));
         // The JSON carries the counts.
         let v: serde_json::Value = serde_json::from_str(&json::to_string(&top).unwrap()).unwrap();
-        assert_eq!(v["schema_version"], 2);
+        assert_eq!(v["schema_version"], 3);
         assert_eq!(v["files"]["seen"], 40);
         assert_eq!(v["files"]["listed"], 3);
         assert_eq!(v["files"]["evicted"], agg.evicted_files);
@@ -1098,6 +1204,145 @@ mod tests {
         assert_eq!(again.copy_ups.len(), all.copy_ups.len());
         merge::cut(&mut again, 2);
         assert_eq!(again.files.listed, 2);
+    }
+
+    /// Files whose order by time is not their order by bytes.
+    fn two_orders(top: usize) -> Report {
+        let mut agg = Aggregator::new(64);
+        // (path, latency, bytes): by time a, b, c, d, e; by bytes e, d, c, b, a.
+        for (i, path) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            let i = i as u64;
+            let ev = crate::bpf::event::CopyUp {
+                start_ns: 0,
+                latency_ns: 50_000 - 10_000 * i,
+                data_ns: None,
+                data_len: Some(1000 * (i + 1)),
+                size: 1000 * (i + 1),
+                tgid: 1,
+                tid: 1,
+                overlay: OverlayKey::dev_only(7),
+                ret: 0,
+                kind: crate::bpf::event::FileKind::Regular,
+                path: path.as_bytes().to_vec(),
+                path_truncated: false,
+                comm: "sh".into(),
+                mnt_ns: 0,
+                source: None,
+                cause: Default::default(),
+            };
+            agg.add(&ev, &Default::default(), None);
+        }
+        let agg: &'static Aggregator = Box::leak(Box::new(agg));
+        build(Inputs {
+            agg,
+            top,
+            ..tests_inputs()
+        })
+    }
+
+    #[test]
+    fn two_hot_spot_tables_each_top_rows_by_their_own_key() {
+        let r = two_orders(2);
+        let paths = |table: &[usize]| -> Vec<String> {
+            r.hot_spot_rows(table)
+                .iter()
+                .map(|f| f.path.clone())
+                .collect()
+        };
+        // Listed once each: 2 by time plus 2 by bytes.
+        assert_eq!(r.copy_ups.len(), 4);
+        assert_eq!(paths(&r.hot_spots.by_time), ["a", "b"]);
+        assert_eq!(paths(&r.hot_spots.by_bytes), ["e", "d"]);
+        // The terminal: each table exactly --top rows, in its own order.
+        let text = terminal::render(&r);
+        let table = |heading: &str| -> Vec<String> {
+            text.split(heading)
+                .nth(1)
+                .unwrap_or_else(|| panic!("no {heading:?} in {text}"))
+                .lines()
+                .skip(2)
+                .take_while(|l| !l.trim().is_empty())
+                .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+                .collect()
+        };
+        assert_eq!(
+            table("HOT SPOTS, by total copy-up time"),
+            ["<gone>/a", "<gone>/b"],
+            "{text}"
+        );
+        assert_eq!(
+            table("HOT SPOTS, by bytes copied"),
+            ["<gone>/e", "<gone>/d"],
+            "{text}"
+        );
+        // The JSON: the two tables as indices into copy_ups.
+        let v: serde_json::Value = serde_json::from_str(&json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(v["hot_spots"]["top"], 2);
+        let named = |key: &str| -> Vec<String> {
+            v["hot_spots"][key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    v["copy_ups"][i.as_u64().unwrap() as usize]["path"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(named("by_time"), ["a", "b"]);
+        assert_eq!(named("by_bytes"), ["e", "d"]);
+        // The HTML: two tables, in the same orders.
+        let page = html::render(&r);
+        let by_time = page.find("<h3>By total copy-up time</h3>").unwrap();
+        let by_bytes = page.find("<h3>By bytes copied</h3>").unwrap();
+        let at = |p: &str, from: usize| page[from..].find(p).map(|i| i + from).unwrap();
+        assert!(at("&lt;gone&gt;/a", by_time) < at("&lt;gone&gt;/b", by_time));
+        assert!(at("&lt;gone&gt;/e", by_bytes) < at("&lt;gone&gt;/d", by_bytes));
+        assert!(at("&lt;gone&gt;/d", by_bytes) < page.find("id=\"layers\"").unwrap());
+        // A cut re-ranks; --top 0 ranks every listed file.
+        let mut cut = two_orders(0);
+        assert_eq!(cut.hot_spots.by_bytes.len(), 5);
+        merge::cut(&mut cut, 1);
+        assert_eq!(cut.copy_ups.len(), 2);
+        let first = |t: &[usize]| cut.copy_ups[t[0]].path.clone();
+        assert_eq!(cut.hot_spots.by_time.len(), 1);
+        assert_eq!(cut.hot_spots.by_bytes.len(), 1);
+        assert_eq!(
+            (
+                first(&cut.hot_spots.by_time),
+                first(&cut.hot_spots.by_bytes)
+            ),
+            ("a".into(), "e".into())
+        );
+    }
+
+    #[test]
+    fn schema_2_reports_get_layer_numbers_and_tables() {
+        let r = golden_report();
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["schema_version"] = 2.into();
+        let o = v.as_object_mut().unwrap();
+        o.remove("hot_spots");
+        for c in v["containers"].as_array_mut().unwrap() {
+            for l in c["layers"].as_array_mut().unwrap() {
+                l.as_object_mut().unwrap().remove("number");
+            }
+        }
+        let back = json::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(back.schema_version, 3);
+        let numbers: Vec<Option<usize>> =
+            back.containers[0].layers.iter().map(|l| l.number).collect();
+        assert_eq!(numbers, [None, Some(1), Some(2)]);
+        assert_eq!(back.hot_spots.top, 0);
+        assert_eq!(back.hot_spots.by_time.len(), r.copy_ups.len());
+        assert_eq!(back.containers, r.containers);
+        // Hostile indices in a schema 3 file are ranked again, not trusted.
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["hot_spots"]["by_time"] = serde_json::json!([99, 0, 0]);
+        let back = json::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(back.hot_spots, r.hot_spots);
     }
 
     #[test]
@@ -1112,9 +1357,9 @@ mod tests {
         assert_eq!(
             back.files,
             FileCounts {
-                seen: 4 + 5,
-                kept: 4,
-                listed: 4,
+                seen: 5 + 5,
+                kept: 5,
+                listed: 5,
                 evicted: 5
             }
         );
