@@ -161,6 +161,14 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             reason: format!("{e:#}"),
         })?;
     }
+    let mut out = m.into_report(header(reports, first, hosts));
+    finish(&mut out, top, multi);
+    Ok(out)
+}
+
+/// What a merged report says of itself: tool, hosts, kernels, probes and
+/// the time from the earliest start to the latest end.
+fn header(reports: &[Report], first: &Report, hosts: Vec<String>) -> Report {
     let started = reports
         .iter()
         .map(|r| r.started_unix_ms)
@@ -177,14 +185,14 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
         n => format!("{n} hosts"),
     };
     let data_copy = joined(reports.iter().filter_map(|r| r.probe.data_copy.as_deref()));
-    let mut out = Report {
+    Report {
         schema_version: SCHEMA_VERSION,
         tool: Tool {
             name: "ovltrace".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
         host,
-        hosts: if multi { hosts } else { Vec::new() },
+        hosts: if hosts.len() > 1 { hosts } else { Vec::new() },
         kernel: joined(reports.iter().map(|r| r.kernel.as_str())),
         started_unix_ms: started,
         duration_ms: end - started,
@@ -192,40 +200,12 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             strategy: joined(reports.iter().map(|r| r.probe.strategy.as_str())),
             data_copy: (!data_copy.is_empty()).then_some(data_copy),
         },
-        mounts: m
-            .mounts
-            .into_values()
-            .map(|(mnt, acc)| Mount {
-                copy_up: super::totals(&acc),
-                ..mnt
-            })
-            .collect(),
-        containers: m
-            .containers
-            .into_values()
-            .map(|(c, acc)| Container {
-                copy_up: super::totals(&acc),
-                ..c
-            })
-            .collect(),
-        copy_ups: m.files.into_values().collect(),
-        hot_spots: HotSpots::default(),
-        files: m.file_counts,
-        layers: m
-            .layers
-            .into_values()
-            .map(|(l, acc)| LayerCost {
-                copy_up: super::totals(&acc),
-                ..l
-            })
-            .collect(),
-        lookups: m.lookups.into_values().map(LookupAcc::finish).collect(),
-        advice: m.advice,
-        drops: m.drops.with_total(),
-        counters: m.counters,
-        warnings: m.warnings,
-    };
-    // Orders as `build` makes them.
+        ..Report::default()
+    }
+}
+
+/// Orders and cuts a merged report as `build` does a trace's.
+fn finish(out: &mut Report, top: Option<usize>, multi: bool) {
     out.containers.sort_by(|a, b| {
         b.copy_up
             .count
@@ -234,13 +214,53 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
             .then_with(|| a.id.cmp(&b.id))
     });
     out.copy_ups = select_files(std::mem::take(&mut out.copy_ups), top.and_then(limit));
-    out.layers = select_layers(out.layers, top.and_then(limit));
+    out.layers = select_layers(std::mem::take(&mut out.layers), top.and_then(limit));
     out.files.listed = out.copy_ups.len() as u64;
     out.hot_spots = HotSpots::rank(&out.copy_ups, top.unwrap_or(0));
     if !multi {
-        clear_hosts(&mut out);
+        clear_hosts(out);
     }
-    Ok(out)
+}
+
+impl Merger {
+    /// The merged sections, under `header`.
+    fn into_report(self, header: Report) -> Report {
+        Report {
+            mounts: self
+                .mounts
+                .into_values()
+                .map(|(mnt, acc)| Mount {
+                    copy_up: super::totals(&acc),
+                    ..mnt
+                })
+                .collect(),
+            containers: self
+                .containers
+                .into_values()
+                .map(|(c, acc)| Container {
+                    copy_up: super::totals(&acc),
+                    ..c
+                })
+                .collect(),
+            copy_ups: self.files.into_values().collect(),
+            hot_spots: HotSpots::default(),
+            files: self.file_counts,
+            layers: self
+                .layers
+                .into_values()
+                .map(|(l, acc)| LayerCost {
+                    copy_up: super::totals(&acc),
+                    ..l
+                })
+                .collect(),
+            lookups: self.lookups.into_values().map(LookupAcc::finish).collect(),
+            advice: self.advice,
+            drops: self.drops.with_total(),
+            counters: self.counters,
+            warnings: self.warnings,
+            ..header
+        }
+    }
 }
 
 /// Applies `--top` to a single report the way [`merge`] does (0: no cut).

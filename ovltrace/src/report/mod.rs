@@ -34,7 +34,7 @@ pub const SCHEMA_VERSION: u32 = 3;
 /// The oldest schema `ovltrace report` still reads (upgraded on reading).
 pub const OLDEST_SCHEMA_READ: u32 = 1;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub schema_version: u32,
     pub tool: Tool,
@@ -149,13 +149,13 @@ impl FileCounts {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Tool {
     pub name: String,
     pub version: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProbeInfo {
     /// "kprobe" or "fentry".
     pub strategy: String,
