@@ -180,5 +180,13 @@ fn doctor_shows_the_fail_lines() {
             verdict.contains("no probe attaches (tried fentry, kprobe)"),
             "{verdict}"
         );
+        // No kprobes and fentry refused: the fix names both ways out.
+        assert!(
+            verdict.ends_with(
+                "Fix: use a kernel with CONFIG_KPROBES=y, or one that allows fentry programs \
+                 (BPF trampolines; not under lockdown)."
+            ),
+            "{verdict}"
+        );
     }
 }

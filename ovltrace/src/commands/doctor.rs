@@ -210,7 +210,12 @@ fn attach_test(o: &mut Out, root: bool, mode: ProbeMode) -> std::result::Result<
         match crate::bpf::prepare(mode, 1 << 16, false) {
             Err(e) => {
                 o.line(Some(false), "attach test", format!("{e:#}"));
-                Err(cannot(&format!("its programs do not load ({e})")))
+                let fix = if format!("{e:#}").contains("BTF") {
+                    "use a kernel built with BTF (CONFIG_DEBUG_INFO_BTF=y)"
+                } else {
+                    "the attach test line gives the kernel's error"
+                };
+                Err(cannot(&format!("its programs do not load ({e})"), fix))
             }
             Ok(mut p) => match probe::attach(&mut p.ebpf, &p.plan) {
                 Ok(a) => {
@@ -230,20 +235,37 @@ fn attach_test(o: &mut Out, root: bool, mode: ProbeMode) -> std::result::Result<
                         o.line(Some(false), &format!("attach test {s}"), why);
                     }
                     let tried: Vec<String> = e.tried.iter().map(|(s, _)| s.to_string()).collect();
-                    Err(cannot(&format!(
-                        "no probe attaches (tried {})",
-                        tried.join(", ")
-                    )))
+                    let whys: Vec<&str> = e.tried.iter().map(|(_, why)| why.as_str()).collect();
+                    Err(cannot(
+                        &format!("no probe attaches (tried {})", tried.join(", ")),
+                        attach_fix(&whys),
+                    ))
                 }
             },
         }
     }
 }
 
-/// The verdict line when `run` cannot trace.
-fn cannot(why: &str) -> String {
+/// The verdict line when `run` cannot trace: why, and the fix.
+fn cannot(why: &str, fix: &str) -> String {
     let one_line: String = why.split_whitespace().collect::<Vec<_>>().join(" ");
-    format!("ovltrace run cannot trace overlayfs on this kernel: {one_line}; see the FAIL lines.")
+    format!("ovltrace run cannot trace overlayfs on this kernel: {one_line}. Fix: {fix}.")
+}
+
+/// The fix when no attach strategy works, from the kernel's refusals.
+fn attach_fix(whys: &[&str]) -> &'static str {
+    let any = |s: &str| whys.iter().any(|w| w.contains(s));
+    if any("lockdown")
+        && whys
+            .iter()
+            .all(|w| w.contains("EPERM") || w.contains("lockdown"))
+    {
+        "boot without lockdown=confidentiality, which forbids both fentry and kprobes"
+    } else if any("CONFIG_KPROBES") {
+        "use a kernel with CONFIG_KPROBES=y, or one that allows fentry programs (BPF trampolines; not under lockdown)"
+    } else {
+        "the attach test lines give the kernel's own errors"
+    }
 }
 
 /// What `run` keeps once attached, and why (privilege.rs).
@@ -359,5 +381,30 @@ fn fentry_can_load(fentry_btf: &FentryBtf) -> (bool, String) {
             };
             (false, why)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verdict_names_a_fix_that_fits_the_refusals() {
+        // The build machines' kernel: fentry refused, no kprobes.
+        let here = [
+            "loading fe_copy_up_one for ovl_copy_up_one: the kernel refused the program with EPERM before verifying it: this kernel does not allow fentry/fexit programs (lockdown, or no BPF trampoline support)",
+            "attaching kp_copy_up_one to ovl_copy_up_one: this kernel has no kprobe support (CONFIG_KPROBES is not set: /sys/bus/event_source/devices/kprobe and kprobe_events are missing)",
+        ];
+        assert!(attach_fix(&here).starts_with("use a kernel with CONFIG_KPROBES=y"));
+        let locked = [
+            "fentry: EPERM (lockdown)",
+            "kprobe: EPERM: kernel lockdown forbids kprobes",
+        ];
+        assert!(attach_fix(&locked).starts_with("boot without lockdown=confidentiality"));
+        assert!(attach_fix(&["something else"]).contains("attach test lines"));
+        assert_eq!(
+            cannot("no probe attaches\n (tried fentry)", "x"),
+            "ovltrace run cannot trace overlayfs on this kernel: no probe attaches (tried fentry). Fix: x."
+        );
     }
 }
