@@ -44,5 +44,12 @@ say "ovltrace report"
 cat /tmp/report.txt
 if [ $rc != 0 ]; then
 	cat /tmp/ovltrace.err >&2
+	exit $rc
 fi
+
+say "ovltrace layers (a running container of the same image)"
+docker run -d --network none --name shop-idle $IMG sleep 600 > /dev/null || exit 1
+ovltrace layers
+rc=$?
+docker rm -f shop-idle > /dev/null
 exit $rc
