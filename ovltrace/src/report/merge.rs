@@ -208,7 +208,15 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
         drops: m.drops.with_total(),
         counters: m.counters,
         warnings: m.warnings,
+        filters: merged_filters(reports),
     };
+    if reports.windows(2).any(|w| w[0].filters != w[1].filters) {
+        out.warnings.push(
+            "the merged reports were traced with different filters; \
+             the merged report names the first one's"
+                .into(),
+        );
+    }
     // Orders as `build` makes them.
     out.containers.sort_by(|a, b| {
         b.copy_up
@@ -224,6 +232,14 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
         clear_hosts(&mut out);
     }
     Ok(out)
+}
+
+/// The filters of the merged reports: the first one's (they should agree).
+fn merged_filters(reports: &[Report]) -> super::Filters {
+    reports
+        .first()
+        .map(|r| r.filters.clone())
+        .unwrap_or_default()
 }
 
 /// Applies `--top` to a single report the way [`merge`] does (0: no cut).
@@ -708,6 +724,7 @@ impl Merger {
             lookup_entries,
             lookup_exits,
             filtered,
+            filtered_user,
             events_received,
             evicted_files,
             unattributed,
@@ -720,6 +737,7 @@ impl Merger {
             (&mut s.lookup_entries, lookup_entries),
             (&mut s.lookup_exits, lookup_exits),
             (&mut s.filtered, filtered),
+            (&mut s.filtered_user, filtered_user),
             (&mut s.events_received, events_received),
             (&mut s.evicted_files, evicted_files),
             (&mut s.unattributed, unattributed),
