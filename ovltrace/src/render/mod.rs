@@ -13,7 +13,7 @@ pub fn filters_line(r: &crate::report::Report) -> Option<String> {
         let mut line = format!("Filters: only {}", r.filters.summary());
         if r.counters.filtered_user > 0 {
             line.push_str(&format!(
-                " ({} copy-ups not counted)",
+                " ({} dropped by the filters)",
                 r.counters.filtered_user
             ));
         }
