@@ -42,6 +42,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         top: args.top,
         interval: args.interval,
         top_view: None,
+        // CMD may write to the terminal.
+        status_line: args.command.is_empty(),
         roots: args.docker.roots(),
     })?;
     // `-- CMD`: started now that the probes are attached; its exit ends the

@@ -36,6 +36,7 @@ async fn run(args: TopArgs) -> Result<ExitCode> {
         top: rows.unwrap_or(0).max(50),
         interval: Some(args.interval),
         top_view: Some(top::Options { rows }),
+        status_line: false,
         roots: args.docker.roots(),
     })?;
     let stop = stop_signal(args.duration)?;

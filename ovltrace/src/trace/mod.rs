@@ -66,6 +66,9 @@ pub struct Options {
     /// Every interval, redraw the top view (the trace so far) instead of
     /// printing the interval's summary.
     pub top_view: Option<top::Options>,
+    /// A status line on stderr while tracing, when it is a terminal (not
+    /// while a command that may write there runs, nor with the top view).
+    pub status_line: bool,
     pub roots: RuntimeRoots,
 }
 
@@ -90,6 +93,7 @@ pub struct Session {
     /// `--container` names no running container had at the start.
     awaited: Vec<String>,
     top_view: Option<top::Options>,
+    status_line: bool,
     /// The current `--interval`, when live mode is on.
     interval: Option<Interval>,
     interval_every: Option<Duration>,
@@ -160,11 +164,13 @@ impl Session {
             filter,
             kernel_filter,
             awaited,
+            status_line: opts.status_line && opts.top_view.is_none(),
             top_view: opts.top_view,
             interval: None,
             interval_every: opts.interval,
         };
-        if opts.interval.is_some() {
+        // The top view shows the whole trace: no interval aggregate.
+        if session.interval_every.is_some() && session.top_view.is_none() {
             let lookups = bpf::read_lookups(&session.ebpf).unwrap_or_default();
             session.interval = Some(Interval::new(MAX_FILES, lookups));
         }
@@ -218,7 +224,7 @@ impl Session {
         let mut status_tick = tokio::time::interval(live::STATUS_EVERY);
         // The status line is for a person watching: only on a terminal.
         let mut status = live::StatusLine::new(
-            self.top_view.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            self.status_line && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         );
         let mut top_screen = self.top_view.clone().map(top::Screen::new);
         let mounts_changed = watch_mounts();
