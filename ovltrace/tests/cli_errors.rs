@@ -114,7 +114,7 @@ fn available(what: &str, why: Option<String>) -> bool {
 
 /// The error of a `run` that got past its flags on this host: loading or
 /// attaching the probes fails here (no kprobes, or a build without them).
-/// Returns stderr's lines other than that one error line.
+/// Returns stderr's lines before that error (whose explanation follows it).
 fn notes_before_the_probe_error(o: &Output) -> Vec<String> {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -123,7 +123,7 @@ fn notes_before_the_probe_error(o: &Output) -> Vec<String> {
     assert_eq!(errors, 1, "one error line:\n{err}");
     lines
         .into_iter()
-        .filter(|l| !l.contains("error:") && !l.trim_start().starts_with("caused by:"))
+        .take_while(|l| !l.contains("error:"))
         .collect()
 }
 

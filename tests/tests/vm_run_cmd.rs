@@ -22,11 +22,13 @@ cd $b/merged
 echo x >> f1
 set +e
 # CMD copies up f2, f3, f4 (metadata) and d (a new file in it), then leaves
-# a loop behind that copies up 200 files after CMD has exited.
+# a loop behind that copies up 200 files once CMD has exited (and ovltrace
+# has reaped it).
 ovltrace run --top 50 --json /tmp/r.json -- sh -c '
     cd /tmp/w/merged
     echo x >> f2; echo x >> f3; touch f4; echo new > d/new
-    (for i in $(seq 1 200); do echo x >> late$i; done; touch /tmp/late-done) &
+    (while kill -0 $$ 2>/dev/null; do :; done
+     for i in $(seq 1 200); do echo x >> late$i; done; touch /tmp/late-done) &
     exit 3' > /tmp/r.txt 2> /tmp/r.err
 echo $? | ovl_section rc
 i=0
@@ -120,7 +122,8 @@ fn run_cmd_traces_the_commands_window_6_12() {
     assert_eq!(
         r["filters"]["command"],
         "sh -c '\n    cd /tmp/w/merged\n    echo x >> f2; echo x >> f3; touch f4; echo new > d/new\n    \
-         (for i in $(seq 1 200); do echo x >> late$i; done; touch /tmp/late-done) &\n    exit 3'",
+         (while kill -0 $$ 2>/dev/null; do :; done\n     \
+         for i in $(seq 1 200); do echo x >> late$i; done; touch /tmp/late-done) &\n    exit 3'",
         "{r:#}"
     );
     // How many of the loop's copy-ups reached the tracer before it stopped
