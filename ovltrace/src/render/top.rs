@@ -193,7 +193,11 @@ fn files(out: &mut String, r: &Report, rows: usize) {
                     .unwrap_or_else(|| id.chars().take(12).collect())
             })
             .unwrap_or_else(|| "-".into());
-        let path = format!("/{}", f.path);
+        // A container's files by their path in it; others under their mount.
+        let path = match (&f.container, &f.mountpoint) {
+            (None, Some(m)) => format!("{}/{}", m.trim_end_matches('/'), f.path),
+            _ => format!("/{}", f.path),
+        };
         let _ = writeln!(
             out,
             "{:<48} {:<16} {:>10} {:>10} {:>6}",
@@ -274,7 +278,9 @@ mod tests {
         assert!(lines[2].starts_with("CONTAINER"), "{f}");
         assert!(lines[3].starts_with("web-1 "), "{f}");
         assert!(f.contains("FILE (by copy-up time)"), "{f}");
-        assert!(f.contains("/var/lib/app/catalog.db"), "{f}");
+        assert!(f.contains("/var/lib/app/catalog.db "), "{f}");
+        // A file of no container's is shown under its mount.
+        assert!(f.contains("/tmp/o/merged/three_m "), "{f}");
         // A hostile file name is escaped.
         assert!(!f.contains('\x1b'), "{f:?}");
     }
