@@ -379,27 +379,17 @@ impl Tracker {
         self.host_mnt_ns != 0 && ev.mnt_ns == self.host_mnt_ns
     }
 
-    /// Every `--container` must match a running container.
-    pub fn check_filters(&self, filters: &[String]) -> anyhow::Result<()> {
-        let mut known: Vec<String> = self
-            .catalog
+    /// The containers mounted now.
+    pub fn running(&self) -> impl Iterator<Item = &ContainerInfo> {
+        self.catalog
             .entries()
             .filter(|e| !e.gone)
             .filter_map(|e| e.container.as_ref())
-            .map(|c| format!("{} ({})", c.display_name(), c.short_id()))
-            .collect();
-        known.sort();
-        for f in filters {
-            if self.catalog.matching(std::slice::from_ref(f)).is_empty() {
-                let list = if known.is_empty() {
-                    "no containers are running".to_string()
-                } else {
-                    format!("running containers: {}", known.join(", "))
-                };
-                anyhow::bail!("--container {f:?} matches no running container; {list}");
-            }
-        }
-        Ok(())
+    }
+
+    /// A container known during the trace, by id.
+    pub fn container(&self, id: &str) -> Option<&KnownContainer> {
+        self.containers.get(id)
     }
 
     /// The overlays of the running containers `filters` match, with the

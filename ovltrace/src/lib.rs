@@ -11,11 +11,12 @@
 //! - `attribute`: event -> mount, container and layer, through the catalog.
 //! - `aggregate`: totals, histograms and hot spots.
 //! - `report`: the report model built from the aggregate, advice, merging saved reports.
-//! - `render`: terminal, live view, HTML, Prometheus.
+//! - `render`: terminal, live view, top view, HTML, Prometheus.
 //! - `exporter`: the live Prometheus endpoint and textfile.
-//! - `trace`: a running trace session and its event loop.
+//! - `trace`: a running trace session, its event loop and its filters.
 //! - `cli`: the flags of every subcommand.
-//! - `commands`: `run`, `doctor`, `layers`, `report`: thin, they wire the stages.
+//! - `commands`: `run` (and the command it runs), `top`, `doctor`, `layers`, `report`:
+//!   thin, they wire the stages.
 
 pub mod aggregate;
 pub mod attribute;

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => ovltrace::commands::run::main(args),
+        Command::Top(args) => ovltrace::commands::top::main(args),
         Command::Doctor(args) => ovltrace::commands::doctor::main(args),
         Command::Layers(args) => ovltrace::commands::layers::main(args),
         Command::Report(args) => ovltrace::commands::report::main(args),

@@ -55,7 +55,10 @@ ovl_section json /tmp/r.json
 # --container: only keep-1 is traced; keep-2's work is skipped in the kernel.
 docker run -d --network none --name keep-1 $IMG sleep 600 > /dev/null || exit 6
 docker run -d --network none --name keep-2 $IMG sleep 600 > /dev/null || exit 7
-ovltrace run --container nosuch 2>&1 | ovl_section unknown-container
+# A name no container has is waited for (noted on stderr), not refused.
+ovltrace run -d 1s --container nosuch > /dev/null 2> /tmp/n.err
+echo $? | ovl_section unknown-rc
+grep '^ovltrace: waiting' /tmp/n.err | ovl_section unknown-container
 ovltrace run --container keep-1 --top 200 --json /tmp/f.json > /tmp/f.txt 2> /tmp/f.err &
 pid=$!
 i=0
@@ -420,10 +423,16 @@ fn attribution(kernel: &str) {
 /// running containers.
 fn check_filter(out: &vm::VmOutput) {
     let dump = || out.dump();
+    assert_eq!(
+        out.section("unknown-rc").as_deref().map(str::trim),
+        Some("0"),
+        "{}",
+        dump()
+    );
     let unknown = out.section("unknown-container").unwrap_or_default();
     assert_eq!(unknown.lines().count(), 1, "one line: {unknown}");
     assert!(
-        unknown.contains("\"nosuch\" matches no running container")
+        unknown.contains("waiting for container \"nosuch\": no running container has")
             && unknown.contains("keep-1")
             && unknown.contains("keep-2"),
         "{unknown}"

@@ -32,8 +32,24 @@ pub struct Prepared {
     pub overlay_types: bool,
 }
 
+/// What this kernel offers the programs, found before they are loaded:
+/// the struct offsets from BTF and the attach plan from kallsyms.
+pub struct Inspected {
+    offsets: ovltrace_ebpf::Offsets,
+    pub plan: Plan,
+    /// The programs can read overlay's own types (see [`Prepared::overlay_types`]).
+    pub overlay_types: bool,
+}
+
 /// Reads BTF and kallsyms, and loads the object with this kernel's offsets.
 pub fn prepare(mode: ProbeMode, ring_buffer_size: u32, filter_overlays: bool) -> Result<Prepared> {
+    inspect(mode)?.load(ring_buffer_size, filter_overlays)
+}
+
+/// Reads BTF and kallsyms: what [`Inspected::load`] needs. Lets a caller
+/// decide the load-time configuration (read-only once loaded) from what
+/// the kernel offers.
+pub fn inspect(mode: ProbeMode) -> Result<Inspected> {
     if EBPF_OBJECT.is_empty() {
         bail!("this ovltrace was built with AYA_BUILD_SKIP=1 and carries no eBPF programs");
     }
@@ -43,26 +59,38 @@ pub fn prepare(mode: ProbeMode, ring_buffer_size: u32, filter_overlays: bool) ->
         .context("finding struct offsets in kernel BTF")?;
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
     let plan = probe::plan(mode, Some(&btf), &kallsyms);
-    let config = Config {
-        tracer_tgid: std::process::id(),
-        filter_overlays: filter_overlays as u32,
-        wakeup_bytes: wakeup_bytes(ring_buffer_size),
-        _pad: 0,
-    };
-    raise_memlock();
-    let ebpf = EbpfLoader::new()
-        .override_global("OFFSETS", &offsets, true)
-        .override_global("CONFIG", &config, true)
-        // Kernel-side log statements below the user's level are skipped in the kernel.
-        .override_global("AYA_LOG_LEVEL", &kernel_log_level(), false)
-        .map_max_entries("EVENTS", ring_buffer_size)
-        .load(EBPF_OBJECT)
-        .context("loading the eBPF object (maps)")?;
-    Ok(Prepared {
-        ebpf,
-        plan,
+    Ok(Inspected {
         overlay_types: offsets.lower_layout != 0,
+        offsets,
+        plan,
     })
+}
+
+impl Inspected {
+    /// Loads the object. `filter_overlays`: only overlays in the FILTER map
+    /// are traced (fixed for the life of the programs).
+    pub fn load(self, ring_buffer_size: u32, filter_overlays: bool) -> Result<Prepared> {
+        let config = Config {
+            tracer_tgid: std::process::id(),
+            filter_overlays: filter_overlays as u32,
+            wakeup_bytes: wakeup_bytes(ring_buffer_size),
+            _pad: 0,
+        };
+        raise_memlock();
+        let ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &self.offsets, true)
+            .override_global("CONFIG", &config, true)
+            // Kernel-side log statements below the user's level are skipped in the kernel.
+            .override_global("AYA_LOG_LEVEL", &kernel_log_level(), false)
+            .map_max_entries("EVENTS", ring_buffer_size)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object (maps)")?;
+        Ok(Prepared {
+            ebpf,
+            plan: self.plan,
+            overlay_types: self.overlay_types,
+        })
+    }
 }
 
 /// aya-log's level numbering (error = 1 ... trace = 5) for `log::max_level()`.

@@ -67,7 +67,12 @@ pub fn main(args: ReportArgs) -> Result<ExitCode> {
             ColorMode::Always => true,
             ColorMode::Never => false,
         };
-        terminal::render_styled(&report, terminal::Style { color })
+        // As `run` printed it: what the trace was limited to, first.
+        let mut text = crate::render::filters_line(&report)
+            .map(|l| l + "\n")
+            .unwrap_or_default();
+        text.push_str(&terminal::render_styled(&report, terminal::Style { color }));
+        text
     };
     // A closed pipe (`| head`) is not an error worth a message.
     match stdout

@@ -1,17 +1,22 @@
-//! `ovltrace run`: trace until a signal or the deadline, then report.
+//! `ovltrace run`: trace until a signal, the deadline or the end of CMD,
+//! then report.
 
 use std::{io::IsTerminal, path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::SignalKind;
 
+use super::child::{self, Outcome};
 use crate::{
-    cli::{ColorMode, RunArgs},
+    cli::{ColorMode, FilterArgs, RunArgs},
     exporter::{Exporter, SnapshotRequest},
-    render::terminal::{self, Style},
+    render::{
+        self,
+        terminal::{self, Style},
+    },
     report::{json, Report},
     sys::{self, privilege},
-    trace::{Options, Session},
+    trace::{FilterSpec, Options, Session, Window},
 };
 
 pub fn main(args: RunArgs) -> Result<ExitCode> {
@@ -31,14 +36,41 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     // Metrics outputs fail fast (port in use, no such directory).
     let mut exporter = Exporter::prepare(args.prometheus, args.textfile.as_deref()).await?;
     let (mut session, streams) = Session::start(Options {
-        probe: args.probe,
-        ring_buffer_size: args.ring_buffer_size,
-        containers: args.containers.clone(),
+        probe: args.probe.probe,
+        ring_buffer_size: args.probe.ring_buffer_size,
+        filters: filter_spec(&args.filters),
         top: args.top,
         interval: args.interval,
+        top_view: None,
+        // CMD may write to the terminal.
+        status_line: args.command.is_empty(),
         roots: args.docker.roots(),
     })?;
-    let stop = stop_signal(args.duration)?;
+    // `-- CMD`: started now that the probes are attached; its exit ends the
+    // trace. It is started before the privilege drop below, which is
+    // ovltrace's alone.
+    let outcome = Outcome::default();
+    let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = if args.command.is_empty()
+    {
+        Box::pin(stop_signal(args.duration)?)
+    } else {
+        let shown = child::quoted(&args.command);
+        eprintln!(
+            "Tracing overlayfs copy-ups and lookups ({} probes) while {} runs...",
+            session.strategy(),
+            crate::text::terminal(&shown)
+        );
+        let window = Window::starting_now();
+        let cmd = match child::spawn(&args.command) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ovltrace: error: {:#}", e.error);
+                return Ok(ExitCode::from(e.code));
+            }
+        };
+        session.limit_to(window.clone(), shown);
+        Box::pin(cmd.supervise(args.duration, window, outcome.clone())?)
+    };
     // Everything that needs privileges (attaching, opening maps, listening
     // sockets) is done above this line; from here on only what the trace
     // needs is kept (see sys/privilege.rs).
@@ -53,13 +85,15 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let (snapshot_tx, snapshot_rx) = tokio::sync::mpsc::channel::<SnapshotRequest>(16);
     // Started once privileges are dropped (its writer threads inherit that).
     let exporter_tasks = exporter.start(&snapshot_tx);
-    eprintln!(
-        "Tracing overlayfs copy-ups and lookups ({} probes{})... Hit Ctrl-C to end.",
-        session.strategy(),
-        args.duration
-            .map(|d| format!(", for {}", humantime(d)))
-            .unwrap_or_default()
-    );
+    if args.command.is_empty() {
+        eprintln!(
+            "Tracing overlayfs copy-ups and lookups ({} probes{})... Hit Ctrl-C to end.",
+            session.strategy(),
+            args.duration
+                .map(|d| format!(", for {}", humantime(d)))
+                .unwrap_or_default()
+        );
+    }
     let style = Style {
         color: match args.color {
             ColorMode::Always => true,
@@ -69,13 +103,35 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let report = session.run(streams, snapshot_rx, style, stop).await?;
     drop(exporter_tasks);
+    if let Some(line) = render::filters_line(&report) {
+        println!("{line}");
+    }
     print!("{}", terminal::render_styled(&report, style));
     write_outputs(&report, args.json.as_deref(), &exporter)?;
-    Ok(ExitCode::SUCCESS)
+    if args.command.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(match outcome.status() {
+        Some(s) => ExitCode::from(child::exit_code(s)),
+        // Not waited for (see the warning): no status to pass on.
+        None => ExitCode::FAILURE,
+    })
+}
+
+/// The filter flags as the trace takes them.
+pub(crate) fn filter_spec(f: &FilterArgs) -> FilterSpec {
+    FilterSpec {
+        containers: f.containers.clone(),
+        images: f.images.clone(),
+        comms: f.comms.clone(),
+        min_latency: f.min_latency,
+    }
 }
 
 /// Completes on SIGINT, SIGTERM or after `duration`.
-fn stop_signal(duration: Option<Duration>) -> Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn stop_signal(
+    duration: Option<Duration>,
+) -> Result<impl std::future::Future<Output = ()>> {
     let mut sigterm =
         tokio::signal::unix::signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint =
@@ -96,7 +152,7 @@ fn stop_signal(duration: Option<Duration>) -> Result<impl std::future::Future<Ou
     })
 }
 
-fn drop_privileges(session: &mut Session, outputs: &[&Path]) {
+pub(crate) fn drop_privileges(session: &mut Session, outputs: &[&Path]) {
     let base = privilege::base_keep(outputs);
     match privilege::drop_privileges(base, &mut || session.maps_readable()) {
         Ok(d) => log::info!("capabilities dropped; kept: {}", d.names()),

@@ -162,6 +162,13 @@ pub fn merge(reports: &[Report], top: Option<usize>) -> Result<Report, MergeErro
         })?;
     }
     let mut out = m.into_report(header(reports, first, hosts));
+    if reports.windows(2).any(|w| w[0].filters != w[1].filters) {
+        out.warnings.push(
+            "the merged reports were traced with different filters; \
+             the merged report names the first one's"
+                .into(),
+        );
+    }
     finish(&mut out, top, multi);
     Ok(out)
 }
@@ -200,6 +207,7 @@ fn header(reports: &[Report], first: &Report, hosts: Vec<String>) -> Report {
             strategy: joined(reports.iter().map(|r| r.probe.strategy.as_str())),
             data_copy: (!data_copy.is_empty()).then_some(data_copy),
         },
+        filters: merged_filters(reports),
         ..Report::default()
     }
 }
@@ -261,6 +269,14 @@ impl Merger {
             ..header
         }
     }
+}
+
+/// The filters of the merged reports: the first one's (they should agree).
+fn merged_filters(reports: &[Report]) -> super::Filters {
+    reports
+        .first()
+        .map(|r| r.filters.clone())
+        .unwrap_or_default()
 }
 
 /// Applies `--top` to a single report the way [`merge`] does (0: no cut).
@@ -739,6 +755,7 @@ impl Merger {
             lookup_entries,
             lookup_exits,
             filtered,
+            filtered_user,
             events_received,
             evicted_files,
             unattributed,
@@ -751,6 +768,7 @@ impl Merger {
             (&mut s.lookup_entries, lookup_entries),
             (&mut s.lookup_exits, lookup_exits),
             (&mut s.filtered, filtered),
+            (&mut s.filtered_user, filtered_user),
             (&mut s.events_received, events_received),
             (&mut s.evicted_files, evicted_files),
             (&mut s.unattributed, unattributed),

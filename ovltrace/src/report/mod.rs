@@ -72,6 +72,69 @@ pub struct Report {
     pub drops: Drops,
     pub counters: Counters,
     pub warnings: Vec<String>,
+    /// What the trace was limited to (absent: every copy-up was counted).
+    #[serde(default, skip_serializing_if = "Filters::is_empty")]
+    pub filters: Filters,
+}
+
+/// The filters a trace ran with: a copy-up is counted when it matches every
+/// one given. Copy-ups dropped in user space are `counters.filtered_user`,
+/// in the kernel `counters.filtered`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Filters {
+    /// `--container`: names or id prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+    /// `--image`: NAME, NAME:TAG or an image id prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// `--comm`: command names of the processes that copy up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comms: Vec<String>,
+    /// `--min-latency`, in nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_latency_ns: Option<u64>,
+    /// `run -- CMD`: the command whose run was the trace's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The container filter was applied in the kernel (false: in user space,
+    /// because a name was waited for when the trace started).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub containers_in_kernel: bool,
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty()
+            && self.images.is_empty()
+            && self.comms.is_empty()
+            && self.min_latency_ns.is_none()
+            && self.command.is_none()
+    }
+
+    /// "container web, image myapp:1.2, comm chown, min latency 10ms": the
+    /// active filters, each as its flag says it (untrusted: escape it for
+    /// the output).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let list = |name: &str, v: &[String]| format!("{name} {}", v.join(" or "));
+        if !self.containers.is_empty() {
+            parts.push(list("container", &self.containers));
+        }
+        if !self.images.is_empty() {
+            parts.push(list("image", &self.images));
+        }
+        if !self.comms.is_empty() {
+            parts.push(list("comm", &self.comms));
+        }
+        if let Some(ns) = self.min_latency_ns {
+            parts.push(format!("min latency {}", crate::units::fmt_ns(ns)));
+        }
+        if let Some(c) = &self.command {
+            parts.push(format!("while `{c}` ran"));
+        }
+        parts.join(", ")
+    }
 }
 
 /// The two hot-spot tables: indices into `copy_ups`, each table sorted by
@@ -610,7 +673,12 @@ pub struct Counters {
     pub data_copies: u64,
     pub lookup_entries: u64,
     pub lookup_exits: u64,
+    /// Operations skipped in the kernel (`--container`).
     pub filtered: u64,
+    /// Copy-ups received but not counted: they matched no filter, or fell
+    /// outside `run -- CMD`'s window.
+    #[serde(default)]
+    pub filtered_user: u64,
     pub events_received: u64,
     /// Files dropped from the hot-spot table to keep memory bounded.
     pub evicted_files: u64,
@@ -791,6 +859,8 @@ pub fn build(inp: Inputs<'_>) -> Report {
             ..inp.counters
         },
         warnings: inp.warnings,
+        // Set by the trace that knows them.
+        filters: Filters::default(),
     };
     report.advice = crate::report::advice::advise(inp.agg, &report);
     report

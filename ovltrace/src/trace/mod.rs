@@ -2,9 +2,11 @@
 //! reads their ring buffer, attributes and aggregates every copy-up, and
 //! answers requests for reports while it runs.
 
+pub mod filter;
 mod interval;
 
 use std::{
+    borrow::Cow,
     future::Future,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -18,7 +20,10 @@ use aya_log::EbpfLogger;
 use ovltrace_ebpf::{LookupStats, OverlayKey, Stat};
 use tokio::io::unix::AsyncFd;
 
+pub use filter::{Spec as FilterSpec, Window};
 pub use interval::Interval;
+
+use filter::{Filter, Verdict};
 
 use crate::{
     aggregate::Aggregator,
@@ -31,7 +36,7 @@ use crate::{
     },
     catalog::{self, Catalog, KnownContainer, RuntimeRoots, SourceLayer},
     exporter::SnapshotRequest,
-    render::{live, terminal::Style},
+    render::{live, terminal::Style, top},
     report::{self, Counters, Drops, ProbeInfo},
     sys::{self, mounts},
 };
@@ -52,12 +57,18 @@ const POLL_IDLE: Duration = Duration::from_millis(200);
 pub struct Options {
     pub probe: ProbeMode,
     pub ring_buffer_size: u32,
-    /// Only these containers (names or id prefixes); empty: all.
-    pub containers: Vec<String>,
+    /// Which copy-ups are counted (`--container`, `--image`, ...).
+    pub filters: FilterSpec,
     /// Files listed in reports.
     pub top: usize,
-    /// Length of `--interval` summaries.
+    /// Length of `--interval` summaries (or of the top view's redraws).
     pub interval: Option<Duration>,
+    /// Every interval, redraw the top view (the trace so far) instead of
+    /// printing the interval's summary.
+    pub top_view: Option<top::Options>,
+    /// A status line on stderr while tracing, when it is a terminal (not
+    /// while a command that may write there runs, nor with the top view).
+    pub status_line: bool,
     pub roots: RuntimeRoots,
 }
 
@@ -74,7 +85,15 @@ pub struct Session {
     started_unix_ms: u64,
     warnings: Vec<String>,
     top: usize,
-    filters: Vec<String>,
+    filter: Filter,
+    /// `--container` names in the kernel's filter map (only when every name
+    /// was a running container's at the start: the programs' configuration
+    /// is fixed once they are loaded).
+    kernel_filter: Option<Vec<String>>,
+    /// `--container` names no running container had at the start.
+    awaited: Vec<String>,
+    top_view: Option<top::Options>,
+    status_line: bool,
     /// The current `--interval`, when live mode is on.
     interval: Option<Interval>,
     interval_every: Option<Duration>,
@@ -88,21 +107,39 @@ pub struct Streams {
 
 impl Session {
     /// Loads and attaches the programs and learns the mounts there are.
+    ///
+    /// `--container` names that no running container has are waited for
+    /// (see [`Session::awaited`]). Then the kernel cannot filter by overlay
+    /// (a new container's first copy-ups would be dropped before a rescan
+    /// put its overlay in the filter map): every copy-up is sent to user
+    /// space, and those of other containers are dropped there.
     pub fn start(opts: Options) -> Result<(Session, Streams)> {
-        let filter = !opts.containers.is_empty();
-        let Prepared {
-            mut ebpf,
-            plan,
-            overlay_types,
-        } = bpf::prepare(opts.probe, opts.ring_buffer_size, filter)?;
+        let inspected = bpf::inspect(opts.probe)?;
         let mut catalog = Catalog::new(catalog::all_resolvers(&opts.roots));
-        catalog.set_dev_only(!overlay_types);
+        catalog.set_dev_only(!inspected.overlay_types);
         let mut tracker = Tracker::new(catalog);
         // Nothing is parked before the first event.
         let _ = tracker.refresh();
-        if filter {
-            tracker.check_filters(&opts.containers)?;
-            set_filter(&tracker, &mut ebpf, &opts.containers)?;
+        let mut filter = Filter::new(opts.filters.clone());
+        let awaited = filter.awaited(tracker.running());
+        if !awaited.is_empty() {
+            let running = running_names(&tracker);
+            for name in &awaited {
+                eprintln!("{}", awaited_note(name, &running));
+            }
+        }
+        let kernel_filter = (!opts.filters.containers.is_empty() && awaited.is_empty())
+            .then(|| opts.filters.containers.clone());
+        let Prepared {
+            mut ebpf,
+            plan,
+            overlay_types: _,
+        } = inspected.load(opts.ring_buffer_size, kernel_filter.is_some())?;
+        if let Some(names) = &kernel_filter {
+            set_filter(&tracker, &mut ebpf, names)?;
+        }
+        for c in tracker.containers() {
+            filter.learn(&c.info);
         }
         let attached = probe::attach(&mut ebpf, &plan).map_err(|e| anyhow!("{e}"))?;
         for w in &attached.warnings {
@@ -124,11 +161,16 @@ impl Session {
                 .map_or(0, |d| d.as_millis() as u64),
             warnings: attached.warnings.clone(),
             top: opts.top,
-            filters: opts.containers,
+            filter,
+            kernel_filter,
+            awaited,
+            status_line: opts.status_line && opts.top_view.is_none(),
+            top_view: opts.top_view,
             interval: None,
             interval_every: opts.interval,
         };
-        if opts.interval.is_some() {
+        // The top view shows the whole trace: no interval aggregate.
+        if session.interval_every.is_some() && session.top_view.is_none() {
             let lookups = bpf::read_lookups(&session.ebpf).unwrap_or_default();
             session.interval = Some(Interval::new(MAX_FILES, lookups));
         }
@@ -143,6 +185,17 @@ impl Session {
     /// Whether the maps can still be read (to check a privilege drop).
     pub fn maps_readable(&self) -> bool {
         bpf::read_stats(&self.ebpf).is_ok()
+    }
+
+    /// `--container` names no running container had when the trace started:
+    /// their copy-ups are counted once they start.
+    pub fn awaited(&self) -> &[String] {
+        &self.awaited
+    }
+
+    /// Counts only copy-ups that start in `window` (the run of `command`).
+    pub fn limit_to(&mut self, window: Window, command: String) {
+        self.filter.set_window(window, command);
     }
 
     /// A warning that belongs in the final report.
@@ -170,8 +223,10 @@ impl Session {
         let live_mode = self.interval_every.is_some();
         let mut status_tick = tokio::time::interval(live::STATUS_EVERY);
         // The status line is for a person watching: only on a terminal.
-        let mut status =
-            live::StatusLine::new(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        let mut status = live::StatusLine::new(
+            self.status_line && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        );
+        let mut top_screen = self.top_view.clone().map(top::Screen::new);
         let mounts_changed = watch_mounts();
         // The kernel wakes us only once a backlog builds up (Config::wakeup_bytes),
         // so the ring buffer is also polled: often while events arrive, seldom
@@ -211,7 +266,10 @@ impl Session {
                 _ = rescan.tick() => self.rescan(),
                 _ = interval.tick(), if live_mode => {
                     self.drain(streams.ring.get_mut());
-                    if let Some(r) = self.interval_report() {
+                    if let Some(screen) = &mut top_screen {
+                        // The trace so far, not the interval.
+                        screen.draw(&self.report(), self.started.elapsed());
+                    } else if let Some(r) = self.interval_report() {
                         status.clear();
                         print!("{}", live::summary(&r, self.started.elapsed(), style));
                     }
@@ -223,6 +281,9 @@ impl Session {
             }
         }
         status.clear();
+        if let Some(screen) = &mut top_screen {
+            screen.leave();
+        }
         // Whatever is already in the ring buffer belongs to the trace.
         self.drain(streams.ring.get_mut());
         self.finish();
@@ -263,8 +324,11 @@ impl Session {
             warnings.push(format!("lookup statistics unreadable: {e:#}"));
             Vec::new()
         });
+        let lookups = self.filtered_lookups(lookups);
         let containers: Vec<KnownContainer> = self.tracker.containers().cloned().collect();
-        report::build(report::Inputs {
+        let mut counters = counters(&stats);
+        counters.filtered_user = self.filter.dropped;
+        let mut r = report::build(report::Inputs {
             agg,
             lookups: &lookups,
             mounts: self.tracker.mounts(),
@@ -275,10 +339,35 @@ impl Session {
             started_unix_ms: self.started_unix_ms,
             duration_ms: since.elapsed().as_millis() as u64,
             drops: drops(&stats, self.decode_errors),
-            counters: counters(&stats),
+            counters,
             warnings,
             top: self.top,
-        })
+        });
+        r.filters = self.filter.describe(self.kernel_filter.is_some());
+        r
+    }
+
+    /// With a container or image filter, the lookups of the overlays of the
+    /// containers it keeps (the kernel counts every overlay's when it does
+    /// not filter by overlay itself).
+    fn filtered_lookups(
+        &self,
+        lookups: Vec<(OverlayKey, LookupStats)>,
+    ) -> Vec<(OverlayKey, LookupStats)> {
+        if !self.filter.by_container() {
+            return lookups;
+        }
+        lookups
+            .into_iter()
+            .filter(|(key, _)| {
+                let id = self
+                    .tracker
+                    .mounts()
+                    .get(key)
+                    .and_then(|m| m.container.as_deref());
+                self.filter.verdict(id) == Verdict::Keep
+            })
+            .collect()
     }
 
     /// Events lost so far (for the status line).
@@ -288,8 +377,13 @@ impl Session {
         })
     }
 
-    /// Counts one attributed copy-up in the trace and the current interval.
+    /// Counts one attributed copy-up in the trace and the current interval,
+    /// unless the filter drops it.
     fn add(&mut self, ev: &CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
+        if !(self.filter.event_passes(ev) && self.keeps(attr)) {
+            self.filter.dropped += 1;
+            return;
+        }
         self.agg.add(ev, attr, source);
         if let Some(i) = &mut self.interval {
             i.agg.add(ev, attr, source);
@@ -309,9 +403,46 @@ impl Session {
         for s in self.tracker.refresh() {
             self.add(&s.ev, &s.attr, s.source.as_ref());
         }
-        if !self.filters.is_empty() {
-            if let Err(e) = set_filter(&self.tracker, &mut self.ebpf, &self.filters) {
+        self.learn_containers();
+        if let Some(names) = &self.kernel_filter {
+            if let Err(e) = set_filter(&self.tracker, &mut self.ebpf, names) {
                 log::warn!("updating the container filter: {e:#}");
+            }
+        }
+    }
+
+    /// Decides again about every container (names change, awaited ones
+    /// start).
+    fn learn_containers(&mut self) {
+        if !self.filter.by_container() {
+            return;
+        }
+        for c in self.tracker.containers() {
+            let keep = self.filter.learn(&c.info);
+            if let Some(i) = self.awaited.iter().position(|n| c.info.matches(n)) {
+                if keep {
+                    log::info!(
+                        "container {} started: tracing it",
+                        crate::text::terminal(&self.awaited[i])
+                    );
+                }
+                self.awaited.remove(i);
+            }
+        }
+    }
+
+    /// Whether the copy-up's container passes the filter (learning about a
+    /// container seen for the first time).
+    fn keeps(&mut self, attr: &Attribution) -> bool {
+        match self.filter.verdict(attr.container.as_deref()) {
+            Verdict::Keep => true,
+            Verdict::Drop => false,
+            Verdict::Unknown => {
+                let id = attr.container.as_deref().unwrap_or_default();
+                match self.tracker.container(id) {
+                    Some(c) => self.filter.learn(&c.info),
+                    None => false,
+                }
             }
         }
     }
@@ -329,14 +460,27 @@ impl Session {
         while let Some(item) = ring.next() {
             n += 1;
             match event::decode(&item) {
+                // What the event alone rules out is not even attributed.
+                Ok(ev) if !self.filter.event_passes(&ev) => self.filter.dropped += 1,
                 Ok(ev) => match self.tracker.attribute(&ev) {
                     Attributed::Now(attr, source) => {
-                        // The source layer borrows the tracker: add to the
-                        // aggregates field by field.
-                        let source = source.as_deref();
-                        self.agg.add(&ev, &attr, source);
-                        if let Some(i) = &mut self.interval {
-                            i.agg.add(&ev, &attr, source);
+                        match self.filter.verdict(attr.container.as_deref()) {
+                            Verdict::Keep => {
+                                // The source layer borrows the tracker: add to
+                                // the aggregates field by field.
+                                let source = source.as_deref();
+                                self.agg.add(&ev, &attr, source);
+                                if let Some(i) = &mut self.interval {
+                                    i.agg.add(&ev, &attr, source);
+                                }
+                            }
+                            Verdict::Drop => self.filter.dropped += 1,
+                            // A container new to the filter (rare): decided
+                            // through the tracker, so the source is copied.
+                            Verdict::Unknown => {
+                                let source = source.map(Cow::into_owned);
+                                self.add(&ev, &attr, source.as_ref());
+                            }
                         }
                     }
                     // Aggregated once, when a refresh settles it.
@@ -376,6 +520,29 @@ impl Streams {
             .map_err(|e| anyhow!("polling the ring buffer: {e}"))?;
         Ok(Streams { ring, kernel_log })
     }
+}
+
+/// "name (short id)" of every container mounted now, sorted.
+fn running_names(tracker: &Tracker) -> Vec<String> {
+    let mut v: Vec<String> = tracker
+        .running()
+        .map(|c| format!("{} ({})", c.display_name(), c.short_id()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The note on stderr for a `--container` name no running container has.
+pub fn awaited_note(name: &str, running: &[String]) -> String {
+    let running = if running.is_empty() {
+        "none".to_string()
+    } else {
+        running.join(", ")
+    };
+    crate::text::terminal(&format!(
+        "ovltrace: waiting for container \"{name}\": no running container has this name or id \
+         prefix yet (running: {running})"
+    ))
 }
 
 fn drops(stats: &[u64; ovltrace_ebpf::STAT_COUNT as usize], decode_errors: u64) -> Drops {
@@ -460,4 +627,26 @@ fn watch_mounts() -> std::sync::Arc<tokio::sync::Notify> {
         log::debug!("not watching the mount table: {e}");
     }
     notify
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_waiting_note_names_the_running_containers() {
+        assert_eq!(
+            awaited_note("late", &[]),
+            "ovltrace: waiting for container \"late\": no running container has this name \
+             or id prefix yet (running: none)"
+        );
+        assert_eq!(
+            awaited_note(
+                "l\x1bate",
+                &["web (0123456789ab)".into(), "db (ba9876543210)".into()]
+            ),
+            "ovltrace: waiting for container \"l\\u{1b}ate\": no running container has this \
+             name or id prefix yet (running: web (0123456789ab), db (ba9876543210))"
+        );
+    }
 }
