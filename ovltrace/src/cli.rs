@@ -140,8 +140,8 @@ pub struct RunArgs {
     pub duration: Option<Duration>,
     #[command(flatten)]
     pub filters: FilterArgs,
-    /// Files to list: the N with the most copy-up time plus the N with the
-    /// most bytes (and as many layers); 0 lists every file the tracer kept.
+    /// Rows of each hot-spot table (by copy-up time, by bytes) and of the
+    /// layer table; 0 lists every file the tracer kept.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
     /// Also write the report as JSON to FILE (written atomically; never through a symlink).

@@ -25,6 +25,12 @@ until grep -q '^Tracing' /tmp/ovltrace.err 2>/dev/null; do
 	i=$((i + 1))
 done
 grep '^Tracing' /tmp/ovltrace.err
+# The live view beside it; piped, it prints one block per interval.
+ovltrace top -i 2s > /tmp/top.txt 2> /tmp/top.err &
+top=$!
+until grep -q '^Tracing' /tmp/top.err 2>/dev/null || ! kill -0 $top 2>/dev/null; do
+	sleep 0.1
+done
 
 say "docker run --name shop-api $IMG: appends to the catalog, the index and the config"
 docker run --network none --name shop-api $IMG sh -c '
@@ -37,15 +43,20 @@ docker run --network none --name shop-worker $IMG sh -c '
 	chown -R 1000:1000 /srv/static
 	echo "warm" >> /var/cache/app/index.bin' || exit 1
 
-kill -INT $tracer
+sleep 2
+kill -INT $top $tracer
 wait $tracer
 rc=$?
+wait $top
 say "ovltrace report"
 cat /tmp/report.txt
 if [ $rc != 0 ]; then
 	cat /tmp/ovltrace.err >&2
 	exit $rc
 fi
+
+say "ovltrace top -i 2s (piped: its last block)"
+awk '/^ovltrace top/ { block = "" } { block = block $0 "\n" } END { printf "%s", block }' /tmp/top.txt
 
 say "ovltrace layers (a running container of the same image)"
 docker run -d --network none --name shop-idle $IMG sleep 600 > /dev/null || exit 1

@@ -41,6 +41,11 @@ async fn run(args: TopArgs) -> Result<ExitCode> {
     })?;
     let stop = stop_signal(args.duration)?;
     drop_privileges(&mut session, &[]);
+    // As `run` says it: scripts wait for this line.
+    eprintln!(
+        "Tracing overlayfs copy-ups and lookups ({} probes)... Hit Ctrl-C to end.",
+        session.strategy()
+    );
     // No live reports are requested: the sender is dropped at once.
     let (_, snapshot_rx) = tokio::sync::mpsc::channel(1);
     session
