@@ -18,7 +18,10 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel_str},
+        generated::{
+            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
+            bpf_probe_read_kernel_str,
+        },
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -275,11 +278,93 @@ fn read_u16(base: u64, off: u32) -> Option<u16> {
     read(base + off as u64)
 }
 
+/// How the programs read the fields of the traced function's own arguments
+/// (the dentry, and what hangs directly off it: its inode, superblock,
+/// parent and name). fentry/fexit programs get these as typed (BTF)
+/// pointers, which the verifier lets them dereference directly: a load
+/// guarded by the exception table (a fault reads 0) instead of a helper
+/// call. kprobes get plain numbers and read through
+/// `bpf_probe_read_kernel`. Everything further away (overlay's own
+/// structures) is read with the helper in both flavours.
+trait Mem {
+    /// The u64 at `base + off`, `base` being a typed pointer under `Btf`.
+    fn u64_at(base: u64, off: u32) -> Option<u64>;
+    fn u16_at(base: u64, off: u32) -> Option<u16>;
+    fn u32_at(base: u64, off: u32) -> Option<u32>;
+    /// `d_parent` and `d_name.name` of a dentry.
+    fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)>;
+    /// The current task, as a pointer this flavour can read fields through.
+    fn current_task() -> u64;
+}
+
+/// kprobe flavour: `bpf_probe_read_kernel`.
+struct Probe;
+/// fentry/fexit flavour: direct loads through BTF pointers.
+struct Btf;
+
+impl Mem for Probe {
+    #[inline(always)]
+    fn u64_at(base: u64, off: u32) -> Option<u64> {
+        read_u64(base, off)
+    }
+    #[inline(always)]
+    fn u16_at(base: u64, off: u32) -> Option<u16> {
+        read_u16(base, off)
+    }
+    #[inline(always)]
+    fn u32_at(base: u64, off: u32) -> Option<u32> {
+        read_u32(base, off)
+    }
+    #[inline(always)]
+    fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)> {
+        // `d_parent` is followed by `d_name` (hash_len, then name) on every
+        // kernel so far: one read gets both.
+        if name_off == parent_off + 16 {
+            read::<[u64; 3]>(d + parent_off as u64).map(|w| (w[0], w[2]))
+        } else {
+            Some((read_u64(d, parent_off)?, read_u64(d, name_off)?))
+        }
+    }
+    #[inline(always)]
+    fn current_task() -> u64 {
+        // SAFETY: helper without arguments.
+        unsafe { bpf_get_current_task() }
+    }
+}
+
+impl Mem for Btf {
+    #[inline(always)]
+    fn u64_at(base: u64, off: u32) -> Option<u64> {
+        // SAFETY: `base` is a BTF pointer (the verifier checks the field at
+        // this offset against the kernel's types and guards the load).
+        Some(unsafe { read_volatile((base + off as u64) as *const u64) })
+    }
+    #[inline(always)]
+    fn u16_at(base: u64, off: u32) -> Option<u16> {
+        // SAFETY: as above.
+        Some(unsafe { read_volatile((base + off as u64) as *const u16) })
+    }
+    #[inline(always)]
+    fn u32_at(base: u64, off: u32) -> Option<u32> {
+        // SAFETY: as above.
+        Some(unsafe { read_volatile((base + off as u64) as *const u32) })
+    }
+    #[inline(always)]
+    fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)> {
+        Some((Self::u64_at(d, parent_off)?, Self::u64_at(d, name_off)?))
+    }
+    #[inline(always)]
+    fn current_task() -> u64 {
+        // SAFETY: helper without arguments; a BTF pointer.
+        unsafe { bpf_get_current_task_btf() as u64 }
+    }
+}
+
 /// The overlay instance `dentry` belongs to. Without overlay's BTF only the
 /// device is known.
 #[inline(always)]
-fn overlay_of(dentry: u64) -> OverlayKey {
-    let Some(sb) = read_u64(dentry, off!(dentry_d_sb)) else {
+fn overlay_of<M: Mem>(dentry: u64) -> OverlayKey {
+    let Some(sb) = M::u64_at(dentry, off!(dentry_d_sb)).filter(|&sb| sb != 0) else {
         return OverlayKey::default();
     };
     if !CACHE_ON.get(0).is_some_and(|&on| on == 1) {
@@ -463,12 +548,12 @@ fn current_ids(cfg: &Config) -> Option<(u32, u32)> {
 // Logging (aya-log, shown with RUST_LOG=debug/warn) only on rare failure
 // paths: the hot paths count into STATS instead.
 
-fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
+fn copy_up_enter<M: Mem, C: EbpfContext>(ctx: &C, dentry: u64) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    let overlay = overlay_of(dentry);
+    let overlay = overlay_of::<M>(dentry);
     if !wanted(&cfg, &overlay) {
         return;
     }
@@ -494,12 +579,12 @@ fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
             return;
         }
     }
-    let inode = read_u64(dentry, off!(dentry_d_inode)).unwrap_or(0);
+    let inode = M::u64_at(dentry, off!(dentry_d_inode)).unwrap_or(0);
     let lower = lower_of(dentry, inode);
     let (mode, size) = if inode != 0 {
         (
-            read_u16(inode, off!(inode_i_mode)).unwrap_or(0) as u32,
-            read_u64(inode, off!(inode_i_size)).unwrap_or(0),
+            M::u16_at(inode, off!(inode_i_mode)).unwrap_or(0) as u32,
+            M::u64_at(inode, off!(inode_i_size)).unwrap_or(0),
         )
     } else {
         (0, 0)
@@ -524,7 +609,9 @@ fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
     unsafe { *p = entry };
 }
 
-fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
+/// `dentry`: the traced function's argument where the program sees it
+/// (fexit; a BTF pointer), else the one recorded at entry.
+fn copy_up_exit<M: Mem, C: EbpfContext>(ctx: &C, ret: i64, dentry: Option<u64>) {
     let cfg = config();
     let Some((tgid, tid)) = current_ids(&cfg) else {
         return;
@@ -565,7 +652,7 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         (*ev).tgid = tgid;
         (*ev).tid = tid;
         (*ev).ret = ret as i32;
-        (*ev).mnt_ns = writer_mnt_ns();
+        (*ev).mnt_ns = writer_mnt_ns::<M>();
         (*ev).lower_idx = inflight.lower.idx;
         (*ev).data_idx = inflight.lower.data_idx;
         (*ev).lower_fsid = inflight.lower.fsid;
@@ -574,7 +661,8 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         (*ev).cause = inflight.cause as u16;
         (*ev)._pad = [0; 3];
         (*ev).comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-        let (path_len, components, path_flags) = write_path(inflight.dentry, ev);
+        let (path_len, components, path_flags) =
+            write_path::<M>(dentry.unwrap_or(inflight.dentry), ev);
         (*ev).path_len = path_len;
         (*ev).components = components;
         (*ev).flags = inflight.flags | path_flags;
@@ -684,14 +772,13 @@ fn set_op(op: u32) {
 
 /// The mount namespace of the current task (0 if unreadable).
 #[inline(always)]
-fn writer_mnt_ns() -> u32 {
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() };
-    read_u64(task, off!(task_nsproxy))
+fn writer_mnt_ns<M: Mem>() -> u32 {
+    // task->nsproxy->mnt_ns->ns.inum: typed pointers all the way under Btf.
+    M::u64_at(M::current_task(), off!(task_nsproxy))
         .filter(|&p| p != 0)
-        .and_then(|nsproxy| read_u64(nsproxy, off!(nsproxy_mnt_ns)))
+        .and_then(|nsproxy| M::u64_at(nsproxy, off!(nsproxy_mnt_ns)))
         .filter(|&p| p != 0)
-        .and_then(|ns| read_u32(ns, off!(mnt_ns_inum)))
+        .and_then(|ns| M::u32_at(ns, off!(mnt_ns_inum)))
         .unwrap_or(0)
 }
 
@@ -701,35 +788,19 @@ fn writer_mnt_ns() -> u32 {
 /// # Safety
 /// `ev` must point to writable memory for a whole `CopyUpEvent`.
 #[inline(always)]
-unsafe fn write_path(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u32) {
+unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u32) {
     // SAFETY: caller guarantees `ev`; offsets stay below PATH_BUF (see lib.rs).
     let base = unsafe { (*ev).path.as_mut_ptr() };
     let parent_off = off!(dentry_d_parent);
     let name_off = off!(dentry_d_name) + off!(qstr_name);
-    // `d_parent` is followed by `d_name` (hash_len, then name) on every
-    // kernel so far: one read per component gets the parent and the name.
-    let together = name_off == parent_off + 16;
     let mut off: usize = 0;
     let mut components: u32 = 0;
     let mut flags = FLAG_PATH_TRUNCATED;
     let mut d = dentry;
     for _ in 0..MAX_COMPONENTS {
-        let (parent, name) = if together {
-            match read::<[u64; 3]>(d + parent_off as u64) {
-                Some(w) => (w[0], Some(w[2])),
-                None => {
-                    flags = FLAG_PATH_FAULT;
-                    break;
-                }
-            }
-        } else {
-            match read_u64(d, parent_off) {
-                Some(parent) => (parent, None),
-                None => {
-                    flags = FLAG_PATH_FAULT;
-                    break;
-                }
-            }
+        let Some((parent, name)) = M::parent_and_name(d, parent_off, name_off) else {
+            flags = FLAG_PATH_FAULT;
+            break;
         };
         if parent == d || parent == 0 {
             flags = 0;
@@ -738,10 +809,6 @@ unsafe fn write_path(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u32) {
         if off >= PATH_SOFT_LIMIT {
             break;
         }
-        let Some(name) = name.or_else(|| read_u64(d, name_off)) else {
-            flags = FLAG_PATH_FAULT;
-            break;
-        };
         // The mask is a no-op given the check above; it lets the verifier
         // bound the destination.
         let dst = unsafe { base.add(off & (PATH_SOFT_LIMIT - 1)) };
@@ -802,12 +869,12 @@ fn data_copy_exit() {
 
 // ----------------------------------------------------------------- lookup --
 
-fn lookup_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
+fn lookup_enter<M: Mem, C: EbpfContext>(ctx: &C, dentry: u64) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    let overlay = overlay_of(dentry);
+    let overlay = overlay_of::<M>(dentry);
     if !wanted(&cfg, &overlay) {
         return;
     }
@@ -838,7 +905,8 @@ fn lookup_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
     }
 }
 
-fn lookup_exit(ret: u64) {
+/// `dentry` as in `copy_up_exit`.
+fn lookup_exit<M: Mem>(ret: u64, dentry: Option<u64>) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
@@ -861,7 +929,9 @@ fn lookup_exit(ret: u64) {
     // ovl_lookup returns NULL (dentry instantiated or left negative), an alias
     // dentry, or an ERR_PTR.
     let err = ret >= (-4095i64) as u64;
-    let found = !err && (ret != 0 || read_u64(start.dentry, off!(dentry_d_inode)).unwrap_or(0) != 0);
+    let found = !err
+        && (ret != 0
+            || M::u64_at(dentry.unwrap_or(start.dentry), off!(dentry_d_inode)).unwrap_or(0) != 0);
 
     let stats = match LOOKUPS.get_ptr_mut(&start.overlay) {
         Some(p) => p,
@@ -942,13 +1012,13 @@ fn sb_shutdown(sb: u64) {
 
 #[kprobe]
 pub fn kp_copy_up_one(ctx: ProbeContext) -> u32 {
-    copy_up_enter(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
+    copy_up_enter::<Probe, _>(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
     0
 }
 
 #[kretprobe]
 pub fn krp_copy_up_one(ctx: RetProbeContext) -> u32 {
-    copy_up_exit(&ctx, ctx.ret::<i64>());
+    copy_up_exit::<Probe, _>(&ctx, ctx.ret::<i64>(), None);
     0
 }
 
@@ -985,13 +1055,13 @@ pub fn kp_sb_shutdown(ctx: ProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kp_lookup(ctx: ProbeContext) -> u32 {
-    lookup_enter(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
+    lookup_enter::<Probe, _>(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
     0
 }
 
 #[kretprobe]
 pub fn krp_lookup(ctx: RetProbeContext) -> u32 {
-    lookup_exit(ctx.ret::<u64>());
+    lookup_exit::<Probe>(ctx.ret::<u64>(), None);
     0
 }
 
@@ -1030,13 +1100,13 @@ pub fn krp_op(_ctx: RetProbeContext) -> u32 {
 
 #[fentry(function = "ovl_copy_up_one")]
 pub fn fe_copy_up_one(ctx: FEntryContext) -> i32 {
-    copy_up_enter(&ctx, ctx.arg::<u64>(1));
+    copy_up_enter::<Btf, _>(&ctx, ctx.arg::<u64>(1));
     0
 }
 
 #[fexit(function = "ovl_copy_up_one")]
 pub fn fx_copy_up_one(ctx: FExitContext) -> i32 {
-    copy_up_exit(&ctx, ctx.arg::<i64>(3));
+    copy_up_exit::<Btf, _>(&ctx, ctx.arg::<i64>(3), Some(ctx.arg::<u64>(1)));
     0
 }
 
@@ -1062,13 +1132,13 @@ pub fn fe_sb_shutdown(ctx: FEntryContext) -> i32 {
 
 #[fentry(function = "ovl_lookup")]
 pub fn fe_lookup(ctx: FEntryContext) -> i32 {
-    lookup_enter(&ctx, ctx.arg::<u64>(1));
+    lookup_enter::<Btf, _>(&ctx, ctx.arg::<u64>(1));
     0
 }
 
 #[fexit(function = "ovl_lookup")]
 pub fn fx_lookup(ctx: FExitContext) -> i32 {
-    lookup_exit(ctx.arg::<u64>(3));
+    lookup_exit::<Btf>(ctx.arg::<u64>(3), Some(ctx.arg::<u64>(1)));
     0
 }
 
