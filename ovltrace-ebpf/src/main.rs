@@ -810,8 +810,12 @@ unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u3
             break;
         }
         // The mask is a no-op given the check above; it lets the verifier
-        // bound the destination.
-        let dst = unsafe { base.add(off & (PATH_SOFT_LIMIT - 1)) };
+        // bound the destination. The volatile read keeps the compiler from
+        // dropping it as redundant (it did, and 6.1's verifier, which had
+        // checked another copy of `off`, then refused the program).
+        // SAFETY: a read of a local.
+        let bounded = unsafe { read_volatile(&off) } & (PATH_SOFT_LIMIT - 1);
+        let dst = unsafe { base.add(bounded) };
         // SAFETY: dst..dst+NAME_READ_MAX lies inside `path` (PATH_BUF bytes).
         let n = unsafe {
             bpf_probe_read_kernel_str(dst.cast(), NAME_READ_MAX as u32, name as *const _)
