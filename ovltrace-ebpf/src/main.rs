@@ -484,9 +484,7 @@ fn lower_of(dentry: u64, inode: u64) -> Lower {
     let data_idx = if numlower == 1 {
         idx
     } else {
-        let last = oe
-            + stack_off as u64
-            + (numlower as u64 - 1) * off!(ovl_path_size) as u64;
+        let last = oe + stack_off as u64 + (numlower as u64 - 1) * off!(ovl_path_size) as u64;
         read_u64(last, path_layer)
             .and_then(layer_at)
             .map_or(NO_LAYER, |(i, _)| i)

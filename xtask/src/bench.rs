@@ -376,7 +376,9 @@ fn vm_benchmarks(args: &BenchArgs, guest_helper: &Path, out_dir: &Path) -> Resul
     // A quick look may run only some set-ups: BENCH_SETUPS (space-separated
     // names, see bench.sh) in the host environment is passed to the guest,
     // and bpftrace is left out of the VM when no set-up needs it.
-    let setups = std::env::var("BENCH_SETUPS").ok().filter(|s| !s.trim().is_empty());
+    let setups = std::env::var("BENCH_SETUPS")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
     let with_bpftrace = setups
         .as_deref()
         .is_none_or(|s| s.contains("bpftrace") || s.contains("floor"));
