@@ -68,7 +68,9 @@ pub enum Stat {
     CopyUpExit = 1,
     /// Ring buffer full: the event was lost (counted as a drop).
     RingbufFull = 2,
-    /// An in-flight table was full at entry: that operation is not timed.
+    /// The thread's in-flight slot was held by another thread's call (a
+    /// thread id with the same low bits, in flight or never returned) at
+    /// entry: that operation is not timed.
     InflightFull = 3,
     /// A copy-up's return was never seen (kretprobe instances exhausted):
     /// noticed when the same thread starts its next copy-up.

@@ -12,16 +12,19 @@
 #![no_std]
 #![no_main]
 
-use core::ptr::read_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel_str},
+        generated::{
+            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
+            bpf_probe_read_kernel_str,
+        },
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
@@ -79,18 +82,29 @@ static CONFIG: Config = Config {
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
-// In-flight calls, per thread id. Plain (preallocated) hashes: cheaper per
-// call than LRU hashes (about 2 us per copy-up under TCG). An entry whose
-// return was never seen stays until its tid calls again; a table full of
-// such entries is counted (`InflightFull`), not silent.
+// In-flight calls, per thread: arrays indexed by the low bits of the thread
+// id, each slot tagged with the thread id that owns it. An array lookup is
+// inlined by the verifier (a few instructions); a hash update, lookup and
+// delete per call cost about a thousand instructions under TCG. A slot still
+// held by another thread (whose tid has the same low bits and whose call is
+// in flight, or whose return was never seen) is not taken: that call is not
+// timed and is counted (`InflightFull`), as a full hash table was before.
 
-/// Copy-up in flight, per thread id.
-#[map]
-static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+/// Slots of the per-thread arrays (a power of two).
+const SLOTS: u32 = 16384;
 
-/// Lookup in flight, per thread id.
+#[inline(always)]
+fn slot_of(tid: u32) -> u32 {
+    tid & (SLOTS - 1)
+}
+
+/// Copy-up in flight, per thread slot (`start_ns == 0`: free).
 #[map]
-static LOOKUP_START: HashMap<u32, LookupStart> = HashMap::with_max_entries(16384, 0);
+static INFLIGHT: Array<Inflight> = Array::with_max_entries(SLOTS, 0);
+
+/// Lookup in flight, per thread slot (`start_ns == 0`: free).
+#[map]
+static LOOKUP_START: Array<LookupStart> = Array::with_max_entries(SLOTS, 0);
 
 /// Lookup aggregates per overlay instance.
 #[map]
@@ -115,22 +129,44 @@ static CACHE_ON: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static FILTER: HashMap<OverlayKey, u8> = HashMap::with_max_entries(4096, 0);
 
-/// What each thread is copying up and why, per thread id: written at the
+/// What each thread is copying up and why, per thread slot: written at the
 /// entry of `ovl_copy_up_flags` (target, open flags) and of `ovl_link` /
-/// `ovl_rename` (op), read at `ovl_copy_up_one` entry. LRU: entries of
-/// threads that are gone make room by themselves.
+/// `ovl_rename` (op), read at `ovl_copy_up_one` entry. A slot counts only for
+/// the thread whose id it carries: another thread with the same low bits
+/// overwrites it, and the cause then reads as unknown, never as a wrong one.
 #[map]
-static CAUSES: LruHashMap<u32, CauseCtx> = LruHashMap::with_max_entries(16384, 0);
+static CAUSES: Array<CauseCtx> = Array::with_max_entries(SLOTS, 0);
+
+/// Per-CPU copy of the last overlay identity found, valid while
+/// `SB_GEN[0]` still has the value it was filled under: an identity then
+/// costs two inlined array lookups instead of a hash lookup.
+#[map]
+static OVL_CACHE: PerCpuArray<OvlCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bumped by every superblock shutdown: invalidates all `OVL_CACHE` copies.
+#[map]
+static SB_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct OvlCache {
+    sb: u64,
+    gen: u64,
+    key: OverlayKey,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct CauseCtx {
+    /// Thread id owning the slot.
+    tid: u32,
+    /// `OP_*`: inside `ovl_link` or `ovl_rename`.
+    op: u32,
     /// The dentry `ovl_copy_up_flags` was asked to copy up (0: not seen).
     target: u64,
     /// Its `flags` argument: the open flags, 0 from `ovl_copy_up`.
     flags: u32,
-    /// `OP_*`: inside `ovl_link` or `ovl_rename`.
-    op: u32,
+    _pad: u32,
 }
 
 /// x86-64 and arm64 values (asm-generic).
@@ -140,6 +176,10 @@ const O_TRUNC: u32 = 0o1000;
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Inflight {
+    /// Thread id owning the slot.
+    tid: u32,
+    _pad0: u32,
+    /// Entry time; 0: the slot is free.
     start_ns: u64,
     dentry: u64,
     data_start_ns: u64,
@@ -174,6 +214,9 @@ const NO_LOWER: Lower = Lower {
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct LookupStart {
+    tid: u32,
+    _pad: u32,
+    /// Entry time; 0: the slot is free.
     start_ns: u64,
     dentry: u64,
     overlay: OverlayKey,
@@ -186,10 +229,16 @@ fn config() -> Config {
     unsafe { read_volatile(&CONFIG) }
 }
 
-#[inline(always)]
-fn offsets() -> Offsets {
-    // SAFETY: as above.
-    unsafe { read_volatile(&OFFSETS) }
+/// One field of `OFFSETS`. Read one at a time where needed (copying the
+/// whole struct to the stack costs a load and a store per field per call).
+/// The global is a frozen read-only map, so the verifier knows each value
+/// and drops the branches a kernel's layout cannot take.
+macro_rules! off {
+    ($f:ident) => {
+        // SAFETY: plain read of a global; volatile keeps the loader's value
+        // from being constant-folded to the compile-time default.
+        unsafe { read_volatile(&OFFSETS.$f) }
+    };
 }
 
 #[inline(always)]
@@ -206,72 +255,184 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Reads a `T` of kernel memory at `addr` (one helper call).
+#[inline(always)]
+fn read<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; bad reads return Err.
+    unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
+}
+
 /// Reads a kernel pointer-sized field at `base + off`.
 #[inline(always)]
 fn read_u64(base: u64, off: u32) -> Option<u64> {
-    // SAFETY: bpf_probe_read_kernel checks the address; bad reads return Err.
-    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u64).ok() }
+    read(base + off as u64)
 }
 
 #[inline(always)]
 fn read_u32(base: u64, off: u32) -> Option<u32> {
-    // SAFETY: as above.
-    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u32).ok() }
+    read(base + off as u64)
 }
 
 #[inline(always)]
 fn read_u16(base: u64, off: u32) -> Option<u16> {
-    // SAFETY: as above.
-    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u16).ok() }
+    read(base + off as u64)
+}
+
+/// How the programs read the fields of the traced function's own arguments
+/// (the dentry, and what hangs directly off it: its inode, superblock,
+/// parent and name). fentry/fexit programs get these as typed (BTF)
+/// pointers, which the verifier lets them dereference directly: a load
+/// guarded by the exception table (a fault reads 0) instead of a helper
+/// call. kprobes get plain numbers and read through
+/// `bpf_probe_read_kernel`. Everything further away (overlay's own
+/// structures) is read with the helper in both flavours.
+trait Mem {
+    /// The u64 at `base + off`, `base` being a typed pointer under `Btf`.
+    fn u64_at(base: u64, off: u32) -> Option<u64>;
+    fn u16_at(base: u64, off: u32) -> Option<u16>;
+    fn u32_at(base: u64, off: u32) -> Option<u32>;
+    /// `d_parent` and `d_name.name` of a dentry.
+    fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)>;
+    /// The current task, as a pointer this flavour can read fields through.
+    fn current_task() -> u64;
+}
+
+/// kprobe flavour: `bpf_probe_read_kernel`.
+struct Probe;
+/// fentry/fexit flavour: direct loads through BTF pointers.
+struct Btf;
+
+impl Mem for Probe {
+    #[inline(always)]
+    fn u64_at(base: u64, off: u32) -> Option<u64> {
+        read_u64(base, off)
+    }
+    #[inline(always)]
+    fn u16_at(base: u64, off: u32) -> Option<u16> {
+        read_u16(base, off)
+    }
+    #[inline(always)]
+    fn u32_at(base: u64, off: u32) -> Option<u32> {
+        read_u32(base, off)
+    }
+    #[inline(always)]
+    fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)> {
+        // `d_parent` is followed by `d_name` (hash_len, then name) on every
+        // kernel so far: one read gets both.
+        if name_off == parent_off + 16 {
+            read::<[u64; 3]>(d + parent_off as u64).map(|w| (w[0], w[2]))
+        } else {
+            Some((read_u64(d, parent_off)?, read_u64(d, name_off)?))
+        }
+    }
+    #[inline(always)]
+    fn current_task() -> u64 {
+        // SAFETY: helper without arguments.
+        unsafe { bpf_get_current_task() }
+    }
+}
+
+impl Mem for Btf {
+    #[inline(always)]
+    fn u64_at(base: u64, off: u32) -> Option<u64> {
+        // SAFETY: `base` is a BTF pointer (the verifier checks the field at
+        // this offset against the kernel's types and guards the load).
+        Some(unsafe { read_volatile((base + off as u64) as *const u64) })
+    }
+    #[inline(always)]
+    fn u16_at(base: u64, off: u32) -> Option<u16> {
+        // SAFETY: as above.
+        Some(unsafe { read_volatile((base + off as u64) as *const u16) })
+    }
+    #[inline(always)]
+    fn u32_at(base: u64, off: u32) -> Option<u32> {
+        // SAFETY: as above.
+        Some(unsafe { read_volatile((base + off as u64) as *const u32) })
+    }
+    #[inline(always)]
+    fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)> {
+        Some((Self::u64_at(d, parent_off)?, Self::u64_at(d, name_off)?))
+    }
+    #[inline(always)]
+    fn current_task() -> u64 {
+        // SAFETY: helper without arguments; a BTF pointer.
+        unsafe { bpf_get_current_task_btf() as u64 }
+    }
 }
 
 /// The overlay instance `dentry` belongs to. Without overlay's BTF only the
 /// device is known.
 #[inline(always)]
-fn overlay_of(o: &Offsets, dentry: u64) -> OverlayKey {
-    let Some(sb) = read_u64(dentry, o.dentry_d_sb) else {
+fn overlay_of<M: Mem>(dentry: u64) -> OverlayKey {
+    let Some(sb) = M::u64_at(dentry, off!(dentry_d_sb)).filter(|&sb| sb != 0) else {
         return OverlayKey::default();
     };
-    let cache = CACHE_ON.get(0).is_some_and(|&on| on == 1);
-    if cache {
-        // SAFETY: the value is copied out at once.
-        if let Some(key) = unsafe { OVERLAYS.get(&sb) } {
-            return *key;
+    if !CACHE_ON.get(0).is_some_and(|&on| on == 1) {
+        return read_overlay_key(sb);
+    }
+    // The generation is read before the hash: a shutdown removes the hash
+    // entry first and bumps the generation after, so a copy filled from an
+    // entry that is going away carries the old generation.
+    let gen = SB_GEN.get(0).copied().unwrap_or(0);
+    let cached = OVL_CACHE.get_ptr_mut(0);
+    if let Some(c) = cached {
+        // SAFETY: per-CPU value, only this CPU touches it.
+        unsafe {
+            if (*c).sb == sb && (*c).gen == gen {
+                return (*c).key;
+            }
         }
     }
-    let key = read_overlay_key(o, sb);
-    if cache && key.upper_ino != 0 {
-        // Full: the next event reads the identity again.
-        let _ = OVERLAYS.insert(&sb, &key, 0);
+    // SAFETY: the value is copied out at once.
+    let key = match unsafe { OVERLAYS.get(&sb) } {
+        Some(key) => *key,
+        None => {
+            let key = read_overlay_key(sb);
+            if key.upper_ino != 0 {
+                // Full: the next event reads the identity again.
+                let _ = OVERLAYS.insert(&sb, &key, 0);
+            }
+            key
+        }
+    };
+    if key.upper_ino != 0 {
+        if let Some(c) = cached {
+            // SAFETY: as above.
+            unsafe {
+                *c = OvlCache { sb, gen, key };
+            }
+        }
     }
     key
 }
 
 #[inline(always)]
-fn read_overlay_key(o: &Offsets, sb: u64) -> OverlayKey {
+fn read_overlay_key(sb: u64) -> OverlayKey {
     let mut key = OverlayKey {
-        dev: read_u32(sb, o.sb_s_dev).unwrap_or(0),
+        dev: read_u32(sb, off!(sb_s_dev)).unwrap_or(0),
         ..OverlayKey::default()
     };
-    if o.lower_layout == 0 {
+    if off!(lower_layout) == 0 {
         return key;
     }
     // sb->s_fs_info is the ovl_fs; layers[0].mnt the private clone of the
     // upper directory's mount (NULL without upper), whose root is upperdir.
-    let Some(mnt) = read_u64(sb, o.sb_s_fs_info)
-        .and_then(|ofs| read_u64(ofs, o.ovl_fs_layers))
-        .and_then(|layers| read_u64(layers, o.ovl_layer_mnt))
+    let Some(mnt) = read_u64(sb, off!(sb_s_fs_info))
+        .and_then(|ofs| read_u64(ofs, off!(ovl_fs_layers)))
+        .and_then(|layers| read_u64(layers, off!(ovl_layer_mnt)))
         .filter(|&m| m != 0)
     else {
         return key;
     };
-    if let Some(ino) = read_u64(mnt, o.vfsmount_mnt_root)
-        .and_then(|root| read_u64(root, o.dentry_d_inode))
-        .and_then(|inode| read_u64(inode, o.inode_i_ino))
+    if let Some(ino) = read_u64(mnt, off!(vfsmount_mnt_root))
+        .and_then(|root| read_u64(root, off!(dentry_d_inode)))
+        .and_then(|inode| read_u64(inode, off!(inode_i_ino)))
     {
         key.upper_ino = ino;
     }
-    if let Some(dev) = read_u64(mnt, o.vfsmount_mnt_sb).and_then(|usb| read_u32(usb, o.sb_s_dev)) {
+    if let Some(dev) =
+        read_u64(mnt, off!(vfsmount_mnt_sb)).and_then(|usb| read_u32(usb, off!(sb_s_dev)))
+    {
         key.upper_dev = dev;
     }
     key
@@ -284,32 +445,49 @@ const MAX_STACK: u32 = 500;
 /// the kernel copies from; for a regular file the last entry holds the data
 /// (a metacopy lower file has its data further down).
 #[inline(always)]
-fn lower_of(o: &Offsets, dentry: u64, inode: u64) -> Lower {
-    let oe = match o.lower_layout {
-        LAYOUT_DENTRY => read_u64(dentry, o.dentry_d_fsdata),
+fn lower_of(dentry: u64, inode: u64) -> Lower {
+    let oe = match off!(lower_layout) {
+        LAYOUT_DENTRY => read_u64(dentry, off!(dentry_d_fsdata)),
         // OVL_I(inode)->oe: the ovl_inode embeds the VFS inode.
         LAYOUT_INODE if inode != 0 => read_u64(
-            inode.wrapping_sub(o.ovl_inode_vfs_inode as u64),
-            o.ovl_inode_oe,
+            inode.wrapping_sub(off!(ovl_inode_vfs_inode) as u64),
+            off!(ovl_inode_oe),
         ),
         _ => None,
     };
     let Some(oe) = oe.filter(|&p| p != 0) else {
         return NO_LOWER;
     };
-    let numlower = read_u32(oe, o.ovl_entry_numlower).unwrap_or(0);
+    let numlower_off = off!(ovl_entry_numlower);
+    let stack_off = off!(ovl_entry_lowerstack);
+    let path_layer = off!(ovl_path_layer);
+    // On every layout so far the count is followed by the stack, whose first
+    // `struct ovl_path` starts with its layer: one read gets both.
+    let (numlower, first) = if stack_off + path_layer == numlower_off + 8 {
+        match read::<[u64; 2]>(oe + numlower_off as u64) {
+            // Little-endian: the u32 count is the low half of the word.
+            Some(w) => (w[0] as u32, w[1]),
+            None => return NO_LOWER,
+        }
+    } else {
+        (
+            read_u32(oe, numlower_off).unwrap_or(0),
+            read_u64(oe, stack_off + path_layer).unwrap_or(0),
+        )
+    };
     if numlower == 0 || numlower > MAX_STACK {
         return NO_LOWER;
     }
-    let stack = oe + o.ovl_entry_lowerstack as u64;
-    let Some((idx, fsid)) = layer_at(o, stack) else {
+    let Some((idx, fsid)) = layer_at(first) else {
         return NO_LOWER;
     };
-    let last = stack + (numlower as u64 - 1) * o.ovl_path_size as u64;
     let data_idx = if numlower == 1 {
         idx
     } else {
-        layer_at(o, last).map_or(NO_LAYER, |(i, _)| i)
+        let last = oe + stack_off as u64 + (numlower as u64 - 1) * off!(ovl_path_size) as u64;
+        read_u64(last, path_layer)
+            .and_then(layer_at)
+            .map_or(NO_LAYER, |(i, _)| i)
     };
     Lower {
         idx,
@@ -319,12 +497,24 @@ fn lower_of(o: &Offsets, dentry: u64, inode: u64) -> Lower {
     }
 }
 
-/// `(idx, fsid)` of the layer of the `struct ovl_path` at `path`.
+/// `(idx, fsid)` of the `struct ovl_layer` at `layer`.
 #[inline(always)]
-fn layer_at(o: &Offsets, path: u64) -> Option<(u16, u16)> {
-    let layer = read_u64(path, o.ovl_path_layer).filter(|&l| l != 0)?;
-    let idx = read_u32(layer, o.ovl_layer_idx)?;
-    let fsid = read_u32(layer, o.ovl_layer_fsid).unwrap_or(0);
+fn layer_at(layer: u64) -> Option<(u16, u16)> {
+    if layer == 0 {
+        return None;
+    }
+    let idx_off = off!(ovl_layer_idx);
+    let fsid_off = off!(ovl_layer_fsid);
+    let (idx, fsid) = if fsid_off == idx_off + 4 {
+        // Adjacent ints (every layout so far): one read.
+        let w: u64 = read(layer + idx_off as u64)?;
+        (w as u32, (w >> 32) as u32)
+    } else {
+        (
+            read_u32(layer, idx_off)?,
+            read_u32(layer, fsid_off).unwrap_or(0),
+        )
+    };
     Some((idx.min(NO_LAYER as u32 - 1) as u16, fsid as u16))
 }
 
@@ -356,35 +546,50 @@ fn current_ids(cfg: &Config) -> Option<(u32, u32)> {
 // Logging (aya-log, shown with RUST_LOG=debug/warn) only on rare failure
 // paths: the hot paths count into STATS instead.
 
-fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
+fn copy_up_enter<M: Mem, C: EbpfContext>(ctx: &C, dentry: u64) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    let o = offsets();
-    let overlay = overlay_of(&o, dentry);
+    let overlay = overlay_of::<M>(dentry);
     if !wanted(&cfg, &overlay) {
         return;
     }
     count(Stat::CopyUpEnter);
-    let inode = read_u64(dentry, o.dentry_d_inode).unwrap_or(0);
-    let lower = lower_of(&o, dentry, inode);
+    let Some(p) = INFLIGHT.get_ptr_mut(slot_of(tid)) else {
+        return;
+    };
+    // SAFETY: a slot is written only by the thread whose id it carries
+    // (or taken over once free).
+    let (busy, owner) = unsafe { ((*p).start_ns != 0, (*p).tid) };
+    if busy {
+        if owner == tid {
+            // The previous copy-up on this thread never reported its return
+            // (kretprobe maxactive exhausted): that event is lost.
+            count(Stat::LostReturn);
+            warn!(ctx, "copy-up return lost on thread {}", tid);
+        } else {
+            count(Stat::InflightFull);
+            warn!(
+                ctx,
+                "copy-up in-flight slot of thread {} held by thread {}: not timed", tid, owner
+            );
+            return;
+        }
+    }
+    let inode = M::u64_at(dentry, off!(dentry_d_inode)).unwrap_or(0);
+    let lower = lower_of(dentry, inode);
     let (mode, size) = if inode != 0 {
         (
-            read_u16(inode, o.inode_i_mode).unwrap_or(0) as u32,
-            read_u64(inode, o.inode_i_size).unwrap_or(0),
+            M::u16_at(inode, off!(inode_i_mode)).unwrap_or(0) as u32,
+            M::u64_at(inode, off!(inode_i_size)).unwrap_or(0),
         )
     } else {
         (0, 0)
     };
-    // SAFETY: map lookup by value.
-    if unsafe { INFLIGHT.get(&tid) }.is_some() {
-        // The previous copy-up on this thread never reported its return
-        // (kretprobe maxactive exhausted): that event is lost.
-        count(Stat::LostReturn);
-        warn!(ctx, "copy-up return lost on thread {}", tid);
-    }
     let entry = Inflight {
+        tid,
+        _pad0: 0,
         start_ns: now(),
         dentry,
         data_start_ns: 0,
@@ -398,25 +603,29 @@ fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
         cause: cause_of(tid, dentry) as u32,
         _pad: 0,
     };
-    if INFLIGHT.insert(&tid, &entry, 0).is_err() {
-        count(Stat::InflightFull);
-        warn!(
-            ctx,
-            "copy-up in-flight table full: thread {} not timed", tid
-        );
-    }
+    // SAFETY: as above.
+    unsafe { *p = entry };
 }
 
-fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
+/// `dentry`: the traced function's argument where the program sees it
+/// (fexit; a BTF pointer), else the one recorded at entry.
+fn copy_up_exit<M: Mem, C: EbpfContext>(ctx: &C, ret: i64, dentry: Option<u64>) {
     let cfg = config();
     let Some((tgid, tid)) = current_ids(&cfg) else {
         return;
     };
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(inflight) = (unsafe { INFLIGHT.get(&tid) }).copied() else {
+    let Some(p) = INFLIGHT.get_ptr_mut(slot_of(tid)) else {
         return;
     };
-    let _ = INFLIGHT.remove(&tid);
+    // SAFETY: the slot is this thread's (checked); copied out, then freed.
+    let inflight = unsafe {
+        if (*p).start_ns == 0 || (*p).tid != tid {
+            return;
+        }
+        let v = *p;
+        (*p).start_ns = 0;
+        v
+    };
     count(Stat::CopyUpExit);
     let end = now();
 
@@ -441,7 +650,7 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         (*ev).tgid = tgid;
         (*ev).tid = tid;
         (*ev).ret = ret as i32;
-        (*ev).mnt_ns = writer_mnt_ns(&offsets());
+        (*ev).mnt_ns = writer_mnt_ns::<M>();
         (*ev).lower_idx = inflight.lower.idx;
         (*ev).data_idx = inflight.lower.data_idx;
         (*ev).lower_fsid = inflight.lower.fsid;
@@ -450,7 +659,8 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
         (*ev).cause = inflight.cause as u16;
         (*ev)._pad = [0; 3];
         (*ev).comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-        let (path_len, components, path_flags) = write_path(&offsets(), inflight.dentry, ev);
+        let (path_len, components, path_flags) =
+            write_path::<M>(dentry.unwrap_or(inflight.dentry), ev);
         (*ev).path_len = path_len;
         (*ev).components = components;
         (*ev).flags = inflight.flags | path_flags;
@@ -478,10 +688,12 @@ fn copy_up_exit<C: EbpfContext>(ctx: &C, ret: i64) {
 /// Why `dentry` is being copied up on thread `tid` (see `CAUSE_*`).
 #[inline(always)]
 fn cause_of(tid: u32, dentry: u64) -> u16 {
-    // SAFETY: the value is copied out at once.
-    let Some(c) = (unsafe { CAUSES.get(&tid) }).copied() else {
+    let Some(&c) = CAUSES.get(slot_of(tid)) else {
         return CAUSE_UNKNOWN;
     };
+    if c.tid != tid {
+        return CAUSE_UNKNOWN;
+    }
     if c.target != 0 && c.target != dentry {
         // ovl_copy_up_flags copies the missing ancestors first.
         return CAUSE_PARENT;
@@ -502,26 +714,27 @@ fn cause_of(tid: u32, dentry: u64) -> u16 {
     }
 }
 
-/// `ovl_copy_up_flags(dentry, flags)` entry: remember the target and flags.
+/// `ovl_copy_up_flags(dentry, flags)` entry: remember the target and flags
+/// (keeping the op of an `ovl_link`/`ovl_rename` the thread is in).
 #[inline(always)]
 fn copy_up_flags_enter(dentry: u64, flags: u32) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    if let Some(p) = CAUSES.get_ptr_mut(&tid) {
-        // SAFETY: entries are only touched by their own thread.
-        unsafe {
-            (*p).target = dentry;
-            (*p).flags = flags;
-        }
-    } else {
-        let c = CauseCtx {
+    let Some(p) = CAUSES.get_ptr_mut(slot_of(tid)) else {
+        return;
+    };
+    // SAFETY: see CAUSES: a slot of another thread is simply taken over.
+    unsafe {
+        let op = if (*p).tid == tid { (*p).op } else { OP_NONE };
+        *p = CauseCtx {
+            tid,
+            op,
             target: dentry,
             flags,
-            op: OP_NONE,
+            _pad: 0,
         };
-        let _ = CAUSES.insert(&tid, &c, 0);
     }
 }
 
@@ -532,28 +745,38 @@ fn set_op(op: u32) {
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    if op == OP_NONE {
-        let _ = CAUSES.remove(&tid);
+    let Some(p) = CAUSES.get_ptr_mut(slot_of(tid)) else {
         return;
-    }
-    let c = CauseCtx {
-        target: 0,
-        flags: 0,
-        op,
     };
-    let _ = CAUSES.insert(&tid, &c, 0);
+    // SAFETY: as in copy_up_flags_enter.
+    unsafe {
+        if op == OP_NONE {
+            // Forget everything the thread recorded (another thread's slot
+            // is left alone).
+            if (*p).tid == tid {
+                (*p).tid = 0;
+            }
+            return;
+        }
+        *p = CauseCtx {
+            tid,
+            op,
+            target: 0,
+            flags: 0,
+            _pad: 0,
+        };
+    }
 }
 
 /// The mount namespace of the current task (0 if unreadable).
 #[inline(always)]
-fn writer_mnt_ns(o: &Offsets) -> u32 {
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() };
-    read_u64(task, o.task_nsproxy)
+fn writer_mnt_ns<M: Mem>() -> u32 {
+    // task->nsproxy->mnt_ns->ns.inum: typed pointers all the way under Btf.
+    M::u64_at(M::current_task(), off!(task_nsproxy))
         .filter(|&p| p != 0)
-        .and_then(|nsproxy| read_u64(nsproxy, o.nsproxy_mnt_ns))
+        .and_then(|nsproxy| M::u64_at(nsproxy, off!(nsproxy_mnt_ns)))
         .filter(|&p| p != 0)
-        .and_then(|ns| read_u32(ns, o.mnt_ns_inum))
+        .and_then(|ns| M::u32_at(ns, off!(mnt_ns_inum)))
         .unwrap_or(0)
 }
 
@@ -563,15 +786,17 @@ fn writer_mnt_ns(o: &Offsets) -> u32 {
 /// # Safety
 /// `ev` must point to writable memory for a whole `CopyUpEvent`.
 #[inline(always)]
-unsafe fn write_path(o: &Offsets, dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u32) {
+unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u32) {
     // SAFETY: caller guarantees `ev`; offsets stay below PATH_BUF (see lib.rs).
     let base = unsafe { (*ev).path.as_mut_ptr() };
+    let parent_off = off!(dentry_d_parent);
+    let name_off = off!(dentry_d_name) + off!(qstr_name);
     let mut off: usize = 0;
     let mut components: u32 = 0;
     let mut flags = FLAG_PATH_TRUNCATED;
     let mut d = dentry;
     for _ in 0..MAX_COMPONENTS {
-        let Some(parent) = read_u64(d, o.dentry_d_parent) else {
+        let Some((parent, name)) = M::parent_and_name(d, parent_off, name_off) else {
             flags = FLAG_PATH_FAULT;
             break;
         };
@@ -582,13 +807,13 @@ unsafe fn write_path(o: &Offsets, dentry: u64, ev: *mut CopyUpEvent) -> (u32, u3
         if off >= PATH_SOFT_LIMIT {
             break;
         }
-        let Some(name) = read_u64(d, o.dentry_d_name + o.qstr_name) else {
-            flags = FLAG_PATH_FAULT;
-            break;
-        };
         // The mask is a no-op given the check above; it lets the verifier
-        // bound the destination.
-        let dst = unsafe { base.add(off & (PATH_SOFT_LIMIT - 1)) };
+        // bound the destination. The volatile read keeps the compiler from
+        // dropping it as redundant (it did, and 6.1's verifier, which had
+        // checked another copy of `off`, then refused the program).
+        // SAFETY: a read of a local.
+        let bounded = unsafe { read_volatile(&off) } & (PATH_SOFT_LIMIT - 1);
+        let dst = unsafe { base.add(bounded) };
         // SAFETY: dst..dst+NAME_READ_MAX lies inside `path` (PATH_BUF bytes).
         let n = unsafe {
             bpf_probe_read_kernel_str(dst.cast(), NAME_READ_MAX as u32, name as *const _)
@@ -604,14 +829,22 @@ unsafe fn write_path(o: &Offsets, dentry: u64, ev: *mut CopyUpEvent) -> (u32, u3
     (off as u32, components, flags)
 }
 
+/// The copy-up in flight on this thread, if any.
+#[inline(always)]
+fn my_inflight(tid: u32) -> Option<*mut Inflight> {
+    let p = INFLIGHT.get_ptr_mut(slot_of(tid))?;
+    // SAFETY: read of the thread's own slot.
+    unsafe { ((*p).start_ns != 0 && (*p).tid == tid).then_some(p) }
+}
+
 fn data_copy_enter(len: u64) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    if let Some(p) = INFLIGHT.get_ptr_mut(&tid) {
+    if let Some(p) = my_inflight(tid) {
         count(Stat::DataCopyEnter);
-        // SAFETY: entries are only touched by their own thread.
+        // SAFETY: the slot is this thread's.
         unsafe {
             (*p).data_start_ns = now();
             (*p).data_len = len;
@@ -624,7 +857,7 @@ fn data_copy_exit() {
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    if let Some(p) = INFLIGHT.get_ptr_mut(&tid) {
+    if let Some(p) = my_inflight(tid) {
         // SAFETY: as above.
         unsafe {
             if (*p).data_start_ns != 0 {
@@ -638,45 +871,69 @@ fn data_copy_exit() {
 
 // ----------------------------------------------------------------- lookup --
 
-fn lookup_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
+fn lookup_enter<M: Mem, C: EbpfContext>(ctx: &C, dentry: u64) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    let overlay = overlay_of(&offsets(), dentry);
+    let overlay = overlay_of::<M>(dentry);
     if !wanted(&cfg, &overlay) {
         return;
     }
     count(Stat::LookupEnter);
-    let start = LookupStart {
-        start_ns: now(),
-        dentry,
-        overlay,
+    let Some(p) = LOOKUP_START.get_ptr_mut(slot_of(tid)) else {
+        return;
     };
-    if LOOKUP_START.insert(&tid, &start, 0).is_err() {
-        count(Stat::InflightFull);
-        warn!(ctx, "lookup in-flight table full: thread {} not timed", tid);
+    // SAFETY: as for INFLIGHT. A slot of this very thread still in flight
+    // (a nested overlay's lookup, or a lost return) is overwritten.
+    unsafe {
+        if (*p).start_ns != 0 && (*p).tid != tid {
+            count(Stat::InflightFull);
+            warn!(
+                ctx,
+                "lookup in-flight slot of thread {} held by thread {}: not timed",
+                tid,
+                (*p).tid
+            );
+            return;
+        }
+        *p = LookupStart {
+            tid,
+            _pad: 0,
+            start_ns: now(),
+            dentry,
+            overlay,
+        };
     }
 }
 
-fn lookup_exit(ret: u64) {
+/// `dentry` as in `copy_up_exit`.
+fn lookup_exit<M: Mem>(ret: u64, dentry: Option<u64>) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    // SAFETY: copied out before removal.
-    let Some(start) = (unsafe { LOOKUP_START.get(&tid) }).copied() else {
+    let Some(p) = LOOKUP_START.get_ptr_mut(slot_of(tid)) else {
         return;
     };
-    let _ = LOOKUP_START.remove(&tid);
+    // SAFETY: the slot is this thread's (checked); copied out, then freed.
+    let start = unsafe {
+        if (*p).start_ns == 0 || (*p).tid != tid {
+            return;
+        }
+        let v = *p;
+        (*p).start_ns = 0;
+        v
+    };
     count(Stat::LookupExit);
     let lat = now().saturating_sub(start.start_ns);
 
     // ovl_lookup returns NULL (dentry instantiated or left negative), an alias
     // dentry, or an ERR_PTR.
     let err = ret >= (-4095i64) as u64;
-    let found =
-        !err && (ret != 0 || read_u64(start.dentry, offsets().dentry_d_inode).unwrap_or(0) != 0);
+    let found = !err
+        && (ret != 0
+            || M::u64_at(dentry.unwrap_or(start.dentry), off!(dentry_d_inode)).unwrap_or(0) != 0);
 
     let stats = match LOOKUPS.get_ptr_mut(&start.overlay) {
         Some(p) => p,
@@ -738,9 +995,17 @@ fn log2(mut v: u64) -> u32 {
 }
 
 /// A superblock is going away: its address may soon be another overlay's.
+/// Its identity leaves the hash, then the generation moves on, which
+/// invalidates every per-CPU copy. The generation is a fresh timestamp (BPF
+/// has no atomic increment here): each shutdown stores a value no copy was
+/// filled under.
 #[inline(always)]
 fn sb_shutdown(sb: u64) {
     let _ = OVERLAYS.remove(&sb);
+    if let Some(g) = SB_GEN.get_ptr_mut(0) {
+        // SAFETY: an aligned u64 in a map value.
+        unsafe { write_volatile(g, now()) };
+    }
 }
 
 // ------------------------------------------------------ kprobe flavour ----
@@ -749,13 +1014,13 @@ fn sb_shutdown(sb: u64) {
 
 #[kprobe]
 pub fn kp_copy_up_one(ctx: ProbeContext) -> u32 {
-    copy_up_enter(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
+    copy_up_enter::<Probe, _>(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
     0
 }
 
 #[kretprobe]
 pub fn krp_copy_up_one(ctx: RetProbeContext) -> u32 {
-    copy_up_exit(&ctx, ctx.ret::<i64>());
+    copy_up_exit::<Probe, _>(&ctx, ctx.ret::<i64>(), None);
     0
 }
 
@@ -792,13 +1057,13 @@ pub fn kp_sb_shutdown(ctx: ProbeContext) -> u32 {
 
 #[kprobe]
 pub fn kp_lookup(ctx: ProbeContext) -> u32 {
-    lookup_enter(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
+    lookup_enter::<Probe, _>(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
     0
 }
 
 #[kretprobe]
 pub fn krp_lookup(ctx: RetProbeContext) -> u32 {
-    lookup_exit(ctx.ret::<u64>());
+    lookup_exit::<Probe>(ctx.ret::<u64>(), None);
     0
 }
 
@@ -837,13 +1102,13 @@ pub fn krp_op(_ctx: RetProbeContext) -> u32 {
 
 #[fentry(function = "ovl_copy_up_one")]
 pub fn fe_copy_up_one(ctx: FEntryContext) -> i32 {
-    copy_up_enter(&ctx, ctx.arg::<u64>(1));
+    copy_up_enter::<Btf, _>(&ctx, ctx.arg::<u64>(1));
     0
 }
 
 #[fexit(function = "ovl_copy_up_one")]
 pub fn fx_copy_up_one(ctx: FExitContext) -> i32 {
-    copy_up_exit(&ctx, ctx.arg::<i64>(3));
+    copy_up_exit::<Btf, _>(&ctx, ctx.arg::<i64>(3), Some(ctx.arg::<u64>(1)));
     0
 }
 
@@ -869,13 +1134,13 @@ pub fn fe_sb_shutdown(ctx: FEntryContext) -> i32 {
 
 #[fentry(function = "ovl_lookup")]
 pub fn fe_lookup(ctx: FEntryContext) -> i32 {
-    lookup_enter(&ctx, ctx.arg::<u64>(1));
+    lookup_enter::<Btf, _>(&ctx, ctx.arg::<u64>(1));
     0
 }
 
 #[fexit(function = "ovl_lookup")]
 pub fn fx_lookup(ctx: FExitContext) -> i32 {
-    lookup_exit(ctx.arg::<u64>(3));
+    lookup_exit::<Btf>(ctx.arg::<u64>(3), Some(ctx.arg::<u64>(1)));
     0
 }
 

@@ -198,6 +198,7 @@ fn finish(args: &BenchArgs, results: &Value, out_dir: &Path, started: Instant) -
     let complete = results.get("host_benchmarks").is_some()
         && results.get("vm").is_some()
         && results["vm"]["reps"].as_u64().unwrap_or(0) >= 3
+        && std::env::var_os("BENCH_SETUPS").is_none()
         && results["vm"]["progstats"]
             .as_array()
             .is_some_and(|p| !p.is_empty())
@@ -217,8 +218,8 @@ fn finish(args: &BenchArgs, results: &Value, out_dir: &Path, started: Instant) -
         say!("bench: rewrote the generated section of {}", doc.display());
     } else {
         say!(
-            "bench: partial run (a workload, the host part or the statistics round left out, \
-             or fewer than 3 runs per set-up): BENCHMARKS.md left alone"
+            "bench: partial run (a workload, the host part, a set-up or the statistics round \
+             left out, or fewer than 3 runs per set-up): BENCHMARKS.md left alone"
         );
     }
     say!(
@@ -372,13 +373,20 @@ fn vm_benchmarks(args: &BenchArgs, guest_helper: &Path, out_dir: &Path) -> Resul
     let script = out_dir.join("bench.sh");
     fs::write(&script, GUEST_SCRIPT).with_context(|| format!("writing {}", script.display()))?;
 
-    let vm_args: Vec<String> = vec![
+    // A quick look may run only some set-ups: BENCH_SETUPS (space-separated
+    // names, see bench.sh) in the host environment is passed to the guest,
+    // and bpftrace is left out of the VM when no set-up needs it.
+    let setups = std::env::var("BENCH_SETUPS")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let with_bpftrace = setups
+        .as_deref()
+        .is_none_or(|s| s.contains("bpftrace") || s.contains("floor"));
+    let mut vm_args: Vec<String> = vec![
         "vm".into(),
         "--kernel".into(),
         VM_KERNEL.into(),
         "--icount".into(),
-        "--with".into(),
-        "bpftrace".into(),
         "--mem".into(),
         VM_MEM_MB.to_string(),
         "--timeout".into(),
@@ -392,9 +400,14 @@ fn vm_benchmarks(args: &BenchArgs, guest_helper: &Path, out_dir: &Path) -> Resul
         format!("BENCH_REPS={}", args.reps),
         format!("BENCH_WORKLOADS={}", names.join(" ")),
         format!("BENCH_STATS={}", u8::from(!args.no_stats)),
-        "sh".into(),
-        "/host/bench.sh".into(),
     ];
+    if with_bpftrace {
+        vm_args.splice(4..4, ["--with".to_string(), "bpftrace".to_string()]);
+    }
+    if let Some(setups) = setups {
+        vm_args.push(format!("BENCH_SETUPS={setups}"));
+    }
+    vm_args.extend(["sh".to_string(), "/host/bench.sh".to_string()]);
     let shown = format!(
         "cargo xtask {}",
         vm_args
