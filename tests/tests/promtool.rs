@@ -38,12 +38,16 @@ fn check_metrics(promtool: &Path, text: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    // promtool stops reading at the first error it finds: a broken pipe is
+    // its rejection, which its exit status then tells.
+    let written = child.stdin.take().unwrap().write_all(text.as_bytes());
+    if let Err(e) = &written {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing to promtool: {e}"
+        );
+    }
     let out = child.wait_with_output().unwrap();
     let said = format!(
         "{}{}",
