@@ -5,9 +5,10 @@
 //! and next to the code. docs/testing.md says which goes where.
 //!
 //! - [`require`], [`require_or_skip`], [`require_or_skip_with`]: the skip
-//!   policy for missing prerequisites. With `OVLTRACE_TEST_STRICT=1` (set by
-//!   `cargo xtask test` and so by CI) a missing prerequisite fails the test;
-//!   otherwise the test prints a loud `SKIPPED:` line and returns early.
+//!   policy for missing prerequisites. In [`strict`] mode
+//!   (`OVLTRACE_TEST_STRICT=1`, set by `cargo xtask test` and so by CI; or
+//!   `CI=true`) a missing prerequisite fails the test; otherwise the test
+//!   prints a loud `SKIPPED:` line and returns early.
 //! - [`bin`]: the ovltrace binary of this workspace, built for host tests.
 //! - [`vm`]: run a shell script (or a command) inside a VM booted by
 //!   `cargo xtask vm`, capture its output and exit code, extract sections.
@@ -60,9 +61,15 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Whether missing prerequisites must fail tests (`OVLTRACE_TEST_STRICT=1`).
+/// Whether missing prerequisites must fail tests: `OVLTRACE_TEST_STRICT=1`
+/// (`cargo xtask test` sets it), or, when that is unset, `CI=true` (or `1`),
+/// as CI services set it, so that a plain `cargo test` in CI cannot skip
+/// silently either. `OVLTRACE_TEST_STRICT=0` turns it off.
 pub fn strict() -> bool {
-    env::var("OVLTRACE_TEST_STRICT").is_ok_and(|v| v == "1")
+    match env::var("OVLTRACE_TEST_STRICT") {
+        Ok(v) => v == "1",
+        Err(_) => env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+    }
 }
 
 /// Checks a named prerequisite and applies the skip policy: returns true when
@@ -96,7 +103,7 @@ pub fn require<T>(what: &str, available: Result<T, String>) -> Option<T> {
     match available {
         Ok(v) => Some(v),
         Err(reason) if strict() => {
-            panic!("prerequisite missing: {what} ({reason}); OVLTRACE_TEST_STRICT=1 makes this a failure")
+            panic!("prerequisite missing: {what} ({reason}); strict mode (OVLTRACE_TEST_STRICT=1 or CI=true) makes this a failure")
         }
         Err(reason) => {
             // Straight to stderr, not through eprintln!: the test harness
