@@ -78,7 +78,8 @@ pub fn strict() -> bool {
 ///
 /// Known names: `vm` (qemu and busybox-static for `cargo xtask vm`),
 /// `docker` (Debian's docker.io: dockerd and its CLI), `bpftrace`, `root`,
-/// `busybox` (busybox-static, for images built offline).
+/// `busybox` (busybox-static, for images built offline), `containerd`
+/// (its `ctr`), `podman`.
 /// For anything else use [`require_or_skip_with`] or [`require`].
 pub fn require_or_skip(what: &str) -> bool {
     require_or_skip_with(what, check(what))
@@ -170,6 +171,8 @@ fn check(what: &str) -> Result<(), String> {
         }
         "bpftrace" => on_path("bpftrace").map(drop),
         "busybox" => file("/usr/bin/busybox", "busybox-static"),
+        "containerd" => file("/usr/bin/ctr", "containerd"),
+        "podman" => file("/usr/bin/podman", "podman"),
         // SAFETY: geteuid has no preconditions.
         "root" => match unsafe { libc::geteuid() } {
             0 => Ok(()),

@@ -11,7 +11,7 @@
 
 use ovltrace_tests::{
     browser::{self, as_dom_text, console_lines},
-    host_docker, require, require_or_skip, require_or_skip_with, vm,
+    host_docker, require, require_or_skip, vm,
 };
 use serde_json::Value;
 
@@ -60,23 +60,21 @@ fn html_report_of_a_vm_trace_renders_in_chromium() {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     let hostile = format!("data/{HOSTILE}");
     let big = vec![7u8; 256 << 10];
-    let image = host_docker::busybox_image(
-        IMAGE,
-        &[
-            ("data/big.bin", &big),
-            (&hostile, b"hostile\n"),
-            ("data/notes.txt", b"notes\n"),
-            ("app/config.json", b"{}\n"),
-        ],
-        &dir,
-    );
-    if !require_or_skip_with(
+    let Some(image) = require(
         "a Docker image built on the host",
-        image.as_ref().map(|_| ()).map_err(Clone::clone),
-    ) {
+        host_docker::busybox_image(
+            IMAGE,
+            &[
+                ("data/big.bin", &big),
+                (&hostile, b"hostile\n"),
+                ("data/notes.txt", b"notes\n"),
+                ("app/config.json", b"{}\n"),
+            ],
+            &dir,
+        ),
+    ) else {
         return;
-    }
-    let Ok(image) = image else { return };
+    };
     let out = vm::run(
         "6.12",
         &vm::VmOpts::default().docker_image(&image).timeout(900),
