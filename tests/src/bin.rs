@@ -1,10 +1,13 @@
 //! The ovltrace binary for host tests. Tests of another package get no
 //! `CARGO_BIN_EXE_ovltrace`, so [`ovltrace`] asks cargo to build it (in this
 //! test's profile, in the same target directory) and returns the path cargo
-//! reports: never a stale binary left from an earlier build. Built once per
-//! test process; under `cargo test` of the workspace it is already fresh and
-//! the call costs a second. VM tests do not need it: `cargo xtask vm` builds
-//! the release binary it copies in.
+//! reports: never a stale binary left from an earlier build. It builds what
+//! `cargo test` builds (`cargo build --tests` of the workspace's default
+//! members, whose integration tests need the binary), so that the features
+//! of its dependencies are those of the test build and, under `cargo test`
+//! or `cargo xtask test`, nothing is built again. Once per test process. VM
+//! tests do not need it: `cargo xtask vm` builds the release binary it
+//! copies in.
 
 use std::{
     env,
@@ -40,7 +43,7 @@ fn build() -> Result<PathBuf, String> {
         .unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(crate::workspace_root())
-        .args(["build", "-p", "ovltrace", "--bin", "ovltrace"])
+        .args(["build", "--tests"])
         .arg("--message-format=json-render-diagnostics")
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
@@ -49,12 +52,18 @@ fn build() -> Result<PathBuf, String> {
     }
     let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
     if !out.status.success() {
-        return Err(format!("cargo build -p ovltrace failed: {}", out.status));
+        return Err(format!("cargo build --tests failed: {}", out.status));
     }
+    // The binary itself, not the test harness built from its unit tests.
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "ovltrace")
+        .filter(|m| {
+            m["reason"] == "compiler-artifact"
+                && m["target"]["name"] == "ovltrace"
+                && m["target"]["kind"] == serde_json::json!(["bin"])
+                && m["profile"]["test"] == false
+        })
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .ok_or_else(|| "cargo build reported no ovltrace executable".into())
 }
