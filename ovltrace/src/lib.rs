@@ -1,7 +1,7 @@
 //! ovltrace: why are writes inside containers slow?
 //!
 //! Modules, lowest first; a module uses only those listed before it
-//! (`tests/module_direction.rs` checks this):
+//! (`ovltrace/tests/module_direction.rs` checks this):
 //! - `sys`: kernel and file-system facts: BTF offsets, mountinfo, privileges, safe reads.
 //! - `text`: the one policy for untrusted text, per output.
 //! - `units`: durations and sizes for people.
@@ -17,6 +17,11 @@
 //! - `cli`: the flags of every subcommand.
 //! - `commands`: `run` (and the command it runs), `top`, `doctor`, `layers`, `report`:
 //!   thin, they wire the stages.
+//!
+//! Tests: hermetic ones (no root, daemon, network or installed tool) next to
+//! the code and in `ovltrace/tests/`; those that need a VM, root, Docker or
+//! another runtime, Chromium or promtool in the workspace's `tests/` crate,
+//! with its one helper library (docs/testing.md).
 
 pub mod aggregate;
 pub mod attribute;

@@ -2,7 +2,10 @@
 //! binary. Fixture reports are built in code and written as `run --json`
 //! writes them.
 
-mod common;
+// The synthetic reports, shared with the browser and deploy tests (tests/src
+// is their library).
+#[path = "../../tests/src/reports.rs"]
+mod reports;
 
 use std::{
     path::{Path, PathBuf},
@@ -59,7 +62,7 @@ fn one_line_error(o: &Output, file: &str, what: &str) {
 #[test]
 fn rerenders_a_saved_report() {
     let dir = tempfile::tempdir().unwrap();
-    let r = common::report("host-a", &common::plain_specs("web"), vec![]);
+    let r = reports::report("host-a", &reports::plain_specs("web"), vec![]);
     let a = write(dir.path(), "a.json", &r);
     let o = run(&["report", s(&a), "--color", "never"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -83,10 +86,10 @@ fn rerenders_a_saved_report() {
 #[test]
 fn json_round_trips_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let r = common::report(
+    let r = reports::report(
         "host-a",
-        &common::hostile_specs(),
-        common::hostile_warnings(),
+        &reports::hostile_specs(),
+        reports::hostile_warnings(),
     );
     let a = write(dir.path(), "a.json", &r);
     // The fixture was cut to --top 50: re-rendered with the same, it is
@@ -104,12 +107,12 @@ fn json_round_trips_exactly() {
 #[test]
 fn merges_reports_of_two_hosts() {
     let dir = tempfile::tempdir().unwrap();
-    let ra = common::report(
+    let ra = reports::report(
         "host-a",
-        &common::plain_specs("web"),
+        &reports::plain_specs("web"),
         vec!["a warns".into()],
     );
-    let rb = common::report("host-b", &common::plain_specs("db"), vec![]);
+    let rb = reports::report("host-b", &reports::plain_specs("db"), vec![]);
     let a = write(dir.path(), "a.json", &ra);
     let b = write(dir.path(), "b.json", &rb);
     let o = run(&["report", s(&a), s(&b), "--json"]);
@@ -204,7 +207,7 @@ fn merges_reports_of_two_hosts() {
 #[test]
 fn top_cuts_the_lists() {
     let dir = tempfile::tempdir().unwrap();
-    let r = common::report("h", &common::plain_specs("web"), vec![]);
+    let r = reports::report("h", &reports::plain_specs("web"), vec![]);
     assert!(r.copy_ups.len() > 2);
     let a = write(dir.path(), "a.json", &r);
     for args in [vec![s(&a)], vec![s(&a), s(&a)]] {
@@ -222,7 +225,7 @@ fn top_cuts_the_lists() {
 #[test]
 fn writes_html_atomically_and_never_through_a_symlink() {
     let dir = tempfile::tempdir().unwrap();
-    let r = common::report("h", &common::plain_specs("web"), vec![]);
+    let r = reports::report("h", &reports::plain_specs("web"), vec![]);
     let a = write(dir.path(), "a.json", &r);
     let out = dir.path().join("r.html");
     let o = run(&["report", s(&a), "--html", s(&out), "--color", "never"]);
@@ -246,7 +249,7 @@ fn writes_html_atomically_and_never_through_a_symlink() {
 #[test]
 fn bad_inputs_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let good = common::report("h", &common::plain_specs("web"), vec![]);
+    let good = reports::report("h", &reports::plain_specs("web"), vec![]);
     let g = write(dir.path(), "good.json", &good);
     let case = |name: &str, content: &[u8]| {
         let p = dir.path().join(name);
@@ -344,7 +347,7 @@ fn table_rows<'a>(text: &'a str, heading: &str) -> Vec<&'a str> {
 #[test]
 fn container_filter_and_top_as_run_prints_them() {
     let dir = tempfile::tempdir().unwrap();
-    let r = common::report("h", &common::plain_specs("web"), vec![]);
+    let r = reports::report("h", &reports::plain_specs("web"), vec![]);
     let a = write(dir.path(), "a.json", &r);
     let o = run(&["report", s(&a), "--container", "web-1", "--color", "never"]);
     assert!(o.status.success(), "{}", stderr(&o));

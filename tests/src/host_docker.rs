@@ -17,8 +17,9 @@ use std::{
 /// Debian's docker CLI.
 pub const DOCKER: &str = "/usr/bin/docker";
 
-/// Makes sure a Docker daemon answers on the host, starting `dockerd` (in
-/// its own session, logging to /tmp/ovltrace-dockerd.log) if none does.
+/// Makes sure a Docker daemon answers on the host, starting `dockerd` with
+/// the overlay2 storage driver (in its own session, logging to
+/// /tmp/ovltrace-dockerd.log) if none does. It stays up for later tests.
 pub fn ensure_daemon() -> Result<(), String> {
     if daemon_answers() {
         return Ok(());
@@ -29,7 +30,10 @@ pub fn ensure_daemon() -> Result<(), String> {
         .try_clone()
         .map_err(|e| format!("duplicating log file: {e}"))?;
     let mut cmd = Command::new("dockerd");
-    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+    cmd.arg("--storage-driver=overlay2")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
     // SAFETY: setsid is async-signal-safe. The daemon outlives the test on
     // purpose (later tests reuse it), so it gets its own session.
     unsafe {

@@ -2,7 +2,7 @@
 //! tarballs, and described as Docker itself sees them (`docker image inspect`,
 //! `docker history`) so that tests can compare ovltrace's attribution with it.
 //!
-//! The image is built by `ovltrace/tests/fixtures/attribution-image.sh` (see
+//! The image is built by `tests/fixtures/attribution-image.sh` (see
 //! there for its layers and file sizes) with the host's dockerd. The tarball
 //! is cached under `$OVLTRACE_CACHE/images` (default `~/.cache/ovltrace`),
 //! keyed by a hash of the script, the tag and the busybox binary, so only the
@@ -10,7 +10,6 @@
 //! image in the tarball (loading it if not), since that is what the VM runs.
 
 use std::{
-    env,
     fs::{self, File},
     io,
     os::fd::AsRawFd,
@@ -95,19 +94,14 @@ impl TestImage {
 
 /// Where cached images live.
 pub fn cache_dir() -> PathBuf {
-    let base = match env::var_os("OVLTRACE_CACHE") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-            .join(".cache/ovltrace"),
-    };
-    base.join("images")
+    crate::cache_dir().join("images")
 }
 
 /// The attribution image (built on the first call, then cached), loaded in
 /// the host's dockerd and described by it.
 pub fn attribution_image() -> Result<TestImage, String> {
     host_docker::ensure_daemon()?;
-    let script = crate::workspace_root().join("ovltrace/tests/fixtures/attribution-image.sh");
+    let script = crate::workspace_root().join("tests/fixtures/attribution-image.sh");
     let busybox = Path::new("/bin/busybox");
     let dir = cache_dir();
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

@@ -303,11 +303,7 @@ struct VmLock {
 
 impl VmLock {
     fn acquire() -> Self {
-        let dir = match env::var_os("OVLTRACE_CACHE") {
-            Some(d) if !d.is_empty() => PathBuf::from(d),
-            _ => PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-                .join(".cache/ovltrace"),
-        };
+        let dir = crate::cache_dir();
         if let Err(e) = fs::create_dir_all(&dir) {
             panic!("creating {}: {e}", dir.display());
         }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ovltrace_tests::{
     images::{self, sizes},
-    require_or_skip, require_or_skip_with, vm,
+    require, require_or_skip, vm,
 };
 use serde_json::Value;
 
@@ -84,14 +84,12 @@ fn container_churn_6_12() {
     if !require_or_skip("vm") || !require_or_skip("docker") {
         return;
     }
-    let img = images::attribution_image();
-    if !require_or_skip_with(
+    let Some(img) = require(
         "the attribution image (built on the host)",
-        img.as_ref().map(|_| ()).map_err(Clone::clone),
-    ) {
+        images::attribution_image(),
+    ) else {
         return;
-    }
-    let Ok(img) = img else { return };
+    };
     let script = SCRIPT
         .replace("SEQUENTIAL", &SEQUENTIAL.to_string())
         .replace("FIRST_CONCURRENT", &(SEQUENTIAL + 1).to_string())

@@ -2,7 +2,7 @@
 //! VM and a container runs from it (on overlay2), writing to a lower-layer
 //! file (a copy-up).
 
-use ovltrace_tests::{host_docker, require_or_skip, require_or_skip_with, vm};
+use ovltrace_tests::{host_docker, require, require_or_skip, vm};
 
 #[test]
 fn image_from_host_runs_in_vm() {
@@ -13,18 +13,16 @@ fn image_from_host_runs_in_vm() {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         panic!("creating {}: {e}", dir.display());
     }
-    let image = host_docker::busybox_image(
-        "ovltrace-test/plumbing:1",
-        &[("data/lower.txt", b"from the image\n")],
-        &dir,
-    );
-    if !require_or_skip_with(
+    let Some(image) = require(
         "a Docker image built on the host",
-        image.as_ref().map(|_| ()).map_err(Clone::clone),
-    ) {
+        host_docker::busybox_image(
+            "ovltrace-test/plumbing:1",
+            &[("data/lower.txt", b"from the image\n")],
+            &dir,
+        ),
+    ) else {
         return;
-    }
-    let Ok(image) = image else { return };
+    };
 
     let script = r#"
 docker run --rm --network none ovltrace-test/plumbing:1 \

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ovltrace_tests::{
     attribution,
     images::{self, sizes, TestImage},
-    require_or_skip, require_or_skip_with, vm,
+    require, require_or_skip, vm,
 };
 use serde_json::Value;
 
@@ -400,14 +400,12 @@ fn attribution(kernel: &str) {
     if !require_or_skip("vm") || !require_or_skip("docker") {
         return;
     }
-    let img = images::attribution_image();
-    if !require_or_skip_with(
+    let Some(img) = require(
         "the attribution image (built on the host)",
-        img.as_ref().map(|_| ()).map_err(Clone::clone),
-    ) {
+        images::attribution_image(),
+    ) else {
         return;
-    }
-    let Ok(img) = img else { return };
+    };
     let out = vm::run(
         kernel,
         &vm::VmOpts::default().docker_image(&img.tar).timeout(900),

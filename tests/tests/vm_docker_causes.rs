@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, process::Command};
 
 use ovltrace_tests::{
     attribution::{START_TRACING, STOP_TRACING},
-    host_docker, images, require_or_skip, require_or_skip_with, vm,
+    host_docker, images, require, require_or_skip, vm,
 };
 use serde_json::Value;
 
@@ -73,14 +73,9 @@ fn causes_and_advice_in_docker() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("ovltrace-vm-causes-{}", std::process::id()));
-    let image = build_image(&dir);
-    if !require_or_skip_with(
-        "the causes image built on the host",
-        image.as_ref().map(|_| ()).map_err(Clone::clone),
-    ) {
+    let Some(image) = require("the causes image built on the host", build_image(&dir)) else {
         return;
-    }
-    let Ok(image) = image else { return };
+    };
     let out = vm::run(
         "6.12",
         &vm::VmOpts::default().docker_image(&image).timeout(900),

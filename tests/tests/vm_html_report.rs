@@ -9,13 +9,10 @@
 //! Needs the VM tooling, Docker on the host (to build the image) and
 //! Debian's `chromium`; the skip policy of `require_or_skip` applies.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+use ovltrace_tests::{
+    browser::{self, as_dom_text, console_lines},
+    host_docker, require, require_or_skip, vm,
 };
-
-use ovltrace_tests::{host_docker, require_or_skip, require_or_skip_with, vm};
 use serde_json::Value;
 
 const IMAGE: &str = "ovltrace-test/html:1";
@@ -51,94 +48,33 @@ ovl_section json /tmp/r.json
 ovl_section html /tmp/r.html
 "#;
 
-fn find_chromium() -> Result<PathBuf, String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .flat_map(|d| ["chromium", "chromium-browser"].map(|n| d.join(n)))
-        .find(|p| p.is_file())
-        .ok_or_else(|| "chromium not on PATH (apt-get install chromium)".into())
-}
-
-fn chromium(bin: &Path, profile: &Path, page: &Path, extra: &[String]) -> Output {
-    let mut child = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(format!("file://{}", page.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting chromium: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().ok().flatten().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium did not finish in 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("chromium output: {e}"))
-}
-
-fn console_lines(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| l.contains(":CONSOLE")).collect()
-}
-
-fn as_dom_text(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 #[test]
 fn html_report_of_a_vm_trace_renders_in_chromium() {
     if !require_or_skip("vm") || !require_or_skip("docker") {
         return;
     }
-    let chromium_bin = find_chromium();
-    if !require_or_skip_with(
-        "chromium",
-        chromium_bin.as_ref().map(|_| ()).map_err(Clone::clone),
-    ) {
-        return;
-    }
-    let Ok(chromium_bin) = chromium_bin else {
+    let Some(chromium_bin) = require("chromium", browser::find()) else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("ovltrace-vm-html-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     let hostile = format!("data/{HOSTILE}");
     let big = vec![7u8; 256 << 10];
-    let image = host_docker::busybox_image(
-        IMAGE,
-        &[
-            ("data/big.bin", &big),
-            (&hostile, b"hostile\n"),
-            ("data/notes.txt", b"notes\n"),
-            ("app/config.json", b"{}\n"),
-        ],
-        &dir,
-    );
-    if !require_or_skip_with(
+    let Some(image) = require(
         "a Docker image built on the host",
-        image.as_ref().map(|_| ()).map_err(Clone::clone),
-    ) {
+        host_docker::busybox_image(
+            IMAGE,
+            &[
+                ("data/big.bin", &big),
+                (&hostile, b"hostile\n"),
+                ("data/notes.txt", b"notes\n"),
+                ("app/config.json", b"{}\n"),
+            ],
+            &dir,
+        ),
+    ) else {
         return;
-    }
-    let Ok(image) = image else { return };
+    };
     let out = vm::run(
         "6.12",
         &vm::VmOpts::default().docker_image(&image).timeout(900),
@@ -201,32 +137,14 @@ fn html_report_of_a_vm_trace_renders_in_chromium() {
 
     let profile = dir.join("chromium-profile");
     let png = dir.join("vm-report.png");
-    let o = chromium(
-        &chromium_bin,
-        &profile,
-        &page,
-        &[
-            format!("--screenshot={}", png.display()),
-            "--window-size=1280,2000".into(),
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "chromium --screenshot failed: {err}");
+    let err = browser::screenshot(&chromium_bin, &profile, &page, &png, (1280, 2000));
     assert_eq!(console_lines(&err), Vec::<&str>::new(), "console output");
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot: {e}"));
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     assert!(bytes.len() > 20_000, "a blank page? {} bytes", bytes.len());
 
-    let o = chromium(
-        &chromium_bin,
-        &profile,
-        &page,
-        &["--virtual-time-budget=5000".into(), "--dump-dom".into()],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "chromium --dump-dom failed: {err}");
+    let (dom, err) = browser::dump_dom(&chromium_bin, &profile, &page);
     assert_eq!(console_lines(&err), Vec::<&str>::new(), "console output");
-    let dom = String::from_utf8_lossy(&o.stdout);
     let host = r["host"].as_str().unwrap_or_default();
     assert!(
         dom.contains(&format!(

@@ -12,7 +12,7 @@
 
 use ovltrace_tests::{
     attribution::{self, Runtime, START_TRACING, STOP_TRACING, WORKLOAD_1, WORKLOAD_2},
-    images, require_or_skip, require_or_skip_with, vm,
+    images, require, require_or_skip, vm,
 };
 
 fn script() -> String {
@@ -38,24 +38,15 @@ fn podman_attribution_6_12() {
     if !require_or_skip("vm") || !require_or_skip("docker") {
         return;
     }
-    if !require_or_skip_with(
-        "podman",
-        if std::path::Path::new("/usr/bin/podman").is_file() {
-            Ok(())
-        } else {
-            Err("/usr/bin/podman missing (package podman)".into())
-        },
-    ) {
+    if !require_or_skip("podman") {
         return;
     }
-    let img = images::attribution_image();
-    if !require_or_skip_with(
+    let Some(img) = require(
         "the attribution image (built on the host)",
-        img.as_ref().map(|_| ()).map_err(Clone::clone),
-    ) {
+        images::attribution_image(),
+    ) else {
         return;
-    }
-    let Ok(img) = img else { return };
+    };
     let out = vm::run(
         "6.12",
         &vm::VmOpts::default()

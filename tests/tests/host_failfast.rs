@@ -17,7 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_ovltrace");
+use ovltrace_tests::{bin, require_or_skip, require_or_skip_with};
+
 /// What "fails fast" means for the release binary.
 const RELEASE_BOUND: Duration = Duration::from_secs(1);
 /// Unoptimised code parses the kernel's BTF several times slower.
@@ -37,11 +38,6 @@ fn children_cpu() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// This host cannot attach anything: no kprobe PMU nor kprobe_events.
 fn host_has_no_kprobes() -> bool {
     !Path::new("/sys/bus/event_source/devices/kprobe").exists()
@@ -49,25 +45,17 @@ fn host_has_no_kprobes() -> bool {
         && !Path::new("/sys/kernel/debug/tracing/kprobe_events").exists()
 }
 
+/// The skip policy for what this host lacks (`why`).
 fn skip(why: &str) {
-    if std::env::var("OVLTRACE_TEST_STRICT").is_ok_and(|v| v == "1") {
-        panic!("prerequisite missing: {why}");
-    }
-    eprintln!("SKIPPED: {why}");
+    require_or_skip_with(why, Err::<(), _>("not on this host".into()));
 }
 
-/// The release binary next to this profile's, when it exists, with the bound
-/// that applies to it.
+/// The release binary when it exists, with the bound that applies to it;
+/// otherwise this profile's.
 fn binary() -> (PathBuf, Duration) {
-    let bin = PathBuf::from(BIN);
-    let release = bin
-        .parent()
-        .and_then(Path::parent)
-        .map(|t| t.join("release/ovltrace"));
-    match release {
-        _ if cfg!(not(debug_assertions)) => (bin, RELEASE_BOUND),
-        Some(r) if r.is_file() => (r, RELEASE_BOUND),
-        _ => (bin, DEBUG_BOUND),
+    match bin::release() {
+        Some(r) => (r, RELEASE_BOUND),
+        None => (bin::ovltrace().to_path_buf(), DEBUG_BOUND),
     }
 }
 
@@ -78,8 +66,9 @@ fn carries_programs(out: &Output) -> bool {
 
 #[test]
 fn run_fails_fast_with_the_diagnosis() {
-    if !is_root() {
-        return skip("root (run refuses to start without it)");
+    // Root: run refuses to start without it.
+    if !require_or_skip("root") {
+        return;
     }
     if !host_has_no_kprobes() {
         return skip("a kernel without kprobes (this one has them: nothing to diagnose)");
@@ -140,8 +129,9 @@ fn run_fails_fast_with_the_diagnosis() {
 
 #[test]
 fn doctor_shows_the_fail_lines() {
-    if !is_root() {
-        return skip("root (doctor's attach test)");
+    // Root: doctor's attach test.
+    if !require_or_skip("root") {
+        return;
     }
     if !host_has_no_kprobes() {
         return skip("a kernel without kprobes");

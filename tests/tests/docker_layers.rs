@@ -3,17 +3,19 @@
 //! and `docker history --no-trunc` for every running container, and the source-layer
 //! lookup must agree with what the containers themselves see.
 //!
-//! Starts dockerd when none answers. Without root or dockerd it prints `SKIPPED:` and
-//! passes, unless OVLTRACE_TEST_STRICT=1 (CI), where that is a failure.
+//! Starts dockerd when none answers (`host_docker::ensure_daemon`: it stays up for the
+//! later tests). Needs root, Debian's docker.io and busybox-static; the skip policy of
+//! `ovltrace_tests::require` applies (`SKIPPED:`, or a failure with
+//! OVLTRACE_TEST_STRICT=1 as in CI).
 
 use std::{
     collections::BTreeSet,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
 };
 
+use ovltrace_tests::{bin, host_docker, require_or_skip, require_or_skip_with};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -23,37 +25,8 @@ const MANY: &str = "ovltrace-test/many:1";
 /// Size of /data/blob.bin in APP (see tests/fixtures/build-images.sh).
 const BLOB_SIZE: u64 = 1048699;
 
-fn strict() -> bool {
-    std::env::var("OVLTRACE_TEST_STRICT").is_ok_and(|v| v == "1")
-}
-
-macro_rules! skip_or_fail {
-    ($($arg:tt)*) => {{
-        let msg = format!($($arg)*);
-        if strict() {
-            panic!("{msg} (OVLTRACE_TEST_STRICT=1 makes this a failure)");
-        }
-        eprintln!("\n******** SKIPPED: docker_layers: {msg} ********\n");
-        return;
-    }};
-}
-
 fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running docker: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "docker {}: {}: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    host_docker::docker(args)
 }
 
 fn docker_ok(args: &[&str]) -> String {
@@ -63,78 +36,6 @@ fn docker_ok(args: &[&str]) -> String {
 fn docker_json(args: &[&str]) -> Value {
     let s = docker_ok(args);
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("docker {args:?}: bad JSON {e}: {s}"))
-}
-
-/// A dockerd this test started; stopped (SIGTERM, then waited for) on drop.
-struct Dockerd(Option<Child>);
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let Some(child) = self.0.as_mut() else { return };
-        // SAFETY: plain syscall on the pid of a child we own and have not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-fn server_up() -> bool {
-    docker(&["version", "--format", "{{.Server.Version}}"]).is_ok()
-}
-
-fn ensure_dockerd() -> Result<Dockerd, String> {
-    if Command::new("docker").arg("--version").output().is_err() {
-        return Err("the docker client is not installed (apt-get install docker.io)".into());
-    }
-    if server_up() {
-        return Ok(Dockerd(None));
-    }
-    if Command::new("dockerd").arg("--version").output().is_err() {
-        return Err("no dockerd answers and none is installed (apt-get install docker.io, or cargo xtask setup)".into());
-    }
-    let log_path = std::env::temp_dir().join("ovltrace-test-dockerd.log");
-    let log =
-        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let log2 = log.try_clone().map_err(|e| e.to_string())?;
-    eprintln!(
-        "docker_layers: starting dockerd (log: {})",
-        log_path.display()
-    );
-    let child = Command::new("dockerd")
-        .args(["--storage-driver=overlay2", "--log-level=warn"])
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .map_err(|e| format!("starting dockerd: {e}"))?;
-    let mut d = Dockerd(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if server_up() {
-            return Ok(d);
-        }
-        if let Some(Ok(Some(status))) = d.0.as_mut().map(|c| c.try_wait()) {
-            d.0 = None;
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            return Err(format!(
-                "dockerd exited ({status}); last log lines:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    Err(format!(
-        "dockerd did not answer within 60 s (log: {})",
-        log_path.display()
-    ))
 }
 
 /// Containers this test started; removed on drop, pass or fail.
@@ -174,7 +75,7 @@ fn running_ids() -> BTreeSet<String> {
 }
 
 fn ovltrace_layers(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ovltrace"))
+    let out = Command::new(bin::ovltrace())
         .arg("layers")
         .args(args)
         .output()
@@ -426,15 +327,14 @@ fn created_by(c: &Value, index: usize) -> String {
 
 #[test]
 fn layers_json_matches_docker() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip_or_fail!("needs root (Docker's metadata and dockerd)");
+    // Root: Docker's metadata and dockerd.
+    if !require_or_skip("root")
+        || !require_or_skip("docker")
+        || !require_or_skip_with("dockerd", host_docker::ensure_daemon())
+    {
+        return;
     }
-    let _dockerd = match ensure_dockerd() {
-        Ok(d) => d,
-        Err(e) => skip_or_fail!("{e}"),
-    };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build-images.sh");
+    let script = ovltrace_tests::workspace_root().join("tests/fixtures/build-images.sh");
     let built = Command::new("sh")
         .arg(&script)
         .output()
@@ -442,7 +342,8 @@ fn layers_json_matches_docker() {
     if !built.status.success() {
         let err = String::from_utf8_lossy(&built.stderr);
         if err.contains("busybox") && err.contains("not found") {
-            skip_or_fail!("{}", err.trim());
+            require_or_skip_with("busybox-static", Err::<(), _>(err.trim().to_string()));
+            return;
         }
         panic!("build-images.sh failed: {err}");
     }

@@ -1,5 +1,9 @@
-//! Reports for the integration tests, built with `report::build` from
-//! synthetic events (not hand-written JSON), some with hostile names.
+//! Synthetic reports, built with `report::build` from synthetic events (not
+//! hand-written JSON), some with hostile names.
+//!
+//! Also compiled into the hermetic `ovltrace/tests/report_cli.rs` by
+//! `#[path]` (ovltrace cannot dev-depend on this crate, which depends on it),
+//! so this file uses only ovltrace, ovltrace-ebpf and std.
 
 #![allow(dead_code)]
 
@@ -157,7 +161,9 @@ pub fn report(host: &str, specs: &[Spec], warnings: Vec<String>) -> Report {
     })
 }
 
-fn event(dev: Dev, path: &[u8], latency_ns: u64, bytes: u64) -> CopyUp {
+/// One successful copy-up of `bytes` at `path` on overlay `dev`, by pid 4242
+/// (`writer`), half its time spent copying data.
+pub fn event(dev: Dev, path: &[u8], latency_ns: u64, bytes: u64) -> CopyUp {
     CopyUp {
         start_ns: 0,
         latency_ns,

@@ -9,111 +9,18 @@
 //! second line of defence). Two control pages that do run a script prove that
 //! the harness would see it.
 //!
-//! Needs Debian's `chromium`. Without it the test prints `SKIPPED:` and
-//! passes, unless OVLTRACE_TEST_STRICT=1, where that is a failure.
+//! Needs Debian's `chromium`; the skip policy of `ovltrace_tests::require`
+//! applies (`SKIPPED:`, or a failure with OVLTRACE_TEST_STRICT=1 as in CI).
 
-mod common;
-
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Command};
 
 use base64::Engine as _;
 use ovltrace::{render::html, report::json, text};
-
-fn strict() -> bool {
-    std::env::var("OVLTRACE_TEST_STRICT").is_ok_and(|v| v == "1")
-}
-
-macro_rules! skip_or_fail {
-    ($($arg:tt)*) => {{
-        let msg = format!($($arg)*);
-        if strict() {
-            panic!("{msg} (OVLTRACE_TEST_STRICT=1 makes this a failure)");
-        }
-        eprintln!("\n******** SKIPPED: html_chromium: {msg} ********\n");
-        return;
-    }};
-}
-
-fn find_chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|d| ["chromium", "chromium-browser"].map(|n| d.join(n)))
-        .find(|p| p.is_file())
-}
-
-/// Runs Chromium headless on `page` with `extra` arguments, killing it after
-/// two minutes.
-fn chromium(bin: &Path, profile: &Path, page: &Path, extra: &[String]) -> Output {
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        // Console messages (script errors, CSP violations) on stderr.
-        "--enable-logging=stderr",
-        "--v=0",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(format!("file://{}", page.display()))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("starting chromium");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match child.try_wait().expect("waiting for chromium") {
-            Some(_) => break,
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                panic!("chromium did not finish in 120 s");
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    child.wait_with_output().expect("chromium output")
-}
-
-/// The DOM after load, with time for asynchronous handlers (a failed image's
-/// onerror) to run.
-fn dump_dom(bin: &Path, profile: &Path, page: &Path) -> (String, String) {
-    let o = chromium(
-        bin,
-        profile,
-        page,
-        &["--virtual-time-budget=5000".into(), "--dump-dom".into()],
-    );
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "chromium --dump-dom failed: {err}");
-    (String::from_utf8_lossy(&o.stdout).into_owned(), err)
-}
-
-/// Console messages Chromium logged: script errors, blocked actions.
-fn console_lines(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| l.contains(":CONSOLE")).collect()
-}
-
-fn title(dom: &str) -> &str {
-    let start = dom.find("<title>").map(|i| i + 7).unwrap_or(0);
-    let end = dom[start..].find("</title>").map_or(start, |i| start + i);
-    &dom[start..end]
-}
-
-/// How Chromium serialises a text node.
-fn as_dom_text(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\u{a0}', "&nbsp;")
-}
+use ovltrace_tests::{
+    bin,
+    browser::{self, as_dom_text, console_lines, dump_dom, title},
+    reports, require,
+};
 
 /// The elements of a serialised DOM: name and attribute names of every tag.
 /// In Chromium's serialisation a `<` outside a tag is always escaped, and
@@ -248,23 +155,23 @@ fn assert_inert(dom: &str, what: &str) {
 
 #[test]
 fn hostile_report_renders_as_text_in_chromium() {
-    let Some(bin) = find_chromium() else {
-        skip_or_fail!("chromium is not installed (apt-get install chromium)");
+    let Some(chromium) = require("chromium", browser::find()) else {
+        return;
     };
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("html_chromium");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let profile = tempfile::tempdir().unwrap();
 
-    let report = common::report(
+    let report = reports::report(
         "victim-host",
-        &common::hostile_specs(),
-        common::hostile_warnings(),
+        &reports::hostile_specs(),
+        reports::hostile_warnings(),
     );
     let json_file = dir.join("hostile.json");
     std::fs::write(&json_file, json::to_string(&report).unwrap()).unwrap();
     let page = dir.join("hostile.html");
-    let o = Command::new(env!("CARGO_BIN_EXE_ovltrace"))
+    let o = Command::new(bin::ovltrace())
         .arg("report")
         .arg(&json_file)
         .arg("--html")
@@ -277,17 +184,7 @@ fn hostile_report_renders_as_text_in_chromium() {
 
     // A screenshot, and nothing logged to the console while rendering.
     let png = dir.join("hostile.png");
-    let o = chromium(
-        &bin,
-        profile.path(),
-        &page,
-        &[
-            format!("--screenshot={}", png.display()),
-            "--window-size=1280,2000".into(),
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "chromium --screenshot failed: {err}");
+    let err = browser::screenshot(&chromium, profile.path(), &page, &png, (1280, 2000));
     assert_eq!(console_lines(&err), Vec::<&str>::new(), "console output");
     let image = std::fs::read(&png).expect("no screenshot written");
     assert_eq!(&image[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
@@ -306,7 +203,7 @@ fn hostile_report_renders_as_text_in_chromium() {
     assert!(source.contains(&meta), "no CSP meta tag");
     std::fs::write(&bare, source.replace(&meta, "")).unwrap();
     for (what, p) in [("with CSP", &page), ("without CSP", &bare)] {
-        let (dom, err) = dump_dom(&bin, profile.path(), p);
+        let (dom, err) = dump_dom(&chromium, profile.path(), p);
         std::fs::write(dir.join(format!("{what}.dom.html")), &dom).unwrap();
         assert_eq!(title(&dom), expected_title, "{what}: a script ran");
         assert_eq!(
@@ -357,11 +254,14 @@ fn hostile_report_renders_as_text_in_chromium() {
     for (name, body) in [
         (
             "control-script",
-            format!("<script>document.title='{}'</script>", common::PWNED),
+            format!("<script>document.title='{}'</script>", reports::PWNED),
         ),
         (
             "control-onerror",
-            format!("<img src=x onerror=\"document.title='{}'\">", common::PWNED),
+            format!(
+                "<img src=x onerror=\"document.title='{}'\">",
+                reports::PWNED
+            ),
         ),
     ] {
         let p = dir.join(format!("{name}.html"));
@@ -370,10 +270,10 @@ fn hostile_report_renders_as_text_in_chromium() {
             format!("<!DOCTYPE html><html><head><title>{expected_title}</title></head><body>{body}</body></html>"),
         )
         .unwrap();
-        let (dom, _) = dump_dom(&bin, profile.path(), &p);
+        let (dom, _) = dump_dom(&chromium, profile.path(), &p);
         assert_eq!(
             title(&dom),
-            common::PWNED,
+            reports::PWNED,
             "{name}: the harness missed a script"
         );
     }
@@ -381,20 +281,20 @@ fn hostile_report_renders_as_text_in_chromium() {
 
 #[test]
 fn merged_report_of_two_hosts_renders_in_chromium() {
-    let Some(bin) = find_chromium() else {
-        skip_or_fail!("chromium is not installed (apt-get install chromium)");
+    let Some(chromium) = require("chromium", browser::find()) else {
+        return;
     };
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("html_chromium_merged");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let profile = tempfile::tempdir().unwrap();
-    let ra = common::report("host-a", &common::plain_specs("web"), vec![]);
-    let rb = common::report("host-b", &common::plain_specs("db"), vec![]);
+    let ra = reports::report("host-a", &reports::plain_specs("web"), vec![]);
+    let rb = reports::report("host-b", &reports::plain_specs("db"), vec![]);
     let (a, b) = (dir.join("a.json"), dir.join("b.json"));
     std::fs::write(&a, json::to_string(&ra).unwrap()).unwrap();
     std::fs::write(&b, json::to_string(&rb).unwrap()).unwrap();
     let page = dir.join("merged.html");
-    let o = Command::new(env!("CARGO_BIN_EXE_ovltrace"))
+    let o = Command::new(bin::ovltrace())
         .arg("report")
         .args([&a, &b])
         .arg("--html")
@@ -403,20 +303,10 @@ fn merged_report_of_two_hosts_renders_in_chromium() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let png = dir.join("merged.png");
-    let o = chromium(
-        &bin,
-        profile.path(),
-        &page,
-        &[
-            format!("--screenshot={}", png.display()),
-            "--window-size=1280,2000".into(),
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "chromium --screenshot failed: {err}");
+    let err = browser::screenshot(&chromium, profile.path(), &page, &png, (1280, 2000));
     assert_eq!(console_lines(&err), Vec::<&str>::new(), "console output");
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
-    let (dom, _) = dump_dom(&bin, profile.path(), &page);
+    let (dom, _) = dump_dom(&chromium, profile.path(), &page);
     assert_eq!(title(&dom), "ovltrace report: host-a, host-b");
     assert_inert(&dom, "merged");
     for name in ["web-0", "web-1", "db-0", "db-1"] {

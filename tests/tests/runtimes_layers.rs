@@ -16,8 +16,9 @@
 //!   (diff-ids) and `podman history`'s instructions; id, name, image id and
 //!   tags as Podman reports them.
 //!
-//! Without root, containerd/ctr, podman or busybox-static it prints
-//! `SKIPPED:` (a failure with OVLTRACE_TEST_STRICT=1).
+//! Needs root, containerd/ctr, podman, runc and busybox-static; the skip
+//! policy of `ovltrace_tests::require` applies (`SKIPPED:`, or a failure
+//! with OVLTRACE_TEST_STRICT=1 as in CI).
 
 use std::{
     fs,
@@ -26,22 +27,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ovltrace_tests::{bin, require_or_skip, require_or_skip_with};
 use serde_json::Value;
-
-fn strict() -> bool {
-    std::env::var("OVLTRACE_TEST_STRICT").is_ok_and(|v| v == "1")
-}
-
-macro_rules! skip_or_fail {
-    ($($arg:tt)*) => {{
-        let msg = format!($($arg)*);
-        if strict() {
-            panic!("{msg} (OVLTRACE_TEST_STRICT=1 makes this a failure)");
-        }
-        eprintln!("\n******** SKIPPED: runtimes_layers: {msg} ********\n");
-        return;
-    }};
-}
 
 const TAG: &str = "ovltrace-test/rt:1";
 const BASE_BY: &str = "ovltrace runtimes base (busybox-static)";
@@ -162,7 +149,7 @@ fn chain_ids(diffs: &[String]) -> Vec<String> {
 }
 
 fn ovltrace_layers(extra: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_ovltrace"))
+    let out = Command::new(bin::ovltrace())
         .arg("layers")
         .arg("--json")
         .args(extra)
@@ -185,10 +172,17 @@ fn find<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("container {id} not in {report:#}"))
 }
 
-fn have(bin: &str) -> bool {
-    ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-        .iter()
-        .any(|d| Path::new(d).join(bin).is_file())
+/// Err naming the first of `bins` not installed (in the system's bin
+/// directories, not whatever PATH finds first).
+fn have(bins: &[&str], how: &str) -> Result<(), String> {
+    match bins.iter().find(|b| {
+        !["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(b).is_file())
+    }) {
+        Some(b) => Err(format!("{b} missing ({how})")),
+        None => Ok(()),
+    }
 }
 
 /// A daemon child, killed (and reaped) on drop.
@@ -226,15 +220,14 @@ fn unmount_below(dir: &Path) {
 
 #[test]
 fn containerd_layers_match_ctr() {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip_or_fail!("needs root");
-    }
-    if !have("containerd") || !have("ctr") || !have("runc") {
-        skip_or_fail!("containerd, ctr or runc missing (apt-get install containerd)");
-    }
-    if !Path::new("/usr/bin/busybox").is_file() {
-        skip_or_fail!("busybox-static missing");
+    if !require_or_skip("root")
+        || !require_or_skip_with(
+            "containerd",
+            have(&["containerd", "ctr", "runc"], "apt-get install containerd"),
+        )
+        || !require_or_skip("busybox")
+    {
+        return;
     }
     let tmp = tempfile::Builder::new()
         .prefix("ovltrace-ctd")
@@ -381,15 +374,14 @@ fn containerd_layers_match_ctr() {
 
 #[test]
 fn podman_layers_match_podman_inspect() {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip_or_fail!("needs root");
-    }
-    if !have("podman") || !have("runc") {
-        skip_or_fail!("podman or runc missing (apt-get install podman)");
-    }
-    if !Path::new("/usr/bin/busybox").is_file() {
-        skip_or_fail!("busybox-static missing");
+    if !require_or_skip("root")
+        || !require_or_skip_with(
+            "podman",
+            have(&["podman", "runc"], "apt-get install podman"),
+        )
+        || !require_or_skip("busybox")
+    {
+        return;
     }
     let tmp = tempfile::Builder::new()
         .prefix("ovltrace-pm")
