@@ -261,6 +261,46 @@ mod tests {
         assert_eq!(text::terminal("a\x1b[31mred\x07"), "a\\u{1b}[31mred\\u{7}");
     }
 
+    /// A hostile image's instruction, tag and a container name cannot
+    /// reorder or recolour what `layers` prints (they used to go out raw
+    /// when they held bidi controls).
+    #[test]
+    fn hostile_text_is_shown_escaped() {
+        let hostile = "x\u{202e}gnp.exe\u{2066}\x1b[2J\r\0";
+        let mut c = ContainerInfo {
+            id: "c80a5fd00c1b48972e13472e224d6158744edf581227782ff6ccaf1db5934d61".into(),
+            name: Some(hostile.into()),
+            image: ImageInfo {
+                id: None,
+                tags: vec![hostile.into()],
+            },
+            mountpoint: "/m".into(),
+            dev: Dev::new(0, 39),
+            runtime: "docker",
+            upperdir: None,
+            layers: vec![LayerInfo {
+                index: 1,
+                position: Some(1),
+                created_by: Some(format!("/bin/sh -c echo {hostile}")),
+                ..Default::default()
+            }],
+            pod: None,
+            mount_id: 1,
+        };
+        crate::catalog::number_layers(&mut c.layers);
+        let t = table(&[c], &[]);
+        for ch in t.chars() {
+            assert!(
+                ch == '\n'
+                    || !(ch.is_control()
+                        || ('\u{2066}'..='\u{2069}').contains(&ch)
+                        || ('\u{202a}'..='\u{202e}').contains(&ch)),
+                "raw {ch:?} in {t}"
+            );
+        }
+        assert!(t.contains("x\\u{202e}gnp.exe\\u{2066}\\u{1b}[2J"), "{t}");
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(crate::units::fmt_bytes(11), "11 B");

@@ -46,30 +46,10 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         status_line: args.command.is_empty(),
         roots: args.docker.roots(),
     })?;
-    // `-- CMD`: started now that the probes are attached; its exit ends the
-    // trace. It is started before the privilege drop below, which is
-    // ovltrace's alone.
     let outcome = Outcome::default();
-    let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = if args.command.is_empty()
-    {
-        Box::pin(stop_signal(args.duration)?)
-    } else {
-        let shown = child::quoted(&args.command);
-        eprintln!(
-            "Tracing overlayfs copy-ups and lookups ({} probes) while {} runs...",
-            session.strategy(),
-            crate::text::terminal(&shown)
-        );
-        let window = Window::starting_now();
-        let cmd = match child::spawn(&args.command) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("ovltrace: error: {:#}", e.error);
-                return Ok(ExitCode::from(e.code));
-            }
-        };
-        session.limit_to(window.clone(), shown);
-        Box::pin(cmd.supervise(args.duration, window, outcome.clone())?)
+    let stop = match stop_condition(&args, &mut session, &outcome)? {
+        Ok(stop) => stop,
+        Err(code) => return Ok(code),
     };
     // Everything that needs privileges (attaching, opening maps, listening
     // sockets) is done above this line; from here on only what the trace
@@ -94,13 +74,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
-    let style = Style {
-        color: match args.color {
-            ColorMode::Always => true,
-            ColorMode::Never => false,
-            ColorMode::Auto => std::io::stdout().is_terminal(),
-        },
-    };
+    let style = style_of(args.color);
     let report = session.run(streams, snapshot_rx, style, stop).await?;
     drop(exporter_tasks);
     if let Some(line) = render::filters_line(&report) {
@@ -116,6 +90,53 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         // Not waited for (see the warning): no status to pass on.
         None => ExitCode::FAILURE,
     })
+}
+
+/// What ends the trace. With `-- CMD`, CMD is started here, now that the
+/// probes are attached, and its exit ends the trace; it is started before
+/// the privilege drop, which is ovltrace's alone. `Err(code)`: CMD could
+/// not be started (the error is printed).
+fn stop_condition(
+    args: &RunArgs,
+    session: &mut Session,
+    outcome: &Outcome,
+) -> Result<std::result::Result<Stop, ExitCode>> {
+    if args.command.is_empty() {
+        return Ok(Ok(Box::pin(stop_signal(args.duration)?)));
+    }
+    let shown = child::quoted(&args.command);
+    eprintln!(
+        "Tracing overlayfs copy-ups and lookups ({} probes) while {} runs...",
+        session.strategy(),
+        crate::text::terminal(&shown)
+    );
+    let window = Window::starting_now();
+    let cmd = match child::spawn(&args.command) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ovltrace: error: {:#}", e.error);
+            return Ok(Err(ExitCode::from(e.code)));
+        }
+    };
+    session.limit_to(window.clone(), shown);
+    Ok(Ok(Box::pin(cmd.supervise(
+        args.duration,
+        window,
+        outcome.clone(),
+    )?)))
+}
+
+/// What ends a trace.
+type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+fn style_of(color: ColorMode) -> Style {
+    Style {
+        color: match color {
+            ColorMode::Always => true,
+            ColorMode::Never => false,
+            ColorMode::Auto => std::io::stdout().is_terminal(),
+        },
+    }
 }
 
 /// The filter flags as the trace takes them.
