@@ -2,12 +2,16 @@
 
 use super::*;
 
-/// A report of nothing, for tests that fill in what they need.
-pub(crate) fn empty_report() -> Report {
-    build(Inputs {
-        agg: &Aggregator::new(10),
+/// The inputs of a trace that saw nothing, for tests that fill in what
+/// they need.
+pub(crate) fn empty_inputs() -> Inputs<'static> {
+    static MOUNTS: std::sync::OnceLock<HashMap<OverlayKey, KnownMount>> =
+        std::sync::OnceLock::new();
+    static AGG: std::sync::OnceLock<Aggregator> = std::sync::OnceLock::new();
+    Inputs {
+        agg: AGG.get_or_init(|| Aggregator::new(10)),
         lookups: &[],
-        mounts: &HashMap::new(),
+        mounts: MOUNTS.get_or_init(HashMap::new),
         containers: &[],
         probe: ProbeInfo {
             strategy: "kprobe".into(),
@@ -21,7 +25,12 @@ pub(crate) fn empty_report() -> Report {
         counters: Counters::default(),
         warnings: vec![],
         top: 10,
-    })
+    }
+}
+
+/// A report of nothing, for tests that fill in what they need.
+pub(crate) fn empty_report() -> Report {
+    build(empty_inputs())
 }
 
 /// A fixed trace: one container with three layers, a plain overlay,

@@ -1229,7 +1229,7 @@ mod tests {
             build(Inputs {
                 agg: &agg,
                 top,
-                ..tests_inputs()
+                ..crate::report::fixtures::empty_inputs()
             })
         };
         let all = report(0);
@@ -1306,7 +1306,7 @@ mod tests {
         build(Inputs {
             agg,
             top,
-            ..tests_inputs()
+            ..crate::report::fixtures::empty_inputs()
         })
     }
 
@@ -1433,30 +1433,6 @@ mod tests {
                 evicted: 5
             }
         );
-    }
-
-    fn tests_inputs() -> Inputs<'static> {
-        static MOUNTS: std::sync::OnceLock<HashMap<OverlayKey, KnownMount>> =
-            std::sync::OnceLock::new();
-        static AGG: std::sync::OnceLock<Aggregator> = std::sync::OnceLock::new();
-        Inputs {
-            agg: AGG.get_or_init(|| Aggregator::new(16)),
-            lookups: &[],
-            mounts: MOUNTS.get_or_init(HashMap::new),
-            containers: &[],
-            probe: ProbeInfo {
-                strategy: "kprobe".into(),
-                data_copy: None,
-            },
-            host: "test".into(),
-            kernel: "6.12".into(),
-            started_unix_ms: 0,
-            duration_ms: 1000,
-            drops: Drops::default(),
-            counters: Counters::default(),
-            warnings: vec![],
-            top: 10,
-        }
     }
 
     #[test]
