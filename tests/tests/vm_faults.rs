@@ -21,8 +21,9 @@
 //!    trace is refused at the end (target untouched), and a full file system
 //!    (16 KiB tmpfs) is reported; in both cases the terminal report is still
 //!    printed and the exit code is 1.
-//! 5. **CLI**: an unknown `--container` in a VM without Docker says that no
-//!    containers are running; `ovltrace doctor` shows what `run` keeps and
+//! 5. **CLI**: an unknown `--container` in a VM without Docker is waited for
+//!    (the note says no container is running) and the trace ends empty at
+//!    `-d`; `ovltrace doctor` shows what `run` keeps and
 //!    that the maps work without CAP_BPF on this kernel.
 
 use std::{collections::BTreeMap, path::PathBuf, process::Command};
