@@ -528,7 +528,7 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
             "decode" => {
                 black_box(&ev);
             }
-            "aggregate" => agg.add(&ev, &Attribution::default(), None),
+            "aggregate" => agg.add_owned(ev, &Attribution::default(), None),
             _ => {
                 let Some(t) = tracker.as_mut() else {
                     return Err("no catalog".into());
@@ -539,7 +539,7 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
                 };
                 attributed += u64::from(attr.container.is_some());
                 with_layer += u64::from(source.as_ref().is_some_and(|s| s.diff_id.is_some()));
-                agg.add(&ev, &attr, source.as_deref());
+                agg.add_owned(ev, &attr, source.as_deref());
             }
         }
     }

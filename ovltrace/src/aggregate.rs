@@ -10,7 +10,7 @@ use crate::{
     attribute::Attribution,
     bpf::event::{Cause, CauseCounts, Comm, CopyUp, FileKind, OverlayKey},
     catalog::SourceLayer,
-    hdr::{new_histogram, record},
+    hdr::{add_histogram, new_histogram, record},
 };
 
 /// The hash maps of the per-event path (SipHash was a third of the ingest
@@ -73,6 +73,23 @@ impl GroupAgg {
             record(&mut self.data_time, d.max(1));
         }
         record(&mut self.size, ev.bytes());
+    }
+
+    /// Adds another group's totals (histograms included).
+    fn merge(&mut self, o: &GroupAgg) {
+        self.count += o.count;
+        self.bytes += o.bytes;
+        self.total_ns += o.total_ns;
+        self.errors += o.errors;
+        for (a, b) in self.by_cause.iter_mut().zip(o.by_cause.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.by_kind.iter_mut().zip(o.by_kind.iter()) {
+            *a += b;
+        }
+        add_histogram(&mut self.latency, &o.latency);
+        add_histogram(&mut self.data_time, &o.data_time);
+        add_histogram(&mut self.size, &o.size);
     }
 }
 
@@ -137,6 +154,19 @@ impl hashbrown::Equivalent<LayerKey> for LayerKeyRef<'_> {
             ) => overlay == o && index == i,
             _ => false,
         }
+    }
+}
+
+/// The layer key of overlay index `index`: its diff-id when the source
+/// layer has one.
+fn layer_key_ref(
+    overlay: OverlayKey,
+    index: usize,
+    source: Option<&SourceLayer>,
+) -> LayerKeyRef<'_> {
+    match source.and_then(|s| s.diff_id.as_deref()) {
+        Some(d) => LayerKeyRef::DiffId(d),
+        None => LayerKeyRef::Index { overlay, index },
     }
 }
 
@@ -254,11 +284,21 @@ pub fn percentile(samples: &[u64], p: f64) -> u64 {
 }
 
 /// All copy-up aggregates of a trace.
+///
+/// Every copy-up is added to exactly one *leaf*: the totals of one
+/// (overlay, container, source layer). The per-mount, per-container and
+/// per-layer totals are sums of leaves, made when a report asks for them
+/// ([`per_overlay`](Self::per_overlay), ...): one group updated per event
+/// instead of three, which in a copy-up storm is most of the ingest time.
 #[derive(Debug)]
 pub struct Aggregator {
-    pub per_overlay: FastMap<OverlayKey, GroupAgg>,
-    pub per_container: FastMap<String, GroupAgg>,
-    pub per_layer: FastMap<LayerKey, LayerAgg>,
+    leaves: Vec<Leaf>,
+    leaf_of: FastMap<LeafKey, usize>,
+    /// The leaf of a (overlay, layer index, container `Arc`) as events name
+    /// it: found without hashing the container id or the diff-id. The
+    /// leaf holds that `Arc`, so its address is not reused while the alias
+    /// exists.
+    alias: FastMap<LeafAlias, usize>,
     /// Copy-ups that could not be tied to a container (not a container's
     /// overlay, or its metadata was unreadable).
     pub unattributed: u64,
@@ -274,12 +314,39 @@ pub struct Aggregator {
     pub events: u64,
 }
 
+/// The copy-ups of one (overlay, container, source layer).
+#[derive(Debug)]
+struct Leaf {
+    key: LeafKey,
+    created_by: Option<String>,
+    total: GroupAgg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LeafKey {
+    overlay: OverlayKey,
+    container: Option<Arc<str>>,
+    layer: Option<LayerKey>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LeafAlias {
+    overlay: OverlayKey,
+    layer: Option<usize>,
+    /// Address of the attribution's container id (0: none).
+    container: usize,
+}
+
+/// Most aliases kept (an init mount's attributions carry a new `Arc` each
+/// time); past it the table starts again.
+const MAX_ALIASES: usize = 1 << 16;
+
 impl Aggregator {
     pub fn new(max_files: usize) -> Self {
         Self {
-            per_overlay: FastMap::default(),
-            per_container: FastMap::default(),
-            per_layer: FastMap::default(),
+            leaves: Vec::new(),
+            leaf_of: FastMap::default(),
+            alias: FastMap::default(),
             unattributed: 0,
             files: NameMap::default(),
             max_files: max_files.max(16),
@@ -290,72 +357,151 @@ impl Aggregator {
     }
 
     /// Adds one copy-up; `source` describes its source layer when known.
-    ///
-    /// The per-event path: keys are looked up borrowed and copied only when
-    /// a group or file is new.
     pub fn add(&mut self, ev: &CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
+        self.add_owned(ev.clone(), attr, source);
+    }
+
+    /// [`add`](Self::add), taking the event: its path becomes the file
+    /// table's key without a copy (the per-event path of a trace).
+    pub fn add_owned(&mut self, ev: CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
         self.events += 1;
-        self.per_overlay.entry(ev.overlay).or_default().add(ev);
-        match attr.container.as_deref() {
-            Some(id) => match self.per_container.get_mut(id) {
-                Some(g) => g.add(ev),
-                None => {
-                    let mut g = GroupAgg::default();
-                    g.add(ev);
-                    self.per_container.insert(id.to_string(), g);
-                }
-            },
-            None => self.unattributed += 1,
+        let leaf = self.leaf(&ev, attr, source);
+        self.leaves[leaf].total.add(&ev);
+        if attr.container.is_none() {
+            self.unattributed += 1;
         }
-        if let Some(index) = attr.layer {
-            let key = match source.and_then(|s| s.diff_id.as_deref()) {
-                Some(d) => LayerKeyRef::DiffId(d),
-                None => LayerKeyRef::Index {
-                    overlay: ev.overlay,
-                    index,
-                },
+        self.add_file(ev, attr, source);
+        if self.files.len() > self.max_files {
+            self.prune();
+        }
+    }
+
+    /// The leaf of an event's attribution: by alias (two small hashes and a
+    /// diff-id comparison), else by content, made when new.
+    fn leaf(&mut self, ev: &CopyUp, attr: &Attribution, source: Option<&SourceLayer>) -> usize {
+        let layer_ref = attr
+            .layer
+            .map(|index| layer_key_ref(ev.overlay, index, source));
+        let alias = LeafAlias {
+            overlay: ev.overlay,
+            layer: attr.layer,
+            container: attr
+                .container
+                .as_ref()
+                .map_or(0, |c| Arc::as_ptr(c).cast::<u8>() as usize),
+        };
+        if let Some(&i) = self.alias.get(&alias) {
+            let same_layer = match (&layer_ref, &self.leaves[i].key.layer) {
+                (Some(r), Some(k)) => hashbrown::Equivalent::equivalent(r, k),
+                (None, None) => true,
+                _ => false,
             };
-            if !self.per_layer.contains_key(&key) {
-                self.per_layer.insert(key.to_owned(), LayerAgg::default());
-            }
-            if let Some(l) = self.per_layer.get_mut(&key) {
-                l.total.add(ev);
-                if l.created_by.is_none() {
-                    l.created_by = source.and_then(|s| s.created_by.clone());
-                }
-                if let Some(c) = attr.container.as_deref() {
-                    if l.containers.len() < MAX_CONTAINERS_PER_LAYER && !l.containers.contains(c) {
-                        l.containers.insert(c.to_string());
-                    }
-                }
+            if same_layer {
+                return i;
             }
         }
+        let key = LeafKey {
+            overlay: ev.overlay,
+            container: attr.container.clone(),
+            layer: layer_ref.map(|r| r.to_owned()),
+        };
+        let i = match self.leaf_of.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.leaves.len();
+                self.leaf_of.insert(key.clone(), i);
+                self.leaves.push(Leaf {
+                    key,
+                    created_by: None,
+                    total: GroupAgg::default(),
+                });
+                i
+            }
+        };
+        let leaf = &mut self.leaves[i];
+        if leaf.created_by.is_none() && leaf.key.layer.is_some() {
+            leaf.created_by = source.and_then(|s| s.created_by.clone());
+        }
+        // The alias must keep its container id alive: point it at a leaf
+        // holding this very `Arc` (a new one's content is the same).
+        if let (Some(c), Some(lc)) = (&attr.container, &leaf.key.container) {
+            if !Arc::ptr_eq(c, lc) {
+                return i;
+            }
+        }
+        if self.alias.len() >= MAX_ALIASES {
+            self.alias.clear();
+        }
+        self.alias.insert(alias, i);
+        i
+    }
+
+    fn add_file(&mut self, ev: CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
         let key = FileKeyRef {
             overlay: ev.overlay,
             container: attr.container.as_deref(),
             path: &ev.path,
         };
-        match self.files.get_mut(&key) {
-            Some(f) => {
-                f.outside |= attr.outside;
-                f.add(ev);
-            }
-            None => {
-                self.files_seen += 1;
-                let owned = FileKey {
-                    overlay: ev.overlay,
-                    container: attr.container.clone(),
-                    path: ev.path.clone(),
-                };
-                let mut f = FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index));
-                f.outside = attr.outside;
-                f.add(ev);
-                self.files.insert(owned, f);
+        if let Some(f) = self.files.get_mut(&key) {
+            f.outside |= attr.outside;
+            f.add(&ev);
+            return;
+        }
+        self.files_seen += 1;
+        let mut f = FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index));
+        f.outside = attr.outside;
+        f.add(&ev);
+        let owned = FileKey {
+            overlay: ev.overlay,
+            container: attr.container.clone(),
+            path: ev.path,
+        };
+        self.files.insert(owned, f);
+    }
+
+    /// Copy-up totals per overlay instance.
+    pub fn per_overlay(&self) -> FastMap<OverlayKey, GroupAgg> {
+        let mut out: FastMap<OverlayKey, GroupAgg> = FastMap::default();
+        for l in &self.leaves {
+            out.entry(l.key.overlay).or_default().merge(&l.total);
+        }
+        out
+    }
+
+    /// Copy-up totals per container id.
+    pub fn per_container(&self) -> FastMap<String, GroupAgg> {
+        let mut out: FastMap<String, GroupAgg> = FastMap::default();
+        for l in &self.leaves {
+            if let Some(c) = &l.key.container {
+                out.entry(c.to_string()).or_default().merge(&l.total);
             }
         }
-        if self.files.len() > self.max_files {
-            self.prune();
+        out
+    }
+
+    /// Copy-up totals per source layer, with the containers that copied
+    /// up from it (bounded).
+    pub fn per_layer(&self) -> FastMap<LayerKey, LayerAgg> {
+        let mut out: FastMap<LayerKey, LayerAgg> = FastMap::default();
+        for l in &self.leaves {
+            let Some(k) = &l.key.layer else { continue };
+            let agg = out.entry(k.clone()).or_default();
+            agg.total.merge(&l.total);
+            if agg.created_by.is_none() {
+                agg.created_by.clone_from(&l.created_by);
+            }
+            if let Some(c) = &l.key.container {
+                if agg.containers.len() < MAX_CONTAINERS_PER_LAYER {
+                    agg.containers.insert(c.to_string());
+                }
+            }
         }
+        out
+    }
+
+    /// Bytes copied up so far, in all.
+    pub fn bytes(&self) -> u64 {
+        self.leaves.iter().map(|l| l.total.bytes).sum()
     }
 
     /// Keeps the most expensive half of the file table (amortised O(1) per event).
@@ -495,6 +641,55 @@ mod tests {
         }
     }
 
+    /// Each copy-up lands in one leaf, whichever way its attribution is
+    /// found (the same `Arc`, or an equal id in a new one; a layer whose
+    /// diff-id changed is another leaf), and the views sum the leaves.
+    #[test]
+    fn leaves_sum_into_every_view() {
+        let mut a = Aggregator::new(1000);
+        let id: Arc<str> = "c1".into();
+        let same = Attribution {
+            container: Some(id.clone()),
+            layer: Some(1),
+            outside: false,
+        };
+        let equal = Attribution {
+            container: Some("c1".into()),
+            ..same.clone()
+        };
+        let src = |d: &str| SourceLayer {
+            index: 1,
+            diff_id: Some(d.into()),
+            created_by: None,
+            data_index: None,
+        };
+        a.add(&ev(1, "a", 100, 1), &same, Some(&src("sha256:aa")));
+        a.add(&ev(1, "b", 200, 2), &same, Some(&src("sha256:aa")));
+        a.add(&ev(1, "c", 400, 4), &equal, Some(&src("sha256:aa")));
+        a.add(&ev(1, "d", 800, 8), &same, Some(&src("sha256:bb")));
+        a.add(&ev(1, "e", 1600, 16), &Attribution::default(), None);
+        assert_eq!(
+            a.leaves.len(),
+            3,
+            "{:?}",
+            a.leaves.iter().map(|l| &l.key).collect::<Vec<_>>()
+        );
+        let m = &a.per_overlay()[&OverlayKey::dev_only(1)];
+        assert_eq!((m.count, m.bytes, m.latency.len()), (5, 31, 5));
+        assert_eq!(m.latency.max(), 1600);
+        let c = &a.per_container()["c1"];
+        assert_eq!((c.count, c.bytes, c.total_ns), (4, 15, 1500));
+        let layers = a.per_layer();
+        let aa = &layers[&LayerKey::DiffId("sha256:aa".into())];
+        assert_eq!(
+            (aa.total.count, aa.total.bytes, aa.total.size.len()),
+            (3, 7, 3)
+        );
+        assert_eq!(layers[&LayerKey::DiffId("sha256:bb".into())].total.count, 1);
+        assert_eq!(a.bytes(), 31);
+        assert_eq!(a.unattributed, 1);
+    }
+
     #[test]
     fn totals_per_container_and_layer() {
         let mut a = Aggregator::new(1000);
@@ -518,16 +713,16 @@ mod tests {
         a.add(&ev(2, "y", 300, 20), &db, Some(&src));
         a.add(&ev(2, "z", 300, 5), &db, None);
         a.add(&ev(3, "w", 300, 5), &Attribution::default(), None);
-        assert_eq!(a.per_container["c1"].count, 1);
-        assert_eq!(a.per_container["c2"].bytes, 25);
+        assert_eq!(a.per_container()["c1"].count, 1);
+        assert_eq!(a.per_container()["c2"].bytes, 25);
         assert_eq!(a.unattributed, 1);
         // The same image layer in two containers is one layer.
-        let shared = &a.per_layer[&LayerKey::DiffId("sha256:aa".into())];
+        let shared = &a.per_layer()[&LayerKey::DiffId("sha256:aa".into())];
         assert_eq!((shared.total.count, shared.total.total_ns), (2, 400));
         assert_eq!(shared.created_by.as_deref(), Some("COPY x /"));
         assert_eq!(shared.containers.len(), 2);
         assert_eq!(
-            a.per_layer[&LayerKey::Index {
+            a.per_layer()[&LayerKey::Index {
                 overlay: OverlayKey::dev_only(2),
                 index: 2
             }]
@@ -535,7 +730,7 @@ mod tests {
                 .bytes,
             5
         );
-        assert_eq!(a.per_layer.len(), 2);
+        assert_eq!(a.per_layer().len(), 2);
         assert_eq!(a.top_files(1)[0].1.attribution, db);
     }
 
@@ -564,13 +759,13 @@ mod tests {
         // A file copied up again (another overlay of the same container
         // path is the same key) under another cause keeps both.
         a.add(&with("db", Cause::Truncate), &web, Some(&src));
-        let c = &a.per_container["c1"];
+        let c = &a.per_container()["c1"];
         assert_eq!(c.by_cause[Cause::Metadata.index()], 2);
         assert_eq!(c.by_cause[Cause::Parent.index()], 1);
         assert_eq!(c.by_cause[Cause::Write.index()], 1);
         assert_eq!(c.by_cause[Cause::Truncate.index()], 1);
         assert_eq!(c.by_cause.iter().sum::<u64>(), c.count);
-        let layer = &a.per_layer[&LayerKey::DiffId("sha256:aa".into())];
+        let layer = &a.per_layer()[&LayerKey::DiffId("sha256:aa".into())];
         assert_eq!(layer.total.by_cause, c.by_cause);
         let file = |p: &str| {
             a.files
@@ -621,7 +816,7 @@ mod tests {
         a.add_plain(&ev(1, "a", 3000, 10));
         a.add_plain(&ev(1, "b", 2000, 5));
         a.add_plain(&ev(2, "a", 500, 1));
-        let m = &a.per_overlay[&OverlayKey::dev_only(1)];
+        let m = &a.per_overlay()[&OverlayKey::dev_only(1)];
         assert_eq!((m.count, m.bytes), (3, 25));
         assert_eq!(m.latency.min(), 1000);
         assert!(m.latency.equivalent(m.latency.max(), 3000));
@@ -642,7 +837,7 @@ mod tests {
         assert_eq!(a.files_seen, 3);
         // Far larger values are kept, not clamped.
         a.add_plain(&ev(1, "slow", 90_000_000_000, 1));
-        let h = &a.per_overlay[&OverlayKey::dev_only(1)].latency;
+        let h = &a.per_overlay()[&OverlayKey::dev_only(1)].latency;
         assert!(h.equivalent(h.max(), 90_000_000_000));
     }
 
@@ -693,7 +888,7 @@ mod tests {
         }
         assert!(a.files.len() <= 100);
         // Mount totals are unaffected by eviction.
-        assert_eq!(a.per_overlay[&OverlayKey::dev_only(1)].count, 1_000);
+        assert_eq!(a.per_overlay()[&OverlayKey::dev_only(1)].count, 1_000);
         assert_eq!(a.files.len() as u64 + a.evicted_files, 1_000);
     }
 

@@ -104,7 +104,32 @@ pub struct Tracker {
     /// Overlays found to be a container's init mount -> the container.
     init_mounts: HashMap<OverlayKey, String>,
     overflow_warned: bool,
+    /// Attributions made through a container's own overlay, by what decided
+    /// them; valid while the catalog and the init layers known stay as they
+    /// were (`hot_generation`). In a copy-up storm nearly every event is a
+    /// hit: one small hash lookup instead of the catalog's.
+    hot: hashbrown::HashMap<HotKey, Hot, foldhash::fast::RandomState>,
+    hot_generation: u64,
 }
+
+/// What an attribution through [`Tracker::attribute_mount`] depends on,
+/// besides the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct HotKey {
+    overlay: OverlayKey,
+    source: Option<(usize, Option<usize>)>,
+    outside: bool,
+}
+
+#[derive(Debug)]
+struct Hot {
+    attr: Attribution,
+    source: Option<SourceLayer>,
+}
+
+/// Most attributions cached (mounts x layers seen); past it the cache
+/// starts again.
+const MAX_HOT: usize = 1 << 16;
 
 impl Tracker {
     pub fn new(catalog: Catalog) -> Self {
@@ -123,6 +148,8 @@ impl Tracker {
             init_dirs: HashMap::new(),
             init_mounts: HashMap::new(),
             overflow_warned: false,
+            hot: Default::default(),
+            hot_generation: 0,
         }
     }
 
@@ -186,6 +213,8 @@ impl Tracker {
             }
             self.init_checked.insert(c.id.clone());
             if let Some((ident, dir)) = init_identity(c) {
+                // An overlay attributed as no container's may be this init mount.
+                self.hot.clear();
                 let lowerdirs = e.mount.lowerdirs.iter().skip(1).cloned().collect();
                 self.init_dirs.insert(
                     ident,
@@ -261,18 +290,32 @@ impl Tracker {
     /// metadata names the container) is parked too, until a refresh finds
     /// its container.
     pub fn attribute(&mut self, ev: &CopyUp) -> Attributed<'_> {
-        let (has_container, maybe_init) = match self.catalog.resolve(&ev.overlay) {
-            Some(e) => (
-                e.container.is_some(),
-                e.gone || named_as_init(e.mount.upperdir.as_deref()) || e.young(),
-            ),
-            None => (false, true),
+        let key = HotKey {
+            overlay: ev.overlay,
+            source: source_of(ev, 0),
+            outside: self.outside(ev),
         };
+        if self.hot_generation != self.catalog.generation() {
+            self.hot.clear();
+            self.hot_generation = self.catalog.generation();
+        }
+        if self.hot.contains_key(&key) {
+            let hot = &self.hot[&key];
+            return Attributed::Now(hot.attr.clone(), hot.source.as_ref().map(Cow::Borrowed));
+        }
+        let has_container = self
+            .catalog
+            .resolve(&ev.overlay)
+            .is_some_and(|e| e.container.is_some());
         if !has_container {
             if let Some(init) = self.init_of(&ev.overlay) {
                 let (attr, source) = self.attribute_init(ev, &init);
                 return Attributed::Now(attr, source.map(Cow::Owned));
             }
+            let maybe_init = self
+                .catalog
+                .get(&ev.overlay)
+                .is_none_or(|e| e.gone || named_as_init(e.mount.upperdir.as_deref()) || e.young());
             // Without the upper directory's identity nothing could match.
             if maybe_init && ev.overlay.upper_ino != 0 {
                 if self.pending.len() < self.max_pending {
@@ -290,10 +333,27 @@ impl Tracker {
                         self.max_pending
                     );
                 }
+                let (attr, source) = self.attribute_mount(ev);
+                return Attributed::Now(attr, source);
             }
         }
         let (attr, source) = self.attribute_mount(ev);
-        Attributed::Now(attr, source)
+        let source = source.map(Cow::into_owned);
+        // A rescan made on the way (an unknown overlay) may have changed
+        // what other cached entries say: keep this one only if none ran.
+        if self.hot_generation == self.catalog.generation() {
+            if self.hot.len() >= MAX_HOT {
+                self.hot.clear();
+            }
+            self.hot.insert(
+                key,
+                Hot {
+                    attr: attr.clone(),
+                    source: source.clone(),
+                },
+            );
+        }
+        Attributed::Now(attr, source.map(Cow::Owned))
     }
 
     /// Attribution through the catalog entry of the event's own overlay.
@@ -778,6 +838,56 @@ mod tests {
         let dev_only = copy_up(OverlayKey::dev_only(99), "etc", FileKind::Dir, 1);
         assert!(matches!(t.attribute(&dev_only), Attributed::Now(..)));
         assert_eq!(t.pending(), 0);
+    }
+
+    /// Attributions are remembered per (overlay, layer, writer), and
+    /// forgotten when a scan changes the catalog: a mount counted as no
+    /// container's is its container's once a runtime claims it.
+    #[test]
+    fn remembered_attributions_follow_the_catalog() {
+        let fx = Fx::new();
+        fx.mount_line(&format!(
+            "70 1 0:70 / /mnt/p rw - overlay overlay rw,lowerdir={}:{},upperdir={},workdir=/w\n",
+            fx.dir("img1").display(),
+            fx.dir("img2").display(),
+            fx.dir("plain").display()
+        ));
+        let mut t = fx.tracker();
+        let key = fx.key(70, "plain");
+        let attr = |t: &mut Tracker, layer: u16| match t.attribute(&copy_up(
+            key,
+            "f",
+            FileKind::Dir,
+            layer,
+        )) {
+            Attributed::Now(a, s) => (a, s.map(|s| s.diff_id.clone())),
+            Attributed::Pending => panic!("a live plain overlay is counted at once"),
+        };
+        assert_eq!(
+            attr(&mut t, 1),
+            (
+                Attribution {
+                    container: None,
+                    layer: Some(1),
+                    outside: true
+                },
+                Some(None)
+            )
+        );
+        // Again, now from the remembered attribution; another layer is its own.
+        assert_eq!(attr(&mut t, 1).0.container, None);
+        assert_eq!(attr(&mut t, 2).0.layer, Some(2));
+        // The runtime claims the mount (Fake claims /c/... mounts).
+        let mi = std::fs::read_to_string(&fx.mountinfo).unwrap();
+        std::fs::write(&fx.mountinfo, mi.replace("/mnt/p", "/c/p")).unwrap();
+        assert!(t.refresh().is_empty());
+        let (a, diff_id) = attr(&mut t, 2);
+        assert_eq!(
+            a.container.as_deref(),
+            Some(format!("{:064x}", 70).as_str())
+        );
+        assert_eq!(diff_id, Some(Some("sha256:1".to_string())));
+        assert!(attr(&mut t, 1).0.container.is_some());
     }
 
     #[test]

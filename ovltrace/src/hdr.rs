@@ -194,6 +194,16 @@ pub fn record(h: &mut Histogram<u64>, v: u64) {
     }
 }
 
+/// Adds `src`'s counts to `dst` (both auto-resizing, so this cannot run out
+/// of range; value by value, saturating, if it ever did).
+pub fn add_histogram(dst: &mut Histogram<u64>, src: &Histogram<u64>) {
+    if dst.add(src).is_err() {
+        for v in src.iter_recorded() {
+            dst.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
+    }
+}
+
 /// One log2 bucket: how many values were at most `le_ns`.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Bucket {

@@ -492,6 +492,11 @@ impl Catalog {
         }
     }
 
+    /// Changes with every scan that could change what an event resolves to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn set_min_rescan(&mut self, d: Duration) {
         self.min_rescan = d;
     }

@@ -97,7 +97,7 @@ impl StatusLine {
         let rate = (agg.events - self.last_events) as f64 / secs;
         self.last_events = agg.events;
         self.last_at = Instant::now();
-        let bytes: u64 = agg.per_overlay.values().map(|g| g.bytes).sum();
+        let bytes = agg.bytes();
         let line = status_text(elapsed, rate, agg.events, bytes, drops);
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K{line}");

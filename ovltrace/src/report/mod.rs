@@ -874,8 +874,9 @@ fn mount_meta(inp: &Inputs<'_>, key: &OverlayKey) -> KnownMount {
 
 /// Every mount that was known at some point or had activity.
 fn report_mounts(inp: &Inputs<'_>) -> Vec<Mount> {
+    let per_overlay = inp.agg.per_overlay();
     let mut keys: Vec<OverlayKey> = inp.mounts.keys().copied().collect();
-    keys.extend(inp.agg.per_overlay.keys());
+    keys.extend(per_overlay.keys());
     keys.extend(inp.lookups.iter().map(|(k, _)| *k));
     keys.sort_unstable_by_key(|k| (k.dev, k.upper_dev, k.upper_ino));
     keys.dedup();
@@ -889,7 +890,7 @@ fn report_mounts(inp: &Inputs<'_>) -> Vec<Mount> {
                 upperdir: m.upperdir,
                 lowerdirs: m.lowerdirs,
                 container: m.container,
-                copy_up: inp.agg.per_overlay.get(key).map(totals).unwrap_or_default(),
+                copy_up: per_overlay.get(key).map(totals).unwrap_or_default(),
             }
         })
         .collect()
@@ -897,6 +898,7 @@ fn report_mounts(inp: &Inputs<'_>) -> Vec<Mount> {
 
 /// Every container known, most copy-ups first.
 fn report_containers(inp: &Inputs<'_>) -> Vec<Container> {
+    let per_container = inp.agg.per_container();
     let mut containers: Vec<Container> = inp
         .containers
         .iter()
@@ -913,12 +915,7 @@ fn report_containers(inp: &Inputs<'_>) -> Vec<Container> {
                 dev: c.dev.to_string(),
                 layers: c.layers.clone(),
                 gone: k.gone,
-                copy_up: inp
-                    .agg
-                    .per_container
-                    .get(&c.id)
-                    .map(totals)
-                    .unwrap_or_default(),
+                copy_up: per_container.get(&c.id).map(totals).unwrap_or_default(),
             }
         })
         .collect();
@@ -1026,8 +1023,9 @@ fn report_lookups(inp: &Inputs<'_>) -> Vec<Lookups> {
 /// them when `n` is 0).
 fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
     use crate::aggregate::{limit, select_top, LayerKey};
+    let per_layer = agg.per_layer();
     let chosen: Vec<&LayerKey> = select_top(
-        agg.per_layer.iter().collect(),
+        per_layer.iter().collect(),
         limit(n),
         |l| l.1.total.total_ns,
         |l| l.1.total.bytes,
@@ -1039,7 +1037,7 @@ fn layer_costs(agg: &Aggregator, n: usize) -> Vec<LayerCost> {
     chosen
         .into_iter()
         .filter_map(|k| {
-            let l = agg.per_layer.get(k)?;
+            let l = per_layer.get(k)?;
             let (diff_id, dev, index) = match k {
                 LayerKey::DiffId(d) => (Some(d.clone()), None, None),
                 LayerKey::Index { overlay, index } => {
@@ -1171,7 +1169,7 @@ mod tests {
                 host: None,
                 index: Some(index),
                 containers: vec![],
-                copy_up: totals(&agg.per_overlay[&OverlayKey::dev_only(0)]),
+                copy_up: totals(&agg.per_overlay()[&OverlayKey::dev_only(0)]),
             }
         };
         r.layers.push(lost("0:31", 5, 3, 3_000));

@@ -469,10 +469,10 @@ impl Session {
                                 // The source layer borrows the tracker: add to
                                 // the aggregates field by field.
                                 let source = source.as_deref();
-                                self.agg.add(&ev, &attr, source);
                                 if let Some(i) = &mut self.interval {
                                     i.agg.add(&ev, &attr, source);
                                 }
+                                self.agg.add_owned(ev, &attr, source);
                             }
                             Verdict::Drop => self.filter.dropped += 1,
                             // A container new to the filter (rare): decided
