@@ -94,20 +94,36 @@ impl GroupAgg {
 }
 
 /// A copied-up path within one overlay instance.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FileKey {
     pub overlay: OverlayKey,
     pub container: Option<Arc<str>>,
     pub path: Vec<u8>,
 }
 
+// The container is left out of the hash (it is compared): an overlay
+// belongs to one container, and hashing its 64-character id per event
+// cost as much as the rest of the lookup.
+impl std::hash::Hash for FileKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.overlay.hash(h);
+        self.path.hash(h);
+    }
+}
+
 /// A [`FileKey`] borrowed from an event: looks the file up without copying
-/// the path (same fields, same order, so the same hash).
-#[derive(Hash)]
+/// the path (hashed as a `FileKey` is).
 struct FileKeyRef<'a> {
     overlay: OverlayKey,
     container: Option<&'a str>,
     path: &'a [u8],
+}
+
+impl std::hash::Hash for FileKeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.overlay.hash(h);
+        self.path.hash(h);
+    }
 }
 
 impl hashbrown::Equivalent<FileKey> for FileKeyRef<'_> {
@@ -299,6 +315,8 @@ pub struct Aggregator {
     /// leaf holds that `Arc`, so its address is not reused while the alias
     /// exists.
     alias: FastMap<LeafAlias, usize>,
+    /// The alias found last (a storm hits one leaf over and over).
+    last: Option<(LeafAlias, usize)>,
     /// Copy-ups that could not be tied to a container (not a container's
     /// overlay, or its metadata was unreadable).
     pub unattributed: u64,
@@ -347,6 +365,7 @@ impl Aggregator {
             leaves: Vec::new(),
             leaf_of: FastMap::default(),
             alias: FastMap::default(),
+            last: None,
             unattributed: 0,
             files: NameMap::default(),
             max_files: max_files.max(16),
@@ -390,13 +409,18 @@ impl Aggregator {
                 .as_ref()
                 .map_or(0, |c| Arc::as_ptr(c).cast::<u8>() as usize),
         };
-        if let Some(&i) = self.alias.get(&alias) {
+        let found = match self.last {
+            Some((a, i)) if a == alias => Some(i),
+            _ => self.alias.get(&alias).copied(),
+        };
+        if let Some(i) = found {
             let same_layer = match (&layer_ref, &self.leaves[i].key.layer) {
                 (Some(r), Some(k)) => hashbrown::Equivalent::equivalent(r, k),
                 (None, None) => true,
                 _ => false,
             };
             if same_layer {
+                self.last = Some((alias, i));
                 return i;
             }
         }
@@ -432,6 +456,7 @@ impl Aggregator {
         if self.alias.len() >= MAX_ALIASES {
             self.alias.clear();
         }
+        self.last = Some((alias, i));
         self.alias.insert(alias, i);
         i
     }
