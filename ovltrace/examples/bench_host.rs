@@ -517,7 +517,7 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
         write_key(&mut raw[key_off..key_off + 16], &keys[c]);
         let lat = 20_000 + (k as u64).wrapping_mul(7919) % 50_000;
         raw[lat_off..lat_off + 8].copy_from_slice(&lat.to_ne_bytes());
-        let ev = match event::decode(raw) {
+        let mut ev = match event::decode(raw) {
             Ok(ev) => ev,
             Err(_) => {
                 errors += 1;
@@ -528,7 +528,7 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
             "decode" => {
                 black_box(&ev);
             }
-            "aggregate" => agg.add_owned(ev, &Attribution::default(), None),
+            "aggregate" => agg.add_taking_path(&mut ev, &Attribution::default(), None),
             _ => {
                 let Some(t) = tracker.as_mut() else {
                     return Err("no catalog".into());
@@ -539,7 +539,7 @@ fn ingest(o: &Opts, tmp: &Path) -> Result<serde_json::Value> {
                 };
                 attributed += u64::from(attr.container.is_some());
                 with_layer += u64::from(source.as_ref().is_some_and(|s| s.diff_id.is_some()));
-                agg.add_owned(ev, &attr, source.as_deref());
+                agg.add_taking_path(&mut ev, &attr, source.as_deref());
             }
         }
     }

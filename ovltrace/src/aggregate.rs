@@ -381,15 +381,20 @@ impl Aggregator {
 
     /// Adds one copy-up; `source` describes its source layer when known.
     pub fn add(&mut self, ev: &CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
-        self.add_owned(ev.clone(), attr, source);
+        self.add_taking_path(&mut ev.clone(), attr, source);
     }
 
-    /// [`add`](Self::add), taking the event: its path becomes the file
-    /// table's key without a copy (the per-event path of a trace).
-    pub fn add_owned(&mut self, ev: CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
+    /// [`add`](Self::add), taking the event's path (left empty): it becomes
+    /// the file table's key without a copy (the per-event path of a trace).
+    pub fn add_taking_path(
+        &mut self,
+        ev: &mut CopyUp,
+        attr: &Attribution,
+        source: Option<&SourceLayer>,
+    ) {
         self.events += 1;
-        let leaf = self.leaf(&ev, attr, source);
-        self.leaves[leaf].total.add(&ev);
+        let leaf = self.leaf(ev, attr, source);
+        self.leaves[leaf].total.add(ev);
         if attr.container.is_none() {
             self.unattributed += 1;
         }
@@ -465,7 +470,7 @@ impl Aggregator {
         i
     }
 
-    fn add_file(&mut self, ev: CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
+    fn add_file(&mut self, ev: &mut CopyUp, attr: &Attribution, source: Option<&SourceLayer>) {
         let key = FileKeyRef {
             overlay: ev.overlay,
             container: attr.container.as_deref(),
@@ -473,17 +478,17 @@ impl Aggregator {
         };
         if let Some(f) = self.files.get_mut(&key) {
             f.outside |= attr.outside;
-            f.add(&ev);
+            f.add(ev);
             return;
         }
         self.files_seen += 1;
         let mut f = FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index));
         f.outside = attr.outside;
-        f.add(&ev);
+        f.add(ev);
         let owned = FileKey {
             overlay: ev.overlay,
             container: attr.container.clone(),
-            path: ev.path,
+            path: std::mem::take(&mut ev.path),
         };
         self.files.insert(owned, f);
     }

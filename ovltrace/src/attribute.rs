@@ -106,10 +106,47 @@ pub struct Tracker {
     overflow_warned: bool,
     /// Attributions made through a container's own overlay, by what decided
     /// them; valid while the catalog and the init layers known stay as they
-    /// were (`hot_generation`). In a copy-up storm nearly every event is a
+    /// were. In a copy-up storm nearly every event is a
     /// hit: one small hash lookup instead of the catalog's.
-    hot: hashbrown::HashMap<HotKey, Hot, foldhash::fast::RandomState>,
-    hot_generation: u64,
+    hot: Remembered,
+}
+
+/// Attributions by what decided them, and the one found last (a storm
+/// asks for the same one over and over).
+#[derive(Default)]
+struct Remembered {
+    index: hashbrown::HashMap<HotKey, usize, foldhash::fast::RandomState>,
+    values: Vec<Hot>,
+    last: Option<(HotKey, usize)>,
+    /// The catalog generation the entries were made under.
+    generation: u64,
+}
+
+impl Remembered {
+    fn clear(&mut self) {
+        self.index.clear();
+        self.values.clear();
+        self.last = None;
+    }
+
+    fn find(&mut self, key: &HotKey) -> Option<usize> {
+        match self.last {
+            Some((k, i)) if k == *key => Some(i),
+            _ => {
+                let i = *self.index.get(key)?;
+                self.last = Some((*key, i));
+                Some(i)
+            }
+        }
+    }
+
+    fn insert(&mut self, key: HotKey, hot: Hot) {
+        if self.values.len() >= MAX_HOT {
+            self.clear();
+        }
+        self.index.insert(key, self.values.len());
+        self.values.push(hot);
+    }
 }
 
 /// What an attribution through [`Tracker::attribute_mount`] depends on,
@@ -148,8 +185,7 @@ impl Tracker {
             init_dirs: HashMap::new(),
             init_mounts: HashMap::new(),
             overflow_warned: false,
-            hot: Default::default(),
-            hot_generation: 0,
+            hot: Remembered::default(),
         }
     }
 
@@ -295,12 +331,12 @@ impl Tracker {
             source: source_of(ev, 0),
             outside: self.outside(ev),
         };
-        if self.hot_generation != self.catalog.generation() {
+        if self.hot.generation != self.catalog.generation() {
             self.hot.clear();
-            self.hot_generation = self.catalog.generation();
+            self.hot.generation = self.catalog.generation();
         }
-        if self.hot.contains_key(&key) {
-            let hot = &self.hot[&key];
+        if let Some(i) = self.hot.find(&key) {
+            let hot = &self.hot.values[i];
             return Attributed::Now(hot.attr.clone(), hot.source.as_ref().map(Cow::Borrowed));
         }
         let has_container = self
@@ -341,10 +377,7 @@ impl Tracker {
         let source = source.map(Cow::into_owned);
         // A rescan made on the way (an unknown overlay) may have changed
         // what other cached entries say: keep this one only if none ran.
-        if self.hot_generation == self.catalog.generation() {
-            if self.hot.len() >= MAX_HOT {
-                self.hot.clear();
-            }
+        if self.hot.generation == self.catalog.generation() {
             self.hot.insert(
                 key,
                 Hot {

@@ -328,12 +328,21 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
 
 /// Leaf-first NUL-terminated components -> `a/b/c`.
 fn join_components(raw: &[u8]) -> Vec<u8> {
+    // Written out (not `rsplit`): this runs once per copy-up.
     let mut out = Vec::with_capacity(raw.len());
-    for part in raw.rsplit(|&b| b == 0).filter(|p| !p.is_empty()) {
-        if !out.is_empty() {
-            out.push(b'/');
+    let mut end = raw.len();
+    while end > 0 {
+        let start = raw[..end]
+            .iter()
+            .rposition(|&b| b == 0)
+            .map_or(0, |i| i + 1);
+        if start < end {
+            if !out.is_empty() {
+                out.push(b'/');
+            }
+            out.extend_from_slice(&raw[start..end]);
         }
-        out.extend_from_slice(part);
+        end = start.saturating_sub(1);
     }
     out
 }
@@ -393,6 +402,31 @@ pub(crate) mod tests {
             )
         }
         .to_vec()
+    }
+
+    /// The hand-written join equals the obvious one on every shape of
+    /// buffer: empty, NULs only, no final NUL, empty components, one byte.
+    #[test]
+    fn joins_components_leaf_last() {
+        fn obvious(raw: &[u8]) -> Vec<u8> {
+            let parts: Vec<&[u8]> = raw.rsplit(|&b| b == 0).filter(|p| !p.is_empty()).collect();
+            parts.join(&b'/')
+        }
+        let cases: [&[u8]; 9] = [
+            b"",
+            b"\0",
+            b"\0\0",
+            b"f\0",
+            b"c\0b\0a\0",
+            b"c\0b\0a",
+            b"c\0\0a\0",
+            b"\0c\0",
+            b"leaf\0dir\0\0",
+        ];
+        for raw in cases {
+            assert_eq!(join_components(raw), obvious(raw), "{raw:?}");
+        }
+        assert_eq!(join_components(b"c\0b\0a\0"), b"a/b/c");
     }
 
     #[test]

@@ -462,7 +462,7 @@ impl Session {
             match event::decode(&item) {
                 // What the event alone rules out is not even attributed.
                 Ok(ev) if !self.filter.event_passes(&ev) => self.filter.dropped += 1,
-                Ok(ev) => match self.tracker.attribute(&ev) {
+                Ok(mut ev) => match self.tracker.attribute(&ev) {
                     Attributed::Now(attr, source) => {
                         match self.filter.verdict(attr.container.as_deref()) {
                             Verdict::Keep => {
@@ -472,7 +472,7 @@ impl Session {
                                 if let Some(i) = &mut self.interval {
                                     i.agg.add(&ev, &attr, source);
                                 }
-                                self.agg.add_owned(ev, &attr, source);
+                                self.agg.add_taking_path(&mut ev, &attr, source);
                             }
                             Verdict::Drop => self.filter.dropped += 1,
                             // A container new to the filter (rare): decided
