@@ -368,10 +368,11 @@ impl Aggregator {
             alias: FastMap::default(),
             last: None,
             unattributed: 0,
-            // Sized for the bound at once: a storm adds a file per event, and
-            // growing the table rehashed every path (a tenth of the ingest
-            // time). Untouched buckets cost address space, not memory.
-            files: NameMap::with_capacity_and_hasher(max_files + 1, Default::default()),
+            // Grown as files come, not sized for the bound at once: the
+            // rehashes cost less than the page faults of filling a table of
+            // 100,000 buckets at random (the tracer's CPU in the VM's
+            // copy-up storm doubled).
+            files: NameMap::default(),
             max_files,
             evicted_files: 0,
             files_seen: 0,
