@@ -14,9 +14,9 @@ use crate::{
         self,
         terminal::{self, Style},
     },
-    report::{json, Report},
+    report::{json, Filters, Report},
     sys::{self, privilege},
-    trace::{FilterSpec, Options, Session, Window},
+    trace::{Options, Session, Window},
 };
 
 pub fn main(args: RunArgs) -> Result<ExitCode> {
@@ -140,12 +140,15 @@ fn style_of(color: ColorMode) -> Style {
 }
 
 /// The filter flags as the trace takes them.
-pub(crate) fn filter_spec(f: &FilterArgs) -> FilterSpec {
-    FilterSpec {
+pub(crate) fn filter_spec(f: &FilterArgs) -> Filters {
+    Filters {
         containers: f.containers.clone(),
         images: f.images.clone(),
         comms: f.comms.clone(),
-        min_latency: f.min_latency,
+        min_latency_ns: f
+            .min_latency
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        ..Filters::default()
     }
 }
 

@@ -14,7 +14,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
 };
 
 use crate::{
@@ -22,18 +21,6 @@ use crate::{
     catalog::{ContainerInfo, ImageInfo},
     report::Filters,
 };
-
-/// The filters as the user gave them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Spec {
-    /// Container names or id prefixes.
-    pub containers: Vec<String>,
-    /// NAME, NAME:TAG, or an image id prefix.
-    pub images: Vec<String>,
-    /// Command names (the kernel keeps 15 bytes of them).
-    pub comms: Vec<String>,
-    pub min_latency: Option<Duration>,
-}
 
 /// The time window of a trace, in the kernel's monotonic clock (the clock of
 /// [`CopyUp::start_ns`]): copy-ups that started before `from_ns` or after
@@ -89,12 +76,11 @@ pub enum Verdict {
 /// The filters of a running trace, and how many copy-ups they dropped.
 #[derive(Debug, Default)]
 pub struct Filter {
-    spec: Spec,
+    /// As the user gave them (and as the report names them).
+    spec: Filters,
     comms: Vec<Comm>,
     min_latency_ns: u64,
     window: Option<Window>,
-    /// The command whose run is the window (for the report).
-    command: Option<String>,
     /// Container id -> whether its copy-ups are counted.
     verdicts: HashMap<String, bool>,
     /// Copy-ups received and not counted.
@@ -102,12 +88,12 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(spec: Spec) -> Self {
+    /// `spec`'s `command` and `containers_in_kernel` are set by the trace
+    /// ([`set_window`](Self::set_window), [`describe`](Self::describe)).
+    pub fn new(spec: Filters) -> Self {
         Self {
             comms: spec.comms.iter().map(|c| Comm::from(c.as_str())).collect(),
-            min_latency_ns: spec
-                .min_latency
-                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            min_latency_ns: spec.min_latency_ns.unwrap_or(0),
             spec,
             ..Default::default()
         }
@@ -116,7 +102,7 @@ impl Filter {
     /// Counts only copy-ups that start in `window`, which is `command`'s run.
     pub fn set_window(&mut self, window: Window, command: String) {
         self.window = Some(window);
-        self.command = Some(command);
+        self.spec.command = Some(command);
     }
 
     /// Whether copy-ups are kept or dropped by their container.
@@ -175,12 +161,9 @@ impl Filter {
     /// The filters as the report names them.
     pub fn describe(&self, containers_in_kernel: bool) -> Filters {
         Filters {
-            containers: self.spec.containers.clone(),
-            images: self.spec.images.clone(),
-            comms: self.spec.comms.clone(),
             min_latency_ns: (self.min_latency_ns > 0).then_some(self.min_latency_ns),
-            command: self.command.clone(),
             containers_in_kernel: containers_in_kernel && !self.spec.containers.is_empty(),
+            ..self.spec.clone()
         }
     }
 }
@@ -333,9 +316,9 @@ mod tests {
 
     #[test]
     fn event_filters_comm_latency_and_window() {
-        let f = Filter::new(Spec {
+        let f = Filter::new(Filters {
             comms: vec!["chown".into(), "a-very-long-command-name".into()],
-            min_latency: Some(Duration::from_millis(10)),
+            min_latency_ns: Some(10_000_000),
             ..Default::default()
         });
         assert!(f.event_passes(&ev("chown", 10_000_000, 5)));
@@ -351,9 +334,9 @@ mod tests {
         assert!(f.event_passes(&ev("a-very-long-command-name", 10_000_000, 5)));
         assert!(f.event_passes(&ev("a-very-long-com", 10_000_000, 5)));
         // No filters: everything passes.
-        assert!(Filter::new(Spec::default()).event_passes(&ev("x", 0, 0)));
+        assert!(Filter::new(Filters::default()).event_passes(&ev("x", 0, 0)));
 
-        let mut f = Filter::new(Spec::default());
+        let mut f = Filter::new(Filters::default());
         let w = Window {
             from_ns: 100,
             until_ns: Arc::new(AtomicU64::new(u64::MAX)),
@@ -388,7 +371,7 @@ mod tests {
     fn containers_by_name_id_and_image_all_of_them() {
         let web = container(&"a".repeat(64), "web", image("sha256:11", &["nginx:1.25"]));
         let db = container(&"b".repeat(64), "db", image("sha256:22", &["postgres:16"]));
-        let mut f = Filter::new(Spec {
+        let mut f = Filter::new(Filters {
             containers: vec!["web".into(), "late".into()],
             ..Default::default()
         });
@@ -406,7 +389,7 @@ mod tests {
         assert!(f.awaited([&web, &late]).is_empty());
 
         // Image and container filters must both match.
-        let mut f = Filter::new(Spec {
+        let mut f = Filter::new(Filters {
             containers: vec!["aaaa".into(), "db".into()],
             images: vec!["nginx".into()],
             ..Default::default()
@@ -414,7 +397,7 @@ mod tests {
         assert!(f.learn(&web));
         assert!(!f.learn(&db), "db is no nginx");
         // Without container filters nothing is kept or dropped by container.
-        let f = Filter::new(Spec {
+        let f = Filter::new(Filters {
             comms: vec!["x".into()],
             ..Default::default()
         });
@@ -425,11 +408,12 @@ mod tests {
 
     #[test]
     fn the_report_names_the_filters() {
-        let mut f = Filter::new(Spec {
+        let mut f = Filter::new(Filters {
             containers: vec!["late".into()],
             images: vec!["nginx:1.25".into()],
             comms: vec!["chown".into()],
-            min_latency: Some(Duration::from_millis(10)),
+            min_latency_ns: Some(10_000_000),
+            ..Default::default()
         });
         f.set_window(Window::starting_now(), "sh -c 'exit 3'".into());
         let d = f.describe(false);
@@ -441,7 +425,7 @@ mod tests {
              while `sh -c 'exit 3'` ran"
         );
         assert!(f.describe(true).containers_in_kernel);
-        let none = Filter::new(Spec::default()).describe(true);
+        let none = Filter::new(Filters::default()).describe(true);
         assert!(none.is_empty());
         assert!(!none.containers_in_kernel, "no container filter to apply");
     }

@@ -20,7 +20,7 @@ use aya_log::EbpfLogger;
 use ovltrace_ebpf::{LookupStats, OverlayKey, Stat};
 use tokio::io::unix::AsyncFd;
 
-pub use filter::{Spec as FilterSpec, Window};
+pub use filter::Window;
 pub use interval::Interval;
 
 use filter::{Filter, Verdict};
@@ -37,7 +37,7 @@ use crate::{
     catalog::{self, Catalog, KnownContainer, RuntimeRoots, SourceLayer},
     exporter::SnapshotRequest,
     render::{live, terminal::Style, top},
-    report::{self, Counters, Drops, ProbeInfo},
+    report::{self, Counters, Drops, Filters, ProbeInfo},
     sys::{self, mounts},
 };
 
@@ -58,7 +58,7 @@ pub struct Options {
     pub probe: ProbeMode,
     pub ring_buffer_size: u32,
     /// Which copy-ups are counted (`--container`, `--image`, ...).
-    pub filters: FilterSpec,
+    pub filters: Filters,
     /// Files listed in reports.
     pub top: usize,
     /// Length of `--interval` summaries (or of the top view's redraws).
