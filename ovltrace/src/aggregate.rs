@@ -311,9 +311,9 @@ pub struct Aggregator {
     leaves: Vec<Leaf>,
     leaf_of: FastMap<LeafKey, usize>,
     /// The leaf of a (overlay, layer index, container `Arc`) as events name
-    /// it: found without hashing the container id or the diff-id. The
-    /// leaf holds that `Arc`, so its address is not reused while the alias
-    /// exists.
+    /// it: found without hashing the container id or the diff-id. Only the
+    /// `Arc` a leaf holds gets an alias (so its address is not reused while
+    /// the alias exists, and there is at most one alias per leaf).
     alias: FastMap<LeafAlias, usize>,
     /// The alias found last (a storm hits one leaf over and over).
     last: Option<(LeafAlias, usize)>,
@@ -354,10 +354,6 @@ struct LeafAlias {
     /// Address of the attribution's container id (0: none).
     container: usize,
 }
-
-/// Most aliases kept (an init mount's attributions carry a new `Arc` each
-/// time); past it the table starts again.
-const MAX_ALIASES: usize = 1 << 16;
 
 impl Aggregator {
     pub fn new(max_files: usize) -> Self {
@@ -462,9 +458,6 @@ impl Aggregator {
             if !Arc::ptr_eq(c, lc) {
                 return i;
             }
-        }
-        if self.alias.len() >= MAX_ALIASES {
-            self.alias.clear();
         }
         self.last = Some((alias, i));
         self.alias.insert(alias, i);
