@@ -381,10 +381,12 @@ fn comms_of<'a>(files: impl IntoIterator<Item = &'a FileAgg>) -> Vec<String> {
 /// Files of one owner (container or overlay) and one source layer.
 type ByLayer<'a> = BTreeMap<(Owner, Option<usize>), Vec<(&'a FileKey, &'a FileAgg)>>;
 
+/// Only the containers' own copy-ups are grouped: what a runtime copied up
+/// while setting a container up (`outside`) is no Dockerfile's doing.
 fn group_by_layer<'a>(agg: &'a Aggregator, keep: impl Fn(&FileAgg) -> bool) -> ByLayer<'a> {
     let mut m: ByLayer<'a> = BTreeMap::new();
     for (k, f) in &agg.files {
-        if keep(f) {
+        if !f.outside && keep(f) {
             m.entry((
                 (f.attribution.container.clone(), k.overlay.dev),
                 f.attribution.layer,
@@ -779,6 +781,36 @@ mod tests {
         assert_eq!(a.len(), 1, "{a:?}");
         assert_eq!(a[0].target, "/app/state.json");
         assert_eq!(a[0].numbers["containers"], 3);
+    }
+
+    /// A runtime's metadata copy-up from the same layer as a container's
+    /// chown storm (dockerd's `etc`) stays out of the storm's advice.
+    #[test]
+    fn runtime_setup_is_not_part_of_a_metadata_storm() {
+        let mut agg = Aggregator::new(100);
+        let own = in_layer("a", 4);
+        for i in 0..METADATA_MIN_FILES {
+            let mut e = ev(&format!("srv/static/f{i}"), 10, 2);
+            e.cause = Cause::Metadata;
+            agg.add(&e, &own, None);
+        }
+        let mut etc = ev("etc", 10, 0);
+        etc.cause = Cause::Metadata;
+        agg.add(
+            &etc,
+            &Attribution {
+                outside: true,
+                ..own.clone()
+            },
+            None,
+        );
+        let a = advise(&agg, &empty_report());
+        let storm = a
+            .iter()
+            .find(|a| a.kind == "build")
+            .expect("a storm's advice");
+        assert_eq!(storm.target, "/srv/static");
+        assert_eq!(storm.numbers["files"], METADATA_MIN_FILES);
     }
 
     /// A report with container web-1 (layer 2: `COPY file:… in
