@@ -2,13 +2,16 @@
 //!
 //! Each hook is a thin wrapper around a shared helper, so the kprobe and the
 //! fentry flavours of one hook cannot drift apart:
-//! - `ovl_copy_up_one` entry/exit: one `CopyUpEvent` per copied-up dentry;
+//! - `ovl_copy_up_flags` entry: a copy-up request starts (the clock, the
+//!   target and the open flags, which give the cause);
+//! - `ovl_copy_up_one` exit: one `CopyUpEvent` per copied-up dentry, read
+//!   from the dentry there (with kprobes, whose return probe does not see
+//!   the arguments, an entry probe keeps the dentry);
 //! - the data-copy function (`ovl_copy_up_file`, or `ovl_copy_up_data` on
 //!   kernels without it) entry/exit: time and length of the data copy, folded
 //!   into the copy-up in flight on the same thread;
 //! - `ovl_lookup` entry/exit: aggregated in-kernel per overlay instance;
-//! - `ovl_copy_up_flags` entry and `ovl_link`/`ovl_rename` entry/exit: what
-//!   the thread is doing, read at `ovl_copy_up_one` entry as the cause.
+//! - `ovl_link`/`ovl_rename` entry/exit: the cause of the copy-ups inside.
 #![no_std]
 #![no_main]
 
@@ -17,10 +20,10 @@ use core::ptr::{read_volatile, write_volatile};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
-            bpf_probe_read_kernel_str,
+            bpf_get_current_comm as bpf_get_current_comm_raw, bpf_get_current_task,
+            bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel_str,
         },
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
@@ -82,13 +85,13 @@ static CONFIG: Config = Config {
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
-// In-flight calls, per thread: arrays indexed by the low bits of the thread
+// Calls in flight, per thread: arrays indexed by the low bits of the thread
 // id, each slot tagged with the thread id that owns it. An array lookup is
 // inlined by the verifier (a few instructions); a hash update, lookup and
-// delete per call cost about a thousand instructions under TCG. A slot still
-// held by another thread (whose tid has the same low bits and whose call is
-// in flight, or whose return was never seen) is not taken: that call is not
-// timed and is counted (`InflightFull`), as a full hash table was before.
+// delete per call cost about a thousand instructions under TCG. Two threads
+// whose ids share the low bits and that are in the same kind of call at once
+// collide: one of the two calls is not timed and is counted
+// (`InflightFull`), never attributed to the other thread.
 
 /// Slots of the per-thread arrays (a power of two).
 const SLOTS: u32 = 16384;
@@ -98,9 +101,15 @@ fn slot_of(tid: u32) -> u32 {
     tid & (SLOTS - 1)
 }
 
-/// Copy-up in flight, per thread slot (`start_ns == 0`: free).
+/// The copy-up request each thread is in, per thread slot (see [`Copying`]).
 #[map]
-static INFLIGHT: Array<Inflight> = Array::with_max_entries(SLOTS, 0);
+static COPYING: Array<Copying> = Array::with_max_entries(SLOTS, 0);
+
+/// `[0] == 1` once the `ovl_copy_up_flags` entry hook is attached: the clock
+/// of a copy-up then starts there (see [`Copying::start_ns`]); otherwise at
+/// `ovl_copy_up_one` entry.
+#[map]
+static CLOCK_AT_FLAGS: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Lookup in flight, per thread slot (`start_ns == 0`: free).
 #[map]
@@ -129,14 +138,6 @@ static CACHE_ON: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static FILTER: HashMap<OverlayKey, u8> = HashMap::with_max_entries(4096, 0);
 
-/// What each thread is copying up and why, per thread slot: written at the
-/// entry of `ovl_copy_up_flags` (target, open flags) and of `ovl_link` /
-/// `ovl_rename` (op), read at `ovl_copy_up_one` entry. A slot counts only for
-/// the thread whose id it carries: another thread with the same low bits
-/// overwrites it, and the cause then reads as unknown, never as a wrong one.
-#[map]
-static CAUSES: Array<CauseCtx> = Array::with_max_entries(SLOTS, 0);
-
 /// Per-CPU copy of the last overlay identity found, valid while
 /// `SB_GEN[0]` still has the value it was filled under: an identity then
 /// costs two inlined array lookups instead of a hash lookup.
@@ -155,9 +156,15 @@ struct OvlCache {
     key: OverlayKey,
 }
 
+/// What a thread is copying up and why. Written at the entry of
+/// `ovl_copy_up_flags` (clock, target, open flags), of `ovl_link` /
+/// `ovl_rename` (op), by the data-copy probes, and (kprobes) at
+/// `ovl_copy_up_one` entry (its dentry); read and reset at `ovl_copy_up_one`
+/// exit. fexit sees the arguments, so with fentry nothing runs at
+/// `ovl_copy_up_one` entry.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct CauseCtx {
+struct Copying {
     /// Thread id owning the slot.
     tid: u32,
     /// `OP_*`: inside `ovl_link` or `ovl_rename`.
@@ -166,33 +173,60 @@ struct CauseCtx {
     target: u64,
     /// Its `flags` argument: the open flags, 0 from `ovl_copy_up`.
     flags: u32,
-    _pad: u32,
+    /// `FLAG_DATA_COPY` once the data-copy function returned.
+    event_flags: u32,
+    /// Start of the thread's next `ovl_copy_up_one` (0: none): the entry of
+    /// `ovl_copy_up_flags`, then the exit of the previous `ovl_copy_up_one`,
+    /// since that function's loop copies the missing ancestors one by one
+    /// before the target (it is overlay's only caller of
+    /// `ovl_copy_up_one`, on every kernel so far).
+    start_ns: u64,
+    /// kprobes: the dentry of the `ovl_copy_up_one` in flight (0: none).
+    dentry: u64,
+    data_start_ns: u64,
+    data_ns: u64,
+    data_len: u64,
+}
+
+/// Starts a request in slot `p`. Written field by field with volatile
+/// stores, like every run of zero stores on a hot path: LLVM merges such runs
+/// into a call to the BPF target's memset, which stores a byte at a time
+/// (about five instructions per byte).
+///
+/// # Safety
+/// `p` must point to a `COPYING` value.
+#[inline(always)]
+unsafe fn begin(p: *mut Copying, tid: u32, op: u32, target: u64, flags: u32, start_ns: u64) {
+    // SAFETY: caller guarantees `p`.
+    unsafe {
+        write_volatile(&mut (*p).tid, tid);
+        write_volatile(&mut (*p).op, op);
+        write_volatile(&mut (*p).target, target);
+        write_volatile(&mut (*p).flags, flags);
+        write_volatile(&mut (*p).start_ns, start_ns);
+        clear_copy(p);
+    }
+}
+
+/// Forgets the copy-up in flight in slot `p` (not the request).
+///
+/// # Safety
+/// As for [`begin`].
+#[inline(always)]
+unsafe fn clear_copy(p: *mut Copying) {
+    // SAFETY: caller guarantees `p`.
+    unsafe {
+        write_volatile(&mut (*p).event_flags, 0);
+        write_volatile(&mut (*p).dentry, 0);
+        write_volatile(&mut (*p).data_start_ns, 0);
+        write_volatile(&mut (*p).data_ns, 0);
+        write_volatile(&mut (*p).data_len, 0);
+    }
 }
 
 /// x86-64 and arm64 values (asm-generic).
 const O_ACCMODE: u32 = 0o3;
 const O_TRUNC: u32 = 0o1000;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Inflight {
-    /// Thread id owning the slot.
-    tid: u32,
-    _pad0: u32,
-    /// Entry time; 0: the slot is free.
-    start_ns: u64,
-    dentry: u64,
-    data_start_ns: u64,
-    data_ns: u64,
-    data_len: u64,
-    size: u64,
-    overlay: OverlayKey,
-    lower: Lower,
-    mode: u32,
-    flags: u32,
-    cause: u32,
-    _pad: u32,
-}
 
 /// Where a copied-up dentry comes from, read from overlay's lower stack.
 #[repr(C)]
@@ -546,37 +580,81 @@ fn current_ids(cfg: &Config) -> Option<(u32, u32)> {
 // Logging (aya-log, shown with RUST_LOG=debug/warn) only on rare failure
 // paths: the hot paths count into STATS instead.
 
-fn copy_up_enter<M: Mem, C: EbpfContext>(ctx: &C, dentry: u64) {
+#[inline(always)]
+fn clock_at_flags() -> bool {
+    CLOCK_AT_FLAGS.get(0).is_some_and(|&on| on == 1)
+}
+
+/// `ovl_copy_up_one` entry. With fentry it runs only where the
+/// `ovl_copy_up_flags` hook is missing (to start the clock); with kprobes it
+/// also keeps the dentry for the return probe.
+fn copy_up_enter<C: EbpfContext>(ctx: &C, dentry: u64) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
+    let Some(p) = COPYING.get_ptr_mut(slot_of(tid)) else {
+        return;
+    };
+    // SAFETY: a map value; see COPYING for what a collision costs.
+    unsafe {
+        let mine = (*p).tid == tid;
+        if mine && (*p).dentry != 0 {
+            // The previous copy-up on this thread never reported its return
+            // (kretprobe maxactive exhausted): that event is lost.
+            count(Stat::LostReturn);
+            warn!(ctx, "copy-up return lost on thread {}", tid);
+        }
+        if !mine {
+            begin(p, tid, OP_NONE, 0, 0, now());
+        } else if (*p).start_ns == 0 || !clock_at_flags() {
+            begin(p, tid, (*p).op, (*p).target, (*p).flags, now());
+        }
+        (*p).dentry = dentry;
+    }
+}
+
+/// `ovl_copy_up_one` exit. `dentry`: the argument where the program sees it
+/// (fexit; a BTF pointer), else the one kept at entry.
+fn copy_up_exit<M: Mem, C: EbpfContext>(ctx: &C, ret: i64, dentry: Option<u64>) {
+    let cfg = config();
+    let Some((tgid, tid)) = current_ids(&cfg) else {
+        return;
+    };
+    let end = now();
+    let Some(p) = COPYING.get_ptr_mut(slot_of(tid)) else {
+        return;
+    };
+    // SAFETY: the slot is this thread's (checked); copied out, then reset for
+    // the next copy-up of the same request.
+    let c = unsafe {
+        if (*p).tid != tid {
+            if dentry.is_some() {
+                // fexit runs for every call: this one's start was lost to a
+                // colliding thread. (A kretprobe without its entry is a call
+                // that began before the probes were attached.)
+                count(Stat::InflightFull);
+            }
+            return;
+        }
+        let c = *p;
+        (*p).start_ns = if clock_at_flags() { end } else { 0 };
+        clear_copy(p);
+        c
+    };
+    let Some(dentry) = dentry.or(Some(c.dentry)).filter(|&d| d != 0) else {
+        return;
+    };
+    if c.start_ns == 0 {
+        // Started before the hooks were attached.
+        return;
+    }
     let overlay = overlay_of::<M>(dentry);
     if !wanted(&cfg, &overlay) {
         return;
     }
     count(Stat::CopyUpEnter);
-    let Some(p) = INFLIGHT.get_ptr_mut(slot_of(tid)) else {
-        return;
-    };
-    // SAFETY: a slot is written only by the thread whose id it carries
-    // (or taken over once free).
-    let (busy, owner) = unsafe { ((*p).start_ns != 0, (*p).tid) };
-    if busy {
-        if owner == tid {
-            // The previous copy-up on this thread never reported its return
-            // (kretprobe maxactive exhausted): that event is lost.
-            count(Stat::LostReturn);
-            warn!(ctx, "copy-up return lost on thread {}", tid);
-        } else {
-            count(Stat::InflightFull);
-            warn!(
-                ctx,
-                "copy-up in-flight slot of thread {} held by thread {}: not timed", tid, owner
-            );
-            return;
-        }
-    }
+    count(Stat::CopyUpExit);
     let inode = M::u64_at(dentry, off!(dentry_d_inode)).unwrap_or(0);
     let lower = lower_of(dentry, inode);
     let (mode, size) = if inode != 0 {
@@ -587,47 +665,6 @@ fn copy_up_enter<M: Mem, C: EbpfContext>(ctx: &C, dentry: u64) {
     } else {
         (0, 0)
     };
-    let entry = Inflight {
-        tid,
-        _pad0: 0,
-        start_ns: now(),
-        dentry,
-        data_start_ns: 0,
-        data_ns: 0,
-        data_len: 0,
-        size,
-        overlay,
-        lower,
-        mode,
-        flags: 0,
-        cause: cause_of(tid, dentry) as u32,
-        _pad: 0,
-    };
-    // SAFETY: as above.
-    unsafe { *p = entry };
-}
-
-/// `dentry`: the traced function's argument where the program sees it
-/// (fexit; a BTF pointer), else the one recorded at entry.
-fn copy_up_exit<M: Mem, C: EbpfContext>(ctx: &C, ret: i64, dentry: Option<u64>) {
-    let cfg = config();
-    let Some((tgid, tid)) = current_ids(&cfg) else {
-        return;
-    };
-    let Some(p) = INFLIGHT.get_ptr_mut(slot_of(tid)) else {
-        return;
-    };
-    // SAFETY: the slot is this thread's (checked); copied out, then freed.
-    let inflight = unsafe {
-        if (*p).start_ns == 0 || (*p).tid != tid {
-            return;
-        }
-        let v = *p;
-        (*p).start_ns = 0;
-        v
-    };
-    count(Stat::CopyUpExit);
-    let end = now();
 
     let Some(mut slot) = EVENTS.reserve::<CopyUpEvent>(0) else {
         count(Stat::RingbufFull);
@@ -641,29 +678,31 @@ fn copy_up_exit<M: Mem, C: EbpfContext>(ctx: &C, ret: i64, dentry: Option<u64>) 
             kind: EVENT_COPY_UP,
             size: core::mem::size_of::<CopyUpEvent>() as u32,
         };
-        (*ev).start_ns = inflight.start_ns;
-        (*ev).latency_ns = end.saturating_sub(inflight.start_ns);
-        (*ev).data_ns = inflight.data_ns;
-        (*ev).data_len = inflight.data_len;
-        (*ev).size = inflight.size;
-        (*ev).overlay = inflight.overlay;
+        (*ev).start_ns = c.start_ns;
+        (*ev).latency_ns = end.saturating_sub(c.start_ns);
+        (*ev).data_ns = c.data_ns;
+        (*ev).data_len = c.data_len;
+        (*ev).size = size;
+        (*ev).overlay = overlay;
         (*ev).tgid = tgid;
         (*ev).tid = tid;
         (*ev).ret = ret as i32;
         (*ev).mnt_ns = writer_mnt_ns::<M>();
-        (*ev).lower_idx = inflight.lower.idx;
-        (*ev).data_idx = inflight.lower.data_idx;
-        (*ev).lower_fsid = inflight.lower.fsid;
-        (*ev).numlower = inflight.lower.numlower;
-        (*ev).mode = inflight.mode;
-        (*ev).cause = inflight.cause as u16;
-        (*ev)._pad = [0; 3];
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-        let (path_len, components, path_flags) =
-            write_path::<M>(dentry.unwrap_or(inflight.dentry), ev);
+        (*ev).lower_idx = lower.idx;
+        (*ev).data_idx = lower.data_idx;
+        (*ev).lower_fsid = lower.fsid;
+        (*ev).numlower = lower.numlower;
+        (*ev).mode = mode;
+        (*ev).cause = cause_of(&c, dentry);
+        for i in 0..3 {
+            write_volatile(&mut (*ev)._pad[i], 0);
+        }
+        // Straight into the event (the helper zeroes it on failure).
+        bpf_get_current_comm_raw((*ev).comm.as_mut_ptr().cast(), COMM_LEN as u32);
+        let (path_len, components, path_flags) = write_path::<M>(dentry, ev);
         (*ev).path_len = path_len;
         (*ev).components = components;
-        (*ev).flags = inflight.flags | path_flags;
+        (*ev).flags = c.event_flags | path_flags;
         path_flags
     };
     // One wake-up per event would make the reader run once per copy-up in a
@@ -680,20 +719,14 @@ fn copy_up_exit<M: Mem, C: EbpfContext>(ctx: &C, ret: i64, dentry: Option<u64>) 
     if path_flags & FLAG_PATH_FAULT != 0 {
         debug!(
             ctx,
-            "copy-up path on dev {} could not be read whole", inflight.overlay.dev
+            "copy-up path on dev {} could not be read whole", overlay.dev
         );
     }
 }
 
-/// Why `dentry` is being copied up on thread `tid` (see `CAUSE_*`).
+/// Why `dentry` is being copied up, from what its thread recorded.
 #[inline(always)]
-fn cause_of(tid: u32, dentry: u64) -> u16 {
-    let Some(&c) = CAUSES.get(slot_of(tid)) else {
-        return CAUSE_UNKNOWN;
-    };
-    if c.tid != tid {
-        return CAUSE_UNKNOWN;
-    }
+fn cause_of(c: &Copying, dentry: u64) -> u16 {
     if c.target != 0 && c.target != dentry {
         // ovl_copy_up_flags copies the missing ancestors first.
         return CAUSE_PARENT;
@@ -714,27 +747,22 @@ fn cause_of(tid: u32, dentry: u64) -> u16 {
     }
 }
 
-/// `ovl_copy_up_flags(dentry, flags)` entry: remember the target and flags
-/// (keeping the op of an `ovl_link`/`ovl_rename` the thread is in).
+/// `ovl_copy_up_flags(dentry, flags)` entry: a copy-up request starts (it
+/// may find nothing to copy). Keeps the op of an `ovl_link`/`ovl_rename`
+/// the thread is in.
 #[inline(always)]
 fn copy_up_flags_enter(dentry: u64, flags: u32) {
     let cfg = config();
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    let Some(p) = CAUSES.get_ptr_mut(slot_of(tid)) else {
+    let Some(p) = COPYING.get_ptr_mut(slot_of(tid)) else {
         return;
     };
-    // SAFETY: see CAUSES: a slot of another thread is simply taken over.
+    // SAFETY: a map value; a slot of another thread is taken over.
     unsafe {
         let op = if (*p).tid == tid { (*p).op } else { OP_NONE };
-        *p = CauseCtx {
-            tid,
-            op,
-            target: dentry,
-            flags,
-            _pad: 0,
-        };
+        begin(p, tid, op, dentry, flags, now());
     }
 }
 
@@ -745,7 +773,7 @@ fn set_op(op: u32) {
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    let Some(p) = CAUSES.get_ptr_mut(slot_of(tid)) else {
+    let Some(p) = COPYING.get_ptr_mut(slot_of(tid)) else {
         return;
     };
     // SAFETY: as in copy_up_flags_enter.
@@ -754,17 +782,11 @@ fn set_op(op: u32) {
             // Forget everything the thread recorded (another thread's slot
             // is left alone).
             if (*p).tid == tid {
-                (*p).tid = 0;
+                begin(p, 0, OP_NONE, 0, 0, 0);
             }
             return;
         }
-        *p = CauseCtx {
-            tid,
-            op,
-            target: 0,
-            flags: 0,
-            _pad: 0,
-        };
+        begin(p, tid, op, 0, 0, 0);
     }
 }
 
@@ -829,10 +851,10 @@ unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u3
     (off as u32, components, flags)
 }
 
-/// The copy-up in flight on this thread, if any.
+/// The copy-up request this thread is in, if any.
 #[inline(always)]
-fn my_inflight(tid: u32) -> Option<*mut Inflight> {
-    let p = INFLIGHT.get_ptr_mut(slot_of(tid))?;
+fn my_copying(tid: u32) -> Option<*mut Copying> {
+    let p = COPYING.get_ptr_mut(slot_of(tid))?;
     // SAFETY: read of the thread's own slot.
     unsafe { ((*p).start_ns != 0 && (*p).tid == tid).then_some(p) }
 }
@@ -842,7 +864,7 @@ fn data_copy_enter(len: u64) {
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    if let Some(p) = my_inflight(tid) {
+    if let Some(p) = my_copying(tid) {
         count(Stat::DataCopyEnter);
         // SAFETY: the slot is this thread's.
         unsafe {
@@ -857,13 +879,13 @@ fn data_copy_exit() {
     let Some((_, tid)) = current_ids(&cfg) else {
         return;
     };
-    if let Some(p) = my_inflight(tid) {
+    if let Some(p) = my_copying(tid) {
         // SAFETY: as above.
         unsafe {
             if (*p).data_start_ns != 0 {
                 (*p).data_ns += now().saturating_sub((*p).data_start_ns);
                 (*p).data_start_ns = 0;
-                (*p).flags |= FLAG_DATA_COPY;
+                (*p).event_flags |= FLAG_DATA_COPY;
             }
         }
     }
@@ -884,7 +906,7 @@ fn lookup_enter<M: Mem, C: EbpfContext>(ctx: &C, dentry: u64) {
     let Some(p) = LOOKUP_START.get_ptr_mut(slot_of(tid)) else {
         return;
     };
-    // SAFETY: as for INFLIGHT. A slot of this very thread still in flight
+    // SAFETY: a map value (see COPYING). A slot of this very thread still in flight
     // (a nested overlay's lookup, or a lost return) is overwritten.
     unsafe {
         if (*p).start_ns != 0 && (*p).tid != tid {
@@ -1014,7 +1036,7 @@ fn sb_shutdown(sb: u64) {
 
 #[kprobe]
 pub fn kp_copy_up_one(ctx: ProbeContext) -> u32 {
-    copy_up_enter::<Probe, _>(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
+    copy_up_enter(&ctx, ctx.arg::<u64>(1).unwrap_or(0));
     0
 }
 
@@ -1097,12 +1119,12 @@ pub fn krp_op(_ctx: RetProbeContext) -> u32 {
 }
 
 // ------------------------------------------------------ fentry flavour ----
-// Attached only when the functions are in vmlinux BTF (overlay built in).
 // fexit sees the arguments followed by the return value.
 
+/// Only where `ovl_copy_up_flags` cannot be hooked (see `copy_up_enter`).
 #[fentry(function = "ovl_copy_up_one")]
 pub fn fe_copy_up_one(ctx: FEntryContext) -> i32 {
-    copy_up_enter::<Btf, _>(&ctx, ctx.arg::<u64>(1));
+    copy_up_enter(&ctx, ctx.arg::<u64>(1));
     0
 }
 

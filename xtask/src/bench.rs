@@ -808,7 +808,8 @@ fn render_vm(s: &mut String, vm: &Value) {
 /// `fe_`/`fx_`/`kp_`/`krp_` + function, bpftrace after the function.
 fn prog_function(name: &str) -> &'static str {
     let n = name.trim_start_matches("ovl_");
-    if n.contains("copy_up_one") {
+    // The `ovl_copy_up_flags` hook starts the copy-up's clock.
+    if n.contains("copy_up_one") || n.contains("copy_up_flags") {
         "copy_up_one"
     } else if n.contains("lookup") {
         "lookup"
@@ -859,9 +860,11 @@ fn render_progstats(s: &mut String, vm: &Value, bases: &BTreeMap<&str, f64>) {
          `run_cnt` of every loaded BPF program, read through \
          `bench_guest progstats` before and after each workload). Its times are \
          not in the table above: the statistics add two clock reads per program \
-         run. Per traced function: calls (runs of its entry program) and the \
-         entry and exit programs' time per call; data copy is ovltrace's \
-         `ovl_copy_up_file` probe. Under `-icount` a nanosecond is an instruction.\n"
+         run. Per traced function: calls (runs of its busiest program) and its \
+         programs' time per call; `ovl_copy_up_one` includes ovltrace's \
+         `ovl_copy_up_flags` hook, where the copy-up's clock starts (with \
+         fentry nothing runs at `ovl_copy_up_one` entry); data copy is \
+         ovltrace's `ovl_copy_up_file` probe. Under `-icount` a nanosecond is an instruction.\n"
     );
     let _ = writeln!(
         s,
@@ -1417,6 +1420,7 @@ mod tests {
             ("fe_copy_up_one", "copy_up_one"),
             ("krp_copy_up_one", "copy_up_one"),
             ("ovl_copy_up_one", "copy_up_one"),
+            ("fe_copy_up_flags", "copy_up_one"),
             ("kp_data_copy_len2", "data_copy"),
             ("fx_lookup", "lookup"),
             ("ovl_lookup", "lookup"),

@@ -396,7 +396,9 @@ fn attach_kprobe(ebpf: &mut Ebpf, syms: &Symbols) -> Result<Attached> {
             Err(e) => warnings.push(format!("data-copy time not measured: {e:#}")),
         }
     }
-    attach_cause_kprobes(ebpf, &syms.cause, &mut warnings);
+    if attach_cause_kprobes(ebpf, &syms.cause, &mut warnings) {
+        clock_at_flags(ebpf)?;
+    }
     Ok(Attached {
         strategy: Strategy::Kprobe,
         data_copy,
@@ -414,12 +416,18 @@ fn cause_loss(func: &str) -> &'static str {
 }
 
 /// The cause hooks as kprobes; a hook that cannot attach is a warning.
-fn attach_cause_kprobes(ebpf: &mut Ebpf, syms: &[Option<String>; 3], warnings: &mut Vec<String>) {
+/// Whether the `ovl_copy_up_flags` one is attached.
+fn attach_cause_kprobes(
+    ebpf: &mut Ebpf,
+    syms: &[Option<String>; 3],
+    warnings: &mut Vec<String>,
+) -> bool {
     let progs: [&[&str]; 3] = [
         &["kp_copy_up_flags"],
         &["kp_link", "krp_op"],
         &["kp_rename", "krp_op"],
     ];
+    let mut flags_hooked = false;
     for ((func, sym), progs) in CAUSE_FNS.iter().zip(syms).zip(progs) {
         let r: Result<()> = (|| {
             let sym = sym
@@ -436,10 +444,24 @@ fn attach_cause_kprobes(ebpf: &mut Ebpf, syms: &[Option<String>; 3], warnings: &
             }
             Ok(())
         })();
-        if let Err(e) = r {
-            warnings.push(format!("{}: {e:#}", cause_loss(func)));
+        match r {
+            Ok(()) => flags_hooked |= *func == CAUSE_FNS[0],
+            Err(e) => warnings.push(format!("{}: {e:#}", cause_loss(func))),
         }
     }
+    flags_hooked
+}
+
+/// Starts copy-up clocks at `ovl_copy_up_flags` entry (its hook is
+/// attached); until then they start at `ovl_copy_up_one` entry.
+fn clock_at_flags(ebpf: &mut Ebpf) -> Result<()> {
+    let map = ebpf
+        .map_mut("CLOCK_AT_FLAGS")
+        .ok_or_else(|| anyhow!("CLOCK_AT_FLAGS map missing from the embedded object"))?;
+    let mut on: aya::maps::Array<&mut aya::maps::MapData, u32> = map.try_into()?;
+    on.set(0, 1, 0)
+        .context("starting copy-up clocks at ovl_copy_up_flags")?;
+    Ok(())
 }
 
 /// aya reports a missing kprobe PMU as a bare file error; say what it means.
@@ -494,7 +516,8 @@ fn attach_fentry(ebpf: &mut Ebpf, plan: &Plan) -> Result<Attached> {
             let target = Target::Vmlinux(&btf);
             let ids = [(COPY_UP_FN, 0), (LOOKUP_FN, 0)];
             let mut a = attach_fentry_to(ebpf, target, ids, data_copy.map(|f| (f, 0)))?;
-            attach_cause_fentry(ebpf, target, [Some(0); 3], &mut a.warnings);
+            let flags_hooked = attach_cause_fentry(ebpf, target, [Some(0); 3], &mut a.warnings);
+            start_clock_fentry(ebpf, target, ids[0], flags_hooked)?;
             Ok(a)
         }
         FentryBtf::Module(m) => {
@@ -511,14 +534,32 @@ fn attach_fentry(ebpf: &mut Ebpf, plan: &Plan) -> Result<Attached> {
             let ids = [(COPY_UP_FN, m.copy_up), (LOOKUP_FN, m.lookup)];
             let data_copy = data_copy.and_then(|f| Some((f, m.data_copy?)));
             let mut a = attach_fentry_to(ebpf, target, ids, data_copy)?;
-            attach_cause_fentry(ebpf, target, m.cause, &mut a.warnings);
+            let flags_hooked = attach_cause_fentry(ebpf, target, m.cause, &mut a.warnings);
+            start_clock_fentry(ebpf, target, ids[0], flags_hooked)?;
             Ok(a)
         }
     }
 }
 
-/// Loads and attaches the fentry/fexit pairs; `ids` are the functions' type ids
-/// in the module BTF (unused for vmlinux, which resolves names).
+/// Where a copy-up's clock starts with fentry: at `ovl_copy_up_flags` entry
+/// when that hook is attached (nothing then runs at `ovl_copy_up_one`
+/// entry: fexit sees the arguments), else at `ovl_copy_up_one` entry.
+fn start_clock_fentry(
+    ebpf: &mut Ebpf,
+    target: Target<'_>,
+    (copy_up, copy_up_id): (&str, u32),
+    flags_hooked: bool,
+) -> Result<()> {
+    if flags_hooked {
+        clock_at_flags(ebpf)
+    } else {
+        load_attach_tracing(ebpf, target, "fe_copy_up_one", copy_up, copy_up_id, false)
+    }
+}
+
+/// Loads and attaches the copy-up exit and the lookup pair; `ids` are the
+/// functions' type ids in the module BTF (unused for vmlinux, which resolves
+/// names).
 fn attach_fentry_to(
     ebpf: &mut Ebpf,
     target: Target<'_>,
@@ -526,7 +567,6 @@ fn attach_fentry_to(
     data_copy: Option<(&str, u32)>,
 ) -> Result<Attached> {
     for (prog, func, id, exit) in [
-        ("fe_copy_up_one", copy_up, copy_up_id, false),
         ("fx_copy_up_one", copy_up, copy_up_id, true),
         ("fe_lookup", lookup, lookup_id, false),
         ("fx_lookup", lookup, lookup_id, true),
@@ -552,17 +592,19 @@ fn attach_fentry_to(
 
 /// The cause hooks as fentry/fexit (`ids`: module type ids, `None` where the
 /// module's BTF lacks the function); a hook that cannot attach is a warning.
+/// Whether the `ovl_copy_up_flags` one is attached.
 fn attach_cause_fentry(
     ebpf: &mut Ebpf,
     target: Target<'_>,
     ids: [Option<u32>; 3],
     warnings: &mut Vec<String>,
-) {
+) -> bool {
     let progs: [&[(&str, bool)]; 3] = [
         &[("fe_copy_up_flags", false)],
         &[("fe_link", false), ("fx_link", true)],
         &[("fe_rename", false), ("fx_rename", true)],
     ];
+    let mut flags_hooked = false;
     for ((func, id), progs) in CAUSE_FNS.iter().zip(ids).zip(progs) {
         let r: Result<()> = (|| {
             let id = id.ok_or_else(|| anyhow!("{func} has no BTF in {OVERLAY_BTF}"))?;
@@ -571,10 +613,12 @@ fn attach_cause_fentry(
             }
             Ok(())
         })();
-        if let Err(e) = r {
-            warnings.push(format!("{}: {e:#}", cause_loss(func)));
+        match r {
+            Ok(()) => flags_hooked |= *func == CAUSE_FNS[0],
+            Err(e) => warnings.push(format!("{}: {e:#}", cause_loss(func))),
         }
     }
+    flags_hooked
 }
 
 fn load_attach_tracing(
