@@ -282,8 +282,7 @@ impl Tracker {
             let (attr, source) = if let Some(init) = self.init_of(&p.ev.overlay) {
                 self.attribute_init(&p.ev, &init)
             } else if claimed || plain || all || now.duration_since(p.since) >= self.pending_for {
-                let (attr, source) = self.attribute_mount(&p.ev);
-                (attr, source.map(Cow::into_owned))
+                self.attribute_mount(&p.ev)
             } else {
                 self.pending.push_back(p);
                 continue;
@@ -370,11 +369,10 @@ impl Tracker {
                     );
                 }
                 let (attr, source) = self.attribute_mount(ev);
-                return Attributed::Now(attr, source);
+                return Attributed::Now(attr, source.map(Cow::Owned));
             }
         }
         let (attr, source) = self.attribute_mount(ev);
-        let source = source.map(Cow::into_owned);
         // A rescan made on the way (an unknown overlay) may have changed
         // what other cached entries say: keep this one only if none ran.
         if self.hot.generation == self.catalog.generation() {
@@ -390,7 +388,7 @@ impl Tracker {
     }
 
     /// Attribution through the catalog entry of the event's own overlay.
-    fn attribute_mount(&mut self, ev: &CopyUp) -> (Attribution, Option<Cow<'_, SourceLayer>>) {
+    fn attribute_mount(&mut self, ev: &CopyUp) -> (Attribution, Option<SourceLayer>) {
         let outside = self.outside(ev);
         let mut new_container = false;
         if let Some(e) = self.catalog.get(&ev.overlay) {
@@ -409,13 +407,13 @@ impl Tracker {
         let entry = self.catalog.get_mut(&ev.overlay);
         let container = entry.as_deref().and_then(|e| e.container_id.clone());
         let source = match (source_of(ev, 0), entry) {
-            (Some((index, data_index)), Some(e)) => Some(e.source(index, data_index)),
-            (Some((index, data_index)), None) => Some(Cow::Owned(SourceLayer {
+            (Some((index, data_index)), Some(e)) => Some(e.source_layer(index, data_index)),
+            (Some((index, data_index)), None) => Some(SourceLayer {
                 index,
                 diff_id: None,
                 created_by: None,
                 data_index,
-            })),
+            }),
             (None, _) => None,
         };
         let attr = Attribution {

@@ -30,7 +30,6 @@ pub mod oci;
 pub mod runtimes;
 
 use std::{
-    borrow::Cow,
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
@@ -335,13 +334,9 @@ pub struct MountEntry {
     claim_until: Instant,
     /// `container`'s id, shared with every event attributed to it.
     pub container_id: Option<Arc<str>>,
-    /// Source layers as events report them, by overlay index (filled on
-    /// first use; cleared when `container` changes).
-    sources: Vec<Option<SourceLayer>>,
 }
 
 impl MountEntry {
-    /// The layer with overlay index `index` as events report it.
     /// First seen by a scan so recently that a runtime may not have written
     /// the metadata that claims it yet ([`Catalog::set_claim_window`]).
     pub fn young(&self) -> bool {
@@ -351,33 +346,7 @@ impl MountEntry {
     fn set_container(&mut self, container: Option<ContainerInfo>) {
         if self.container != container {
             self.container_id = container.as_ref().map(|c| Arc::from(c.id.as_str()));
-            self.sources.clear();
             self.container = container;
-        }
-    }
-
-    /// The source layer with overlay index `index`, as events report it;
-    /// built once per layer (a metacopy file's, which names its data layer
-    /// too, each time).
-    pub fn source(&mut self, index: usize, data_index: Option<usize>) -> Cow<'_, SourceLayer> {
-        if data_index.is_some() || index > MAX_CACHED_LAYERS {
-            return Cow::Owned(self.source_layer(index, data_index));
-        }
-        if self.sources.len() <= index {
-            self.sources.resize(index + 1, None);
-        }
-        if self.sources[index].is_none() {
-            self.sources[index] = Some(self.source_layer(index, None));
-        }
-        match &self.sources[index] {
-            Some(s) => Cow::Borrowed(s),
-            // Just filled above.
-            None => Cow::Owned(SourceLayer {
-                index,
-                diff_id: None,
-                created_by: None,
-                data_index: None,
-            }),
         }
     }
 
@@ -421,9 +390,6 @@ pub fn overlay_key(m: &OverlayMount) -> Option<OverlayKey> {
     Some(key)
 }
 
-/// Source layers cached per mount (overlay allows 500 layers; images rarely
-/// have more than a hundred).
-const MAX_CACHED_LAYERS: usize = 512;
 /// How long after a mount is first seen an event on it may re-read the
 /// runtimes' metadata when no runtime claims the mount yet.
 const CLAIM_WINDOW: Duration = Duration::from_secs(1);
@@ -573,7 +539,6 @@ impl Catalog {
                         seen: self.generation,
                         claim_until: Instant::now() + self.claim_window,
                         container_id: None,
-                        sources: Vec::new(),
                     };
                     fresh.set_container(container);
                     self.entries.insert(key, fresh);
