@@ -392,7 +392,7 @@ mod tests {
     fn the_verdict_names_a_fix_that_fits_the_refusals() {
         // The build machines' kernel: fentry refused, no kprobes.
         let here = [
-            "loading fe_copy_up_one for ovl_copy_up_one: the kernel refused the program with EPERM before verifying it: this kernel does not allow fentry/fexit programs (lockdown, or no BPF trampoline support)",
+            "loading fx_copy_up_one for ovl_copy_up_one: the kernel refused the program with EPERM before verifying it: this kernel does not allow fentry/fexit programs (lockdown, or no BPF trampoline support)",
             "attaching kp_copy_up_one to ovl_copy_up_one: this kernel has no kprobe support (CONFIG_KPROBES is not set: /sys/bus/event_source/devices/kprobe and kprobe_events are missing)",
         ];
         assert!(attach_fix(&here).starts_with("use a kernel with CONFIG_KPROBES=y"));
