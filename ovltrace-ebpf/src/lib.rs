@@ -8,15 +8,20 @@
 
 /// Bytes of the path buffer in a copy-up event.
 ///
-/// Components are stored leaf first, each followed by a NUL. A component is only
-/// started while fewer than [`PATH_SOFT_LIMIT`] bytes are used, and a component is at
-/// most [`NAME_READ_MAX`] bytes, so the buffer cannot overflow (and the verifier can
+/// Components are stored leaf first, each followed by one to eight NULs: every
+/// component starts at a multiple of 8 bytes, so that a short name can be
+/// copied as aligned words. A component is only started while fewer than
+/// [`PATH_SOFT_LIMIT`] bytes are used, and a component is at most
+/// [`NAME_READ_MAX`] bytes, so the buffer cannot overflow (and the verifier can
 /// see that from a mask).
 pub const PATH_BUF: usize = PATH_SOFT_LIMIT + NAME_READ_MAX;
 /// Offset below which another path component may be started.
 pub const PATH_SOFT_LIMIT: usize = 512;
 /// Largest component read: NAME_MAX (255) plus its NUL.
 pub const NAME_READ_MAX: usize = 256;
+/// Bytes of a dentry's inline name (`d_iname`) read as words: every kernel's
+/// array holds at least this many (32, 40 from 6.8 on 64-bit).
+pub const INLINE_NAME: usize = 32;
 /// Deepest path walked before the path is flagged as truncated.
 pub const MAX_COMPONENTS: u32 = 32;
 /// Log2 latency slots of the in-kernel lookup histogram (slot i counts
@@ -132,7 +137,9 @@ pub struct Offsets {
     pub nsproxy_mnt_ns: u32,
     /// `struct mnt_namespace::ns` plus `struct ns_common::inum`.
     pub mnt_ns_inum: u32,
-    pub _pad: u32,
+    /// `struct dentry::d_iname` (`d_shortname` from 6.14), or 0: names are
+    /// then always read with the string helper.
+    pub dentry_d_iname: u32,
 }
 
 /// Which overlay instance an event belongs to, unique while it is mounted

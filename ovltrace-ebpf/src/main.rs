@@ -36,8 +36,8 @@ use ovltrace_ebpf::{
     Config, CopyUpEvent, EventHeader, LookupStats, Offsets, OverlayKey, Stat, CAUSE_LINK,
     CAUSE_METADATA, CAUSE_PARENT, CAUSE_RENAME, CAUSE_TRUNCATE, CAUSE_UNKNOWN, CAUSE_WRITE,
     COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED, HIST_SLOTS,
-    LAYOUT_DENTRY, LAYOUT_INODE, MAX_COMPONENTS, NAME_READ_MAX, NO_LAYER, OP_LINK, OP_NONE,
-    OP_RENAME, PATH_SOFT_LIMIT, STAT_COUNT,
+    INLINE_NAME, LAYOUT_DENTRY, LAYOUT_INODE, MAX_COMPONENTS, NAME_READ_MAX, NO_LAYER, OP_LINK,
+    OP_NONE, OP_RENAME, PATH_SOFT_LIMIT, STAT_COUNT,
 };
 
 /// Struct offsets for the running kernel, written by user space before load.
@@ -70,7 +70,7 @@ static OFFSETS: Offsets = Offsets {
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
-    _pad: 0,
+    dentry_d_iname: 0,
 };
 
 #[no_mangle]
@@ -327,6 +327,10 @@ trait Mem {
     fn u32_at(base: u64, off: u32) -> Option<u32>;
     /// `d_parent` and `d_name.name` of a dentry.
     fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)>;
+    /// The name of dentry `d` as words, with its length, when the dentry
+    /// keeps it inline (`name` points into `d_iname`) and this flavour reads
+    /// it cheaply; `None`: read it with the string helper.
+    fn inline_name(d: u64, name: u64) -> Option<([u64; INLINE_NAME / 8], usize)>;
     /// The current task, as a pointer this flavour can read fields through.
     fn current_task() -> u64;
 }
@@ -364,6 +368,10 @@ impl Mem for Probe {
         // SAFETY: helper without arguments.
         unsafe { bpf_get_current_task() }
     }
+    #[inline(always)]
+    fn inline_name(_d: u64, _name: u64) -> Option<([u64; INLINE_NAME / 8], usize)> {
+        None
+    }
 }
 
 impl Mem for Btf {
@@ -391,6 +399,28 @@ impl Mem for Btf {
     fn current_task() -> u64 {
         // SAFETY: helper without arguments; a BTF pointer.
         unsafe { bpf_get_current_task_btf() as u64 }
+    }
+    #[inline(always)]
+    fn inline_name(d: u64, name: u64) -> Option<([u64; INLINE_NAME / 8], usize)> {
+        let at = off!(dentry_d_iname);
+        if at == 0 || name != d + at as u64 {
+            return None;
+        }
+        // qstr: the length is the high half of `hash_len`, its first word.
+        let len = (Self::u64_at(d, off!(dentry_d_name))? >> 32) as usize;
+        if len >= INLINE_NAME {
+            return None;
+        }
+        // Loads inside the dentry's own array: the verifier allows them.
+        Some((
+            [
+                Self::u64_at(d, at)?,
+                Self::u64_at(d, at + 8)?,
+                Self::u64_at(d, at + 16)?,
+                Self::u64_at(d, at + 24)?,
+            ],
+            len,
+        ))
     }
 }
 
@@ -803,10 +833,11 @@ fn writer_mnt_ns<M: Mem>() -> u32 {
 }
 
 /// Writes the path of `dentry` relative to its overlay root into `ev.path`,
-/// leaf first, each component NUL-terminated.
+/// leaf first, each component NUL-padded to a multiple of 8 bytes.
 ///
 /// # Safety
-/// `ev` must point to writable memory for a whole `CopyUpEvent`.
+/// `ev` must point to writable memory for a whole `CopyUpEvent`, whose `path`
+/// starts 8-byte aligned.
 #[inline(always)]
 unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u32) {
     // SAFETY: caller guarantees `ev`; offsets stay below PATH_BUF (see lib.rs).
@@ -834,21 +865,56 @@ unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u3
         // dropping it as redundant (it did, and 6.1's verifier, which had
         // checked another copy of `off`, then refused the program).
         // SAFETY: a read of a local.
-        let bounded = unsafe { read_volatile(&off) } & (PATH_SOFT_LIMIT - 1);
+        let bounded = unsafe { read_volatile(&off) } & (PATH_SOFT_LIMIT - 8);
+        // SAFETY: dst..dst+NAME_READ_MAX lies inside `path` (PATH_BUF bytes)
+        // and is 8-byte aligned (`off` only grows by multiples of 8).
         let dst = unsafe { base.add(bounded) };
-        // SAFETY: dst..dst+NAME_READ_MAX lies inside `path` (PATH_BUF bytes).
-        let n = unsafe {
-            bpf_probe_read_kernel_str(dst.cast(), NAME_READ_MAX as u32, name as *const _)
+        let used = match M::inline_name(d, name) {
+            // Most names: a few loads and stores instead of a helper call
+            // that copies a byte at a time.
+            Some((words, len)) => {
+                for (i, w) in words.into_iter().enumerate() {
+                    // SAFETY: as above; INLINE_NAME <= NAME_READ_MAX.
+                    unsafe { write_volatile(dst.add(i * 8).cast::<u64>(), keep_bytes(w, len, i)) };
+                }
+                len + 1
+            }
+            None => {
+                // SAFETY: as above.
+                let n = unsafe {
+                    bpf_probe_read_kernel_str(dst.cast(), NAME_READ_MAX as u32, name as *const _)
+                };
+                if n <= 0 {
+                    flags = FLAG_PATH_FAULT;
+                    break;
+                }
+                // Zero the rest of the word holding the NUL.
+                let last = (n as usize - 1) & (NAME_READ_MAX - 8);
+                // SAFETY: inside the bytes the helper may write.
+                unsafe {
+                    let p = dst.add(last).cast::<u64>();
+                    write_volatile(p, keep_bytes(read_volatile(p), n as usize - 1 - last, 0));
+                }
+                n as usize
+            }
         };
-        if n <= 0 {
-            flags = FLAG_PATH_FAULT;
-            break;
-        }
-        off += n as usize;
+        off += (used + 7) & !7;
         components += 1;
         d = parent;
     }
     (off as u32, components, flags)
+}
+
+/// Word `i` of a name of `len` bytes, with the bytes from `len` on zeroed.
+#[inline(always)]
+fn keep_bytes(w: u64, len: usize, i: usize) -> u64 {
+    let keep = len.saturating_sub(i * 8);
+    if keep >= 8 {
+        w
+    } else {
+        // Little-endian: the first bytes are the low ones.
+        w & ((1u64 << (keep * 8)) - 1)
+    }
 }
 
 /// The copy-up request this thread is in, if any.

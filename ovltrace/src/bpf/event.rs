@@ -427,6 +427,15 @@ pub(crate) mod tests {
             assert_eq!(join_components(raw), obvious(raw), "{raw:?}");
         }
         assert_eq!(join_components(b"c\0b\0a\0"), b"a/b/c");
+        // As the kernel writes it: each component NUL-padded to 8 bytes.
+        assert_eq!(
+            join_components(b"x.conf\0\0conf.d\0\0app\0\0\0\0\0etc\0\0\0\0\0"),
+            b"etc/app/conf.d/x.conf"
+        );
+        assert_eq!(
+            join_components(b"12345678\0\0\0\0\0\0\0\0d\0\0\0\0\0\0\0"),
+            b"d/12345678"
+        );
     }
 
     #[test]

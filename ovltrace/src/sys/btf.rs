@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Type};
-use ovltrace_ebpf::Offsets;
+use ovltrace_ebpf::{Offsets, INLINE_NAME};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub const OVERLAY_BTF: &str = "/sys/kernel/btf/overlay";
@@ -93,6 +93,7 @@ impl KernelBtf {
             nsproxy_mnt_ns: member_offset(b, "nsproxy", "mnt_ns")?,
             mnt_ns_inum: member_offset(b, "mnt_namespace", "ns")?
                 + member_offset(b, "ns_common", "inum")?,
+            dentry_d_iname: inline_name_offset(b),
             ..Offsets::default()
         })
     }
@@ -189,6 +190,35 @@ pub fn struct_size(btf: &Btf, strukt: &str) -> Result<u32> {
         .ok_or_else(|| anyhow!("struct {strukt} has no definition in this kernel's BTF"))
 }
 
+/// Offset of the name a dentry keeps inline (`d_iname`; `d_shortname`, a
+/// union, from 6.14) when it is word-aligned and holds at least
+/// [`INLINE_NAME`] bytes; 0 otherwise (the programs then read every name
+/// with the string helper).
+fn inline_name_offset(btf: &Btf) -> u32 {
+    let Ok(types) = btf.resolve_types_by_name("dentry") else {
+        return 0;
+    };
+    for t in types {
+        let Type::Struct(s) = t else { continue };
+        for m in &s.members {
+            let name = btf.resolve_name(m).unwrap_or_default();
+            if name != "d_iname" && name != "d_shortname" {
+                continue;
+            }
+            let size = match btf.resolve_chained_type(m).map(|t| skip_modifiers(btf, t)) {
+                // An array of bytes.
+                Ok(Type::Array(a)) => a.len(),
+                Ok(Type::Union(u)) => u.size(),
+                _ => 0,
+            };
+            if size >= INLINE_NAME && m.bit_offset() % 64 == 0 {
+                return m.bit_offset() / 8;
+            }
+        }
+    }
+    0
+}
+
 fn find_member(btf: &Btf, s: &btf_rs::Struct, member: &str, base_bits: u32) -> Option<u32> {
     for m in &s.members {
         let name = btf.resolve_name(m).unwrap_or_default();
@@ -247,6 +277,9 @@ mod tests {
             "i_mode is the first field of struct inode"
         );
         assert!(member_offset(&btf.vmlinux, "dentry", "no_such_field").is_err());
+        // d_iname (d_shortname from 6.14) follows d_name and is word-aligned.
+        assert!(o.dentry_d_iname > o.dentry_d_name, "{o:?}");
+        assert_eq!(o.dentry_d_iname % 8, 0);
         assert_eq!(struct_size(&btf.vmlinux, "qstr").unwrap(), 16);
         assert!(o.vfsmount_mnt_sb > o.vfsmount_mnt_root);
         assert!(member_offset(&btf.vmlinux, "no_such_struct_xyz", "x").is_err());
