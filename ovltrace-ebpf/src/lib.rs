@@ -8,9 +8,11 @@
 
 /// Bytes of the path buffer in a copy-up event.
 ///
-/// Components are stored leaf first, each followed by one to eight NULs: every
-/// component starts at a multiple of 8 bytes, so that a short name can be
-/// copied as aligned words. A component is only started while fewer than
+/// Components are stored leaf first, each ended by a NUL; each starts at a
+/// multiple of 8 bytes (see [`path_slot`]), so that a short name can be copied
+/// as aligned words. The bytes between a NUL and the next component are
+/// left as they were (the rest of the copied words). A component is only
+/// started while fewer than
 /// [`PATH_SOFT_LIMIT`] bytes are used, and a component is at most
 /// [`NAME_READ_MAX`] bytes, so the buffer cannot overflow (and the verifier can
 /// see that from a mask).
@@ -19,6 +21,12 @@ pub const PATH_BUF: usize = PATH_SOFT_LIMIT + NAME_READ_MAX;
 pub const PATH_SOFT_LIMIT: usize = 512;
 /// Largest component read: NAME_MAX (255) plus its NUL.
 pub const NAME_READ_MAX: usize = 256;
+/// Bytes a path component of `len` bytes takes in a copy-up event's path:
+/// itself and its NUL, rounded up to a multiple of 8.
+pub const fn path_slot(len: usize) -> usize {
+    (len + 8) & !7
+}
+
 /// Bytes of a dentry's inline name (`d_iname`) read as words: every kernel's
 /// array holds at least this many (32, 40 from 6.8 on 64-bit).
 pub const INLINE_NAME: usize = 32;

@@ -33,11 +33,11 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, warn};
 use ovltrace_ebpf::{
-    Config, CopyUpEvent, EventHeader, LookupStats, Offsets, OverlayKey, Stat, CAUSE_LINK,
-    CAUSE_METADATA, CAUSE_PARENT, CAUSE_RENAME, CAUSE_TRUNCATE, CAUSE_UNKNOWN, CAUSE_WRITE,
-    COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED, HIST_SLOTS,
-    INLINE_NAME, LAYOUT_DENTRY, LAYOUT_INODE, MAX_COMPONENTS, NAME_READ_MAX, NO_LAYER, OP_LINK,
-    OP_NONE, OP_RENAME, PATH_SOFT_LIMIT, STAT_COUNT,
+    path_slot, Config, CopyUpEvent, EventHeader, LookupStats, Offsets, OverlayKey, Stat,
+    CAUSE_LINK, CAUSE_METADATA, CAUSE_PARENT, CAUSE_RENAME, CAUSE_TRUNCATE, CAUSE_UNKNOWN,
+    CAUSE_WRITE, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED,
+    HIST_SLOTS, INLINE_NAME, LAYOUT_DENTRY, LAYOUT_INODE, MAX_COMPONENTS, NAME_READ_MAX, NO_LAYER,
+    OP_LINK, OP_NONE, OP_RENAME, PATH_SOFT_LIMIT, STAT_COUNT,
 };
 
 /// Struct offsets for the running kernel, written by user space before load.
@@ -406,12 +406,17 @@ impl Mem for Btf {
         if at == 0 || name != d + at as u64 {
             return None;
         }
-        // qstr: the length is the high half of `hash_len`, its first word.
-        let len = (Self::u64_at(d, off!(dentry_d_name))? >> 32) as usize;
+        // qstr's `len` follows the u32 `hash` (little-endian; 6.1's verifier
+        // refuses a u64 load of `hash_len`, a union with them).
+        let len = Self::u32_at(d, off!(dentry_d_name) + 4)? as usize;
         if len >= INLINE_NAME {
             return None;
         }
-        // Loads inside the dentry's own array: the verifier allows them.
+        // Loads inside the dentry's own array, which the verifier allows,
+        // through an opaque copy of `d`: knowing it equal, LLVM would
+        // otherwise load through `name`, a plain number to the verifier.
+        // SAFETY: a read of a local.
+        let d = unsafe { read_volatile(&d) };
         Some((
             [
                 Self::u64_at(d, at)?,
@@ -833,7 +838,7 @@ fn writer_mnt_ns<M: Mem>() -> u32 {
 }
 
 /// Writes the path of `dentry` relative to its overlay root into `ev.path`,
-/// leaf first, each component NUL-padded to a multiple of 8 bytes.
+/// leaf first, each component NUL-terminated, starting 8-byte aligned.
 ///
 /// # Safety
 /// `ev` must point to writable memory for a whole `CopyUpEvent`, whose `path`
@@ -844,7 +849,13 @@ unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u3
     let base = unsafe { (*ev).path.as_mut_ptr() };
     let parent_off = off!(dentry_d_parent);
     let name_off = off!(dentry_d_name) + off!(qstr_name);
-    let mut off: usize = 0;
+    // The offset reached is kept in the event, not in a local: read back
+    // from ring-buffer memory it is a number the verifier knows nothing
+    // about, so the two ways of copying a name leave the same state, and
+    // 6.1's verifier prunes instead of walking both ways at every level
+    // (2^32 paths; it gave up at a million instructions).
+    // SAFETY: caller guarantees `ev`.
+    unsafe { write_volatile(&mut (*ev).path_len, 0) };
     let mut components: u32 = 0;
     let mut flags = FLAG_PATH_TRUNCATED;
     let mut d = dentry;
@@ -857,27 +868,30 @@ unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u3
             flags = 0;
             break;
         }
+        // SAFETY: as above.
+        let off = unsafe { read_volatile(&(*ev).path_len) } as usize;
         if off >= PATH_SOFT_LIMIT {
             break;
         }
         // The mask is a no-op given the check above; it lets the verifier
-        // bound the destination. The volatile read keeps the compiler from
-        // dropping it as redundant (it did, and 6.1's verifier, which had
-        // checked another copy of `off`, then refused the program).
-        // SAFETY: a read of a local.
-        let bounded = unsafe { read_volatile(&off) } & (PATH_SOFT_LIMIT - 8);
+        // bound the destination.
+        let bounded = off & (PATH_SOFT_LIMIT - 8);
         // SAFETY: dst..dst+NAME_READ_MAX lies inside `path` (PATH_BUF bytes)
         // and is 8-byte aligned (`off` only grows by multiples of 8).
         let dst = unsafe { base.add(bounded) };
-        let used = match M::inline_name(d, name) {
-            // Most names: a few loads and stores instead of a helper call
+        let len = match M::inline_name(d, name) {
+            // Most names: four loads and stores instead of a helper call
             // that copies a byte at a time.
             Some((words, len)) => {
-                for (i, w) in words.into_iter().enumerate() {
-                    // SAFETY: as above; INLINE_NAME <= NAME_READ_MAX.
-                    unsafe { write_volatile(dst.add(i * 8).cast::<u64>(), keep_bytes(w, len, i)) };
+                // SAFETY: as above; INLINE_NAME <= NAME_READ_MAX.
+                unsafe {
+                    for (i, w) in words.into_iter().enumerate() {
+                        write_volatile(dst.add(i * 8).cast::<u64>(), w);
+                    }
+                    // The array holds it, but a rename may be rewriting it.
+                    write_volatile(dst.add(len & (INLINE_NAME - 1)), 0);
                 }
-                len + 1
+                len
             }
             None => {
                 // SAFETY: as above.
@@ -888,33 +902,16 @@ unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u3
                     flags = FLAG_PATH_FAULT;
                     break;
                 }
-                // Zero the rest of the word holding the NUL.
-                let last = (n as usize - 1) & (NAME_READ_MAX - 8);
-                // SAFETY: inside the bytes the helper may write.
-                unsafe {
-                    let p = dst.add(last).cast::<u64>();
-                    write_volatile(p, keep_bytes(read_volatile(p), n as usize - 1 - last, 0));
-                }
-                n as usize
+                n as usize - 1
             }
         };
-        off += (used + 7) & !7;
+        // SAFETY: as above.
+        unsafe { write_volatile(&mut (*ev).path_len, (bounded + path_slot(len)) as u32) };
         components += 1;
         d = parent;
     }
-    (off as u32, components, flags)
-}
-
-/// Word `i` of a name of `len` bytes, with the bytes from `len` on zeroed.
-#[inline(always)]
-fn keep_bytes(w: u64, len: usize, i: usize) -> u64 {
-    let keep = len.saturating_sub(i * 8);
-    if keep >= 8 {
-        w
-    } else {
-        // Little-endian: the first bytes are the low ones.
-        w & ((1u64 << (keep * 8)) - 1)
-    }
+    // SAFETY: as above.
+    (unsafe { read_volatile(&(*ev).path_len) }, components, flags)
 }
 
 /// The copy-up request this thread is in, if any.

@@ -417,7 +417,7 @@ fn raw_event(path: &[&str], size: u64, start_ns: u64) -> Vec<u8> {
     let mut off = 0;
     for c in path.iter().rev() {
         ev.path[off..off + c.len()].copy_from_slice(c.as_bytes());
-        off += c.len() + 1;
+        off += ovltrace_ebpf::path_slot(c.len());
         ev.components += 1;
     }
     ev.path_len = off as u32;

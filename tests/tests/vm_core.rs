@@ -22,6 +22,11 @@ scenario() {
     head -c 3145728 /dev/zero > $base/l1/three_m
     echo deep > $base/l3/a/b/c/d/deep.txt
     echo hi > $base/l2/dir/f
+    # Names around the 32 bytes the fentry programs copy as words, and the
+    # longest one (read with the string helper).
+    mkdir $base/l2/ddddddddddddddddddddddddddddddd
+    echo hi > $base/l2/ddddddddddddddddddddddddddddddd/ffffffffffffffffffffffffffffffff
+    echo hi > $base/l2/ggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg
     ln -s /etc/passwd $base/l2/link
     # A file shadowed by an upper layer: only the top copy is copied up.
     head -c 100 /dev/zero > $base/l3/shadowed
@@ -42,6 +47,8 @@ scenario() {
     echo x >> three_m
     echo x >> shadowed
     echo x >> a/b/c/d/deep.txt
+    echo x >> ddddddddddddddddddddddddddddddd/ffffffffffffffffffffffffffffffff
+    echo x >> ggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg
     touch dir
     chown -h 1:1 link
     for n in missing1 missing2 missing3; do [ ! -e $n ]; done
@@ -60,15 +67,18 @@ scenario auto auto
 "#;
 
 /// (path, kind, bytes) of every copy-up the script triggers.
-const EXPECTED: [(&str, &str, u64); 11] = [
+const EXPECTED: [(&str, &str, u64); 14] = [
     ("a", "dir", 0),
     ("a/b", "dir", 0),
     ("a/b/c", "dir", 0),
     ("a/b/c/d", "dir", 0),
     ("a/b/c/d/deep.txt", "regular", 5),
+    ("ddddddddddddddddddddddddddddddd", "dir", 0),
+    ("ddddddddddddddddddddddddddddddd/ffffffffffffffffffffffffffffffff", "regular", 3),
     ("dir", "dir", 0),
     ("empty", "regular", 0),
     ("four_k", "regular", 4096),
+    ("ggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg", "regular", 3),
     ("link", "symlink", 11),
     ("shadowed", "regular", 200),
     ("three_m", "regular", 3 << 20),

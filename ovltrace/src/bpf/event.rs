@@ -4,11 +4,12 @@
 
 pub use ovltrace_ebpf::OverlayKey;
 use ovltrace_ebpf::{
-    CopyUpEvent, EventHeader, CAUSE_COUNT, CAUSE_LINK, CAUSE_METADATA, CAUSE_PARENT, CAUSE_RENAME,
-    CAUSE_TRUNCATE, CAUSE_WRITE, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY, FLAG_PATH_FAULT,
-    FLAG_PATH_TRUNCATED, NO_LAYER, PATH_BUF,
+    path_slot, CopyUpEvent, EventHeader, CAUSE_COUNT, CAUSE_LINK, CAUSE_METADATA, CAUSE_PARENT,
+    CAUSE_RENAME, CAUSE_TRUNCATE, CAUSE_WRITE, COMM_LEN, EVENT_COPY_UP, FLAG_DATA_COPY,
+    FLAG_PATH_FAULT, FLAG_PATH_TRUNCATED, NO_LAYER, PATH_BUF,
 };
 use serde::Serialize;
+use smallvec::SmallVec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -326,23 +327,29 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
     })
 }
 
-/// Leaf-first NUL-terminated components -> `a/b/c`.
+/// The kernel's leaf-first components (each ended by a NUL, each starting
+/// at a multiple of 8 bytes: see `path_slot`) -> `a/b/c`.
 fn join_components(raw: &[u8]) -> Vec<u8> {
-    // Written out (not `rsplit`): this runs once per copy-up.
-    let mut out = Vec::with_capacity(raw.len());
-    let mut end = raw.len();
-    while end > 0 {
-        let start = raw[..end]
+    // Runs once per copy-up: component bounds on the stack, one allocation.
+    let mut parts: SmallVec<[(usize, usize); 16]> = SmallVec::new();
+    let mut start = 0;
+    while start < raw.len() {
+        let end = raw[start..]
             .iter()
-            .rposition(|&b| b == 0)
-            .map_or(0, |i| i + 1);
-        if start < end {
-            if !out.is_empty() {
-                out.push(b'/');
-            }
-            out.extend_from_slice(&raw[start..end]);
+            .position(|&b| b == 0)
+            .map_or(raw.len(), |i| start + i);
+        if end > start {
+            parts.push((start, end));
         }
-        end = start.saturating_sub(1);
+        start += path_slot(end - start);
+    }
+    let len = parts.iter().map(|(s, e)| e - s + 1).sum::<usize>();
+    let mut out = Vec::with_capacity(len.saturating_sub(1));
+    for &(s, e) in parts.iter().rev() {
+        if !out.is_empty() {
+            out.push(b'/');
+        }
+        out.extend_from_slice(&raw[s..e]);
     }
     out
 }
@@ -390,7 +397,7 @@ pub(crate) mod tests {
         let mut off = 0;
         for c in path.iter().rev() {
             ev.path[off..off + c.len()].copy_from_slice(c);
-            off += c.len() + 1;
+            off += path_slot(c.len());
             ev.components += 1;
         }
         ev.path_len = off as u32;
@@ -404,38 +411,39 @@ pub(crate) mod tests {
         .to_vec()
     }
 
-    /// The hand-written join equals the obvious one on every shape of
-    /// buffer: empty, NULs only, no final NUL, empty components, one byte.
+    /// Components as the kernel lays them out (leaf first, 8-byte aligned,
+    /// the rest of each slot holding whatever the copied words held).
+    fn laid_out(root_first: &[&[u8]]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for c in root_first.iter().rev() {
+            let start = raw.len();
+            raw.extend_from_slice(c);
+            raw.push(0);
+            raw.resize(start + path_slot(c.len()), b'#');
+        }
+        raw
+    }
+
     #[test]
     fn joins_components_leaf_last() {
-        fn obvious(raw: &[u8]) -> Vec<u8> {
-            let parts: Vec<&[u8]> = raw.rsplit(|&b| b == 0).filter(|p| !p.is_empty()).collect();
-            parts.join(&b'/')
+        for path in [
+            &[][..],
+            &[&b"f"[..]],
+            &[b"etc", b"app", b"conf.d", b"x.conf"],
+            &[b"1234567", b"12345678", b"123456789abcdef0"],
+            &[b"d", &[b'n'; 255]],
+        ] {
+            assert_eq!(
+                join_components(&laid_out(path)),
+                path.join(&b'/'),
+                "{path:?}"
+            );
         }
-        let cases: [&[u8]; 9] = [
-            b"",
-            b"\0",
-            b"\0\0",
-            b"f\0",
-            b"c\0b\0a\0",
-            b"c\0b\0a",
-            b"c\0\0a\0",
-            b"\0c\0",
-            b"leaf\0dir\0\0",
-        ];
-        for raw in cases {
-            assert_eq!(join_components(raw), obvious(raw), "{raw:?}");
-        }
-        assert_eq!(join_components(b"c\0b\0a\0"), b"a/b/c");
-        // As the kernel writes it: each component NUL-padded to 8 bytes.
-        assert_eq!(
-            join_components(b"x.conf\0\0conf.d\0\0app\0\0\0\0\0etc\0\0\0\0\0"),
-            b"etc/app/conf.d/x.conf"
-        );
-        assert_eq!(
-            join_components(b"12345678\0\0\0\0\0\0\0\0d\0\0\0\0\0\0\0"),
-            b"d/12345678"
-        );
+        // What a fault can leave: no final NUL, or only NULs.
+        assert_eq!(join_components(b"ab"), b"ab");
+        assert_eq!(join_components(b"leaf\0###dir"), b"dir/leaf");
+        assert_eq!(join_components(b"\0\0\0"), b"");
+        assert_eq!(join_components(b""), b"");
     }
 
     #[test]
