@@ -15,10 +15,9 @@ use crate::{
 
 /// The hash maps of the per-event path (SipHash was a third of the ingest
 /// time). foldhash is seeded at random per map, so hashes are not
-/// predictable from outside; maps keyed by container-chosen names (file
-/// paths) use its higher-quality variant, [`NameMap`].
+/// predictable from outside; the table keyed by container-chosen names (file
+/// paths, [`FileTable`]) uses its higher-quality variant.
 pub type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
-pub type NameMap<K, V> = hashbrown::HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Latency samples kept per file for exact percentiles (a reservoir beyond).
 const FILE_SAMPLES: usize = 256;
@@ -129,6 +128,73 @@ impl std::hash::Hash for FileKeyRef<'_> {
 impl hashbrown::Equivalent<FileKey> for FileKeyRef<'_> {
     fn equivalent(&self, k: &FileKey) -> bool {
         self.overlay == k.overlay && self.path == k.path && self.container == k.container.as_deref()
+    }
+}
+
+/// The file table: the files in a vector, found through a hash table of
+/// (hash, index). Growing it moves 16-byte entries and hashes no path again
+/// (growth of a map of whole entries re-hashed every path and moved every
+/// entry, a fifth of the ingest time in a copy-up storm).
+#[derive(Debug, Default)]
+pub struct FileTable {
+    slots: Vec<FileSlot>,
+    index: hashbrown::HashTable<(u64, usize)>,
+    /// Paths are container-chosen: seeded at random, quality hash.
+    hasher: foldhash::quality::RandomState,
+}
+
+/// One file of a [`FileTable`].
+#[derive(Debug)]
+pub struct FileSlot {
+    hash: u64,
+    key: FileKey,
+    agg: FileAgg,
+}
+
+fn slot_item(s: &FileSlot) -> (&FileKey, &FileAgg) {
+    (&s.key, &s.agg)
+}
+
+pub type FileIter<'a> =
+    std::iter::Map<std::slice::Iter<'a, FileSlot>, fn(&'a FileSlot) -> (&'a FileKey, &'a FileAgg)>;
+
+impl FileTable {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The files, in no particular order.
+    pub fn iter(&self) -> FileIter<'_> {
+        self.slots.iter().map(slot_item)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &FileKey> {
+        self.slots.iter().map(|s| &s.key)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &FileAgg> {
+        self.slots.iter().map(|s| &s.agg)
+    }
+
+    /// Keeps the files `keep` says to, in their order.
+    fn retain(&mut self, mut keep: impl FnMut(&FileAgg) -> bool) {
+        self.slots.retain(|s| keep(&s.agg));
+        self.index.clear();
+        for (i, s) in self.slots.iter().enumerate() {
+            self.index.insert_unique(s.hash, (s.hash, i), |&(h, _)| h);
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a FileTable {
+    type Item = (&'a FileKey, &'a FileAgg);
+    type IntoIter = FileIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
     }
 }
 
@@ -320,7 +386,7 @@ pub struct Aggregator {
     /// Copy-ups that could not be tied to a container (not a container's
     /// overlay, or its metadata was unreadable).
     pub unattributed: u64,
-    pub files: NameMap<FileKey, FileAgg>,
+    pub files: FileTable,
     max_files: usize,
     /// Files dropped from the table to keep it bounded (their copy-ups still
     /// count in the mount totals).
@@ -368,7 +434,7 @@ impl Aggregator {
             // rehashes cost less than the page faults of filling a table of
             // 100,000 buckets at random (the tracer's CPU in the VM's
             // copy-up storm doubled).
-            files: NameMap::default(),
+            files: FileTable::default(),
             max_files,
             evicted_files: 0,
             files_seen: 0,
@@ -470,21 +536,44 @@ impl Aggregator {
             container: attr.container.as_deref(),
             path: &ev.path,
         };
-        if let Some(f) = self.files.get_mut(&key) {
-            f.outside |= attr.outside;
-            f.add(ev);
-            return;
+        let t = &mut self.files;
+        let hash = std::hash::BuildHasher::hash_one(&t.hasher, &key);
+        let slots = &t.slots;
+        let entry = t.index.entry(
+            hash,
+            |&(h, i)| {
+                h == hash
+                    && slots
+                        .get(i)
+                        .is_some_and(|s| hashbrown::Equivalent::equivalent(&key, &s.key))
+            },
+            |&(h, _)| h,
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => {
+                if let Some(s) = t.slots.get_mut(e.get().1) {
+                    s.agg.outside |= attr.outside;
+                    s.agg.add(ev);
+                }
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert((hash, t.slots.len()));
+                self.files_seen += 1;
+                let mut agg =
+                    FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index));
+                agg.outside = attr.outside;
+                agg.add(ev);
+                t.slots.push(FileSlot {
+                    hash,
+                    key: FileKey {
+                        overlay: ev.overlay,
+                        container: attr.container.clone(),
+                        path: std::mem::take(&mut ev.path),
+                    },
+                    agg,
+                });
+            }
         }
-        self.files_seen += 1;
-        let mut f = FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index));
-        f.outside = attr.outside;
-        f.add(ev);
-        let owned = FileKey {
-            overlay: ev.overlay,
-            container: attr.container.clone(),
-            path: std::mem::take(&mut ev.path),
-        };
-        self.files.insert(owned, f);
     }
 
     /// Copy-up totals per overlay instance.
@@ -540,7 +629,7 @@ impl Aggregator {
         let mut time = Quota::new(self.files.values().map(|f| f.total_ns), k);
         let mut bytes = Quota::new(self.files.values().map(|f| f.bytes), k);
         let before = self.files.len();
-        self.files.retain(|_, f| {
+        self.files.retain(|f| {
             // Both quotas see every file, so each keeps exactly its k.
             let by_time = time.keep(f.total_ns);
             let by_bytes = bytes.keep(f.bytes);
