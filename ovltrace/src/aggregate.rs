@@ -279,12 +279,13 @@ pub struct FileAgg {
     /// Some copy-up of it was made from outside the container (see
     /// [`Attribution::outside`]).
     pub outside: bool,
-    // Inline storage: most files are copied up once, by one process.
+    // Inline storage: most files are copied up once, by one process. Each
+    // inline part is as large as a heap pointer and length (16 bytes).
     samples: SmallVec<[u64; 2]>,
     /// Distinct process ids, sorted (bounded).
     pub pids: SmallVec<[u32; 2]>,
     /// Distinct process names, sorted (bounded).
-    pub comms: SmallVec<[Comm; 2]>,
+    pub comms: SmallVec<[Comm; 1]>,
     /// Causes seen for this file, one bit per [`Cause::index`].
     pub cause_bits: u8,
 }
