@@ -10,7 +10,7 @@ use crate::{
     attribute::Attribution,
     bpf::event::{Cause, CauseCounts, Comm, CopyUp, FileKind, OverlayKey},
     catalog::SourceLayer,
-    hdr::{add_histogram, new_histogram, record},
+    hdr::{new_histogram, Counts},
 };
 
 /// The hash maps of the per-event path (SipHash was a third of the ingest
@@ -57,7 +57,22 @@ impl Default for GroupAgg {
     }
 }
 
-impl GroupAgg {
+/// A leaf's [`GroupAgg`], its histograms kept as [`Counts`] (the per-event
+/// path records three values), made histograms when a view adds it up.
+#[derive(Debug, Default)]
+struct LeafTotals {
+    count: u64,
+    bytes: u64,
+    total_ns: u64,
+    errors: u64,
+    latency: Counts,
+    data_time: Counts,
+    size: Counts,
+    by_cause: CauseCounts,
+    by_kind: [u64; 4],
+}
+
+impl LeafTotals {
     fn add(&mut self, ev: &CopyUp) {
         self.count += 1;
         self.by_cause[ev.cause.index()] += 1;
@@ -67,28 +82,28 @@ impl GroupAgg {
         if ev.ret != 0 {
             self.errors += 1;
         }
-        record(&mut self.latency, ev.latency_ns.max(1));
+        self.latency.record(ev.latency_ns.max(1));
         if let Some(d) = ev.data_ns {
-            record(&mut self.data_time, d.max(1));
+            self.data_time.record(d.max(1));
         }
-        record(&mut self.size, ev.bytes());
+        self.size.record(ev.bytes());
     }
 
-    /// Adds another group's totals (histograms included).
-    fn merge(&mut self, o: &GroupAgg) {
-        self.count += o.count;
-        self.bytes += o.bytes;
-        self.total_ns += o.total_ns;
-        self.errors += o.errors;
-        for (a, b) in self.by_cause.iter_mut().zip(o.by_cause.iter()) {
+    /// Adds these totals to `g`.
+    fn add_to(&self, g: &mut GroupAgg) {
+        g.count += self.count;
+        g.bytes += self.bytes;
+        g.total_ns += self.total_ns;
+        g.errors += self.errors;
+        for (a, b) in g.by_cause.iter_mut().zip(self.by_cause.iter()) {
             *a += b;
         }
-        for (a, b) in self.by_kind.iter_mut().zip(o.by_kind.iter()) {
+        for (a, b) in g.by_kind.iter_mut().zip(self.by_kind.iter()) {
             *a += b;
         }
-        add_histogram(&mut self.latency, &o.latency);
-        add_histogram(&mut self.data_time, &o.data_time);
-        add_histogram(&mut self.size, &o.size);
+        self.latency.add_to(&mut g.latency);
+        self.data_time.add_to(&mut g.data_time);
+        self.size.add_to(&mut g.size);
     }
 }
 
@@ -404,7 +419,7 @@ pub struct Aggregator {
 struct Leaf {
     key: LeafKey,
     created_by: Option<String>,
-    total: GroupAgg,
+    total: LeafTotals,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -510,7 +525,7 @@ impl Aggregator {
                 self.leaves.push(Leaf {
                     key,
                     created_by: None,
-                    total: GroupAgg::default(),
+                    total: LeafTotals::default(),
                 });
                 i
             }
@@ -581,7 +596,7 @@ impl Aggregator {
     pub fn per_overlay(&self) -> FastMap<OverlayKey, GroupAgg> {
         let mut out: FastMap<OverlayKey, GroupAgg> = FastMap::default();
         for l in &self.leaves {
-            out.entry(l.key.overlay).or_default().merge(&l.total);
+            l.total.add_to(out.entry(l.key.overlay).or_default());
         }
         out
     }
@@ -591,7 +606,7 @@ impl Aggregator {
         let mut out: FastMap<String, GroupAgg> = FastMap::default();
         for l in &self.leaves {
             if let Some(c) = &l.key.container {
-                out.entry(c.to_string()).or_default().merge(&l.total);
+                l.total.add_to(out.entry(c.to_string()).or_default());
             }
         }
         out
@@ -604,7 +619,7 @@ impl Aggregator {
         for l in &self.leaves {
             let Some(k) = &l.key.layer else { continue };
             let agg = out.entry(k.clone()).or_default();
-            agg.total.merge(&l.total);
+            l.total.add_to(&mut agg.total);
             if agg.created_by.is_none() {
                 agg.created_by.clone_from(&l.created_by);
             }
