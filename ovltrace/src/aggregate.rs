@@ -397,8 +397,9 @@ pub struct Aggregator {
     /// `Arc` a leaf holds gets an alias (so its address is not reused while
     /// the alias exists, and there is at most one alias per leaf).
     alias: FastMap<LeafAlias, usize>,
-    /// The alias found last (a storm hits one leaf over and over).
-    last: Option<(LeafAlias, usize)>,
+    /// The aliases found last, by source layer index (a storm hits the
+    /// same few leaves over and over, one per layer its files come from).
+    last: [Option<(LeafAlias, usize)>; LAST_BY_LAYER],
     /// Copy-ups that could not be tied to a container (not a container's
     /// overlay, or its metadata was unreadable).
     pub unattributed: u64,
@@ -413,6 +414,8 @@ pub struct Aggregator {
     pub files_seen: u64,
     pub events: u64,
 }
+
+const LAST_BY_LAYER: usize = 8;
 
 /// The copy-ups of one (overlay, container, source layer).
 #[derive(Debug)]
@@ -444,7 +447,7 @@ impl Aggregator {
             leaves: Vec::new(),
             leaf_of: FastMap::default(),
             alias: FastMap::default(),
-            last: None,
+            last: [None; LAST_BY_LAYER],
             unattributed: 0,
             // Grown as files come, not sized for the bound at once: the
             // rehashes cost less than the page faults of filling a table of
@@ -497,7 +500,8 @@ impl Aggregator {
                 .as_ref()
                 .map_or(0, |c| Arc::as_ptr(c).cast::<u8>() as usize),
         };
-        let found = match self.last {
+        let slot = attr.layer.unwrap_or(0) % LAST_BY_LAYER;
+        let found = match self.last[slot] {
             Some((a, i)) if a == alias => Some(i),
             _ => self.alias.get(&alias).copied(),
         };
@@ -508,7 +512,7 @@ impl Aggregator {
                 _ => false,
             };
             if same_layer {
-                self.last = Some((alias, i));
+                self.last[slot] = Some((alias, i));
                 return i;
             }
         }
@@ -541,7 +545,7 @@ impl Aggregator {
                 return i;
             }
         }
-        self.last = Some((alias, i));
+        self.last[slot] = Some((alias, i));
         self.alias.insert(alias, i);
         i
     }
