@@ -10,15 +10,14 @@ use crate::{
     attribute::Attribution,
     bpf::event::{Cause, CauseCounts, Comm, CopyUp, FileKind, OverlayKey},
     catalog::SourceLayer,
-    hdr::{add_histogram, new_histogram, record},
+    hdr::{new_histogram, Counts},
 };
 
 /// The hash maps of the per-event path (SipHash was a third of the ingest
 /// time). foldhash is seeded at random per map, so hashes are not
-/// predictable from outside; maps keyed by container-chosen names (file
-/// paths) use its higher-quality variant, [`NameMap`].
+/// predictable from outside; the table keyed by container-chosen names (file
+/// paths, [`FileTable`]) uses its higher-quality variant.
 pub type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
-pub type NameMap<K, V> = hashbrown::HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Latency samples kept per file for exact percentiles (a reservoir beyond).
 const FILE_SAMPLES: usize = 256;
@@ -58,7 +57,22 @@ impl Default for GroupAgg {
     }
 }
 
-impl GroupAgg {
+/// A leaf's [`GroupAgg`], its histograms kept as [`Counts`] (the per-event
+/// path records three values), made histograms when a view adds it up.
+#[derive(Debug, Default)]
+struct LeafTotals {
+    count: u64,
+    bytes: u64,
+    total_ns: u64,
+    errors: u64,
+    latency: Counts,
+    data_time: Counts,
+    size: Counts,
+    by_cause: CauseCounts,
+    by_kind: [u64; 4],
+}
+
+impl LeafTotals {
     fn add(&mut self, ev: &CopyUp) {
         self.count += 1;
         self.by_cause[ev.cause.index()] += 1;
@@ -68,28 +82,28 @@ impl GroupAgg {
         if ev.ret != 0 {
             self.errors += 1;
         }
-        record(&mut self.latency, ev.latency_ns.max(1));
+        self.latency.record(ev.latency_ns.max(1));
         if let Some(d) = ev.data_ns {
-            record(&mut self.data_time, d.max(1));
+            self.data_time.record(d.max(1));
         }
-        record(&mut self.size, ev.bytes());
+        self.size.record(ev.bytes());
     }
 
-    /// Adds another group's totals (histograms included).
-    fn merge(&mut self, o: &GroupAgg) {
-        self.count += o.count;
-        self.bytes += o.bytes;
-        self.total_ns += o.total_ns;
-        self.errors += o.errors;
-        for (a, b) in self.by_cause.iter_mut().zip(o.by_cause.iter()) {
+    /// Adds these totals to `g`.
+    fn add_to(&self, g: &mut GroupAgg) {
+        g.count += self.count;
+        g.bytes += self.bytes;
+        g.total_ns += self.total_ns;
+        g.errors += self.errors;
+        for (a, b) in g.by_cause.iter_mut().zip(self.by_cause.iter()) {
             *a += b;
         }
-        for (a, b) in self.by_kind.iter_mut().zip(o.by_kind.iter()) {
+        for (a, b) in g.by_kind.iter_mut().zip(self.by_kind.iter()) {
             *a += b;
         }
-        add_histogram(&mut self.latency, &o.latency);
-        add_histogram(&mut self.data_time, &o.data_time);
-        add_histogram(&mut self.size, &o.size);
+        self.latency.add_to(&mut g.latency);
+        self.data_time.add_to(&mut g.data_time);
+        self.size.add_to(&mut g.size);
     }
 }
 
@@ -129,6 +143,73 @@ impl std::hash::Hash for FileKeyRef<'_> {
 impl hashbrown::Equivalent<FileKey> for FileKeyRef<'_> {
     fn equivalent(&self, k: &FileKey) -> bool {
         self.overlay == k.overlay && self.path == k.path && self.container == k.container.as_deref()
+    }
+}
+
+/// The file table: the files in a vector, found through a hash table of
+/// (hash, index). Growing it moves 16-byte entries and hashes no path again
+/// (growth of a map of whole entries re-hashed every path and moved every
+/// entry, a fifth of the ingest time in a copy-up storm).
+#[derive(Debug, Default)]
+pub struct FileTable {
+    slots: Vec<FileSlot>,
+    index: hashbrown::HashTable<(u64, usize)>,
+    /// Paths are container-chosen: seeded at random, quality hash.
+    hasher: foldhash::quality::RandomState,
+}
+
+/// One file of a [`FileTable`].
+#[derive(Debug)]
+pub struct FileSlot {
+    hash: u64,
+    key: FileKey,
+    agg: FileAgg,
+}
+
+fn slot_item(s: &FileSlot) -> (&FileKey, &FileAgg) {
+    (&s.key, &s.agg)
+}
+
+pub type FileIter<'a> =
+    std::iter::Map<std::slice::Iter<'a, FileSlot>, fn(&'a FileSlot) -> (&'a FileKey, &'a FileAgg)>;
+
+impl FileTable {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The files, in no particular order.
+    pub fn iter(&self) -> FileIter<'_> {
+        self.slots.iter().map(slot_item)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &FileKey> {
+        self.slots.iter().map(|s| &s.key)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &FileAgg> {
+        self.slots.iter().map(|s| &s.agg)
+    }
+
+    /// Keeps the files `keep` says to, in their order.
+    fn retain(&mut self, mut keep: impl FnMut(&FileAgg) -> bool) {
+        self.slots.retain(|s| keep(&s.agg));
+        self.index.clear();
+        for (i, s) in self.slots.iter().enumerate() {
+            self.index.insert_unique(s.hash, (s.hash, i), |&(h, _)| h);
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a FileTable {
+    type Item = (&'a FileKey, &'a FileAgg);
+    type IntoIter = FileIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
     }
 }
 
@@ -213,12 +294,13 @@ pub struct FileAgg {
     /// Some copy-up of it was made from outside the container (see
     /// [`Attribution::outside`]).
     pub outside: bool,
-    // Inline storage: most files are copied up once, by one process.
+    // Inline storage: most files are copied up once, by one process. Each
+    // inline part is as large as a heap pointer and length (16 bytes).
     samples: SmallVec<[u64; 2]>,
     /// Distinct process ids, sorted (bounded).
     pub pids: SmallVec<[u32; 2]>,
     /// Distinct process names, sorted (bounded).
-    pub comms: SmallVec<[Comm; 2]>,
+    pub comms: SmallVec<[Comm; 1]>,
     /// Causes seen for this file, one bit per [`Cause::index`].
     pub cause_bits: u8,
 }
@@ -315,12 +397,13 @@ pub struct Aggregator {
     /// `Arc` a leaf holds gets an alias (so its address is not reused while
     /// the alias exists, and there is at most one alias per leaf).
     alias: FastMap<LeafAlias, usize>,
-    /// The alias found last (a storm hits one leaf over and over).
-    last: Option<(LeafAlias, usize)>,
+    /// The aliases found last, by source layer index (a storm hits the
+    /// same few leaves over and over, one per layer its files come from).
+    last: [Option<(LeafAlias, usize)>; LAST_BY_LAYER],
     /// Copy-ups that could not be tied to a container (not a container's
     /// overlay, or its metadata was unreadable).
     pub unattributed: u64,
-    pub files: NameMap<FileKey, FileAgg>,
+    pub files: FileTable,
     max_files: usize,
     /// Files dropped from the table to keep it bounded (their copy-ups still
     /// count in the mount totals).
@@ -332,12 +415,14 @@ pub struct Aggregator {
     pub events: u64,
 }
 
+const LAST_BY_LAYER: usize = 8;
+
 /// The copy-ups of one (overlay, container, source layer).
 #[derive(Debug)]
 struct Leaf {
     key: LeafKey,
     created_by: Option<String>,
-    total: GroupAgg,
+    total: LeafTotals,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -362,13 +447,13 @@ impl Aggregator {
             leaves: Vec::new(),
             leaf_of: FastMap::default(),
             alias: FastMap::default(),
-            last: None,
+            last: [None; LAST_BY_LAYER],
             unattributed: 0,
             // Grown as files come, not sized for the bound at once: the
             // rehashes cost less than the page faults of filling a table of
             // 100,000 buckets at random (the tracer's CPU in the VM's
             // copy-up storm doubled).
-            files: NameMap::default(),
+            files: FileTable::default(),
             max_files,
             evicted_files: 0,
             files_seen: 0,
@@ -415,7 +500,8 @@ impl Aggregator {
                 .as_ref()
                 .map_or(0, |c| Arc::as_ptr(c).cast::<u8>() as usize),
         };
-        let found = match self.last {
+        let slot = attr.layer.unwrap_or(0) % LAST_BY_LAYER;
+        let found = match self.last[slot] {
             Some((a, i)) if a == alias => Some(i),
             _ => self.alias.get(&alias).copied(),
         };
@@ -426,7 +512,7 @@ impl Aggregator {
                 _ => false,
             };
             if same_layer {
-                self.last = Some((alias, i));
+                self.last[slot] = Some((alias, i));
                 return i;
             }
         }
@@ -443,7 +529,7 @@ impl Aggregator {
                 self.leaves.push(Leaf {
                     key,
                     created_by: None,
-                    total: GroupAgg::default(),
+                    total: LeafTotals::default(),
                 });
                 i
             }
@@ -459,7 +545,7 @@ impl Aggregator {
                 return i;
             }
         }
-        self.last = Some((alias, i));
+        self.last[slot] = Some((alias, i));
         self.alias.insert(alias, i);
         i
     }
@@ -470,28 +556,51 @@ impl Aggregator {
             container: attr.container.as_deref(),
             path: &ev.path,
         };
-        if let Some(f) = self.files.get_mut(&key) {
-            f.outside |= attr.outside;
-            f.add(ev);
-            return;
+        let t = &mut self.files;
+        let hash = std::hash::BuildHasher::hash_one(&t.hasher, &key);
+        let slots = &t.slots;
+        let entry = t.index.entry(
+            hash,
+            |&(h, i)| {
+                h == hash
+                    && slots
+                        .get(i)
+                        .is_some_and(|s| hashbrown::Equivalent::equivalent(&key, &s.key))
+            },
+            |&(h, _)| h,
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => {
+                if let Some(s) = t.slots.get_mut(e.get().1) {
+                    s.agg.outside |= attr.outside;
+                    s.agg.add(ev);
+                }
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert((hash, t.slots.len()));
+                self.files_seen += 1;
+                let mut agg =
+                    FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index));
+                agg.outside = attr.outside;
+                agg.add(ev);
+                t.slots.push(FileSlot {
+                    hash,
+                    key: FileKey {
+                        overlay: ev.overlay,
+                        container: attr.container.clone(),
+                        path: std::mem::take(&mut ev.path),
+                    },
+                    agg,
+                });
+            }
         }
-        self.files_seen += 1;
-        let mut f = FileAgg::new(ev.kind, attr.clone(), source.and_then(|s| s.data_index));
-        f.outside = attr.outside;
-        f.add(ev);
-        let owned = FileKey {
-            overlay: ev.overlay,
-            container: attr.container.clone(),
-            path: std::mem::take(&mut ev.path),
-        };
-        self.files.insert(owned, f);
     }
 
     /// Copy-up totals per overlay instance.
     pub fn per_overlay(&self) -> FastMap<OverlayKey, GroupAgg> {
         let mut out: FastMap<OverlayKey, GroupAgg> = FastMap::default();
         for l in &self.leaves {
-            out.entry(l.key.overlay).or_default().merge(&l.total);
+            l.total.add_to(out.entry(l.key.overlay).or_default());
         }
         out
     }
@@ -501,7 +610,7 @@ impl Aggregator {
         let mut out: FastMap<String, GroupAgg> = FastMap::default();
         for l in &self.leaves {
             if let Some(c) = &l.key.container {
-                out.entry(c.to_string()).or_default().merge(&l.total);
+                l.total.add_to(out.entry(c.to_string()).or_default());
             }
         }
         out
@@ -514,7 +623,7 @@ impl Aggregator {
         for l in &self.leaves {
             let Some(k) = &l.key.layer else { continue };
             let agg = out.entry(k.clone()).or_default();
-            agg.total.merge(&l.total);
+            l.total.add_to(&mut agg.total);
             if agg.created_by.is_none() {
                 agg.created_by.clone_from(&l.created_by);
             }
@@ -540,7 +649,7 @@ impl Aggregator {
         let mut time = Quota::new(self.files.values().map(|f| f.total_ns), k);
         let mut bytes = Quota::new(self.files.values().map(|f| f.bytes), k);
         let before = self.files.len();
-        self.files.retain(|_, f| {
+        self.files.retain(|f| {
             // Both quotas see every file, so each keeps exactly its k.
             let by_time = time.keep(f.total_ns);
             let by_bytes = bytes.keep(f.bytes);

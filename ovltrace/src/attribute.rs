@@ -111,30 +111,34 @@ pub struct Tracker {
     hot: Remembered,
 }
 
-/// Attributions by what decided them, and the one found last (a storm
-/// asks for the same one over and over).
+/// Attributions by what decided them, and the ones found last by source
+/// layer: a storm asks for the same few over and over, one per layer its
+/// files come from (a single "last" missed whenever the layer changed).
 #[derive(Default)]
 struct Remembered {
     index: hashbrown::HashMap<HotKey, usize, foldhash::fast::RandomState>,
     values: Vec<Hot>,
-    last: Option<(HotKey, usize)>,
+    last: [Option<(HotKey, usize)>; LAST_BY_LAYER],
     /// The catalog generation the entries were made under.
     generation: u64,
 }
+
+const LAST_BY_LAYER: usize = 8;
 
 impl Remembered {
     fn clear(&mut self) {
         self.index.clear();
         self.values.clear();
-        self.last = None;
+        self.last = Default::default();
     }
 
     fn find(&mut self, key: &HotKey) -> Option<usize> {
-        match self.last {
+        let slot = key.source.map_or(0, |(index, _)| index % LAST_BY_LAYER);
+        match self.last[slot] {
             Some((k, i)) if k == *key => Some(i),
             _ => {
                 let i = *self.index.get(key)?;
-                self.last = Some((*key, i));
+                self.last[slot] = Some((*key, i));
                 Some(i)
             }
         }
