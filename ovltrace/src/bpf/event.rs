@@ -332,18 +332,16 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
 fn join_components(raw: &[u8]) -> Vec<u8> {
     // Runs once per copy-up: component bounds on the stack, one allocation.
     let mut parts: SmallVec<[(usize, usize); 16]> = SmallVec::new();
+    let mut len = 0;
     let mut start = 0;
     while start < raw.len() {
-        let end = raw[start..]
-            .iter()
-            .position(|&b| b == 0)
-            .map_or(raw.len(), |i| start + i);
+        let end = nul_from(raw, start);
         if end > start {
             parts.push((start, end));
+            len += end - start + 1;
         }
         start += path_slot(end - start);
     }
-    let len = parts.iter().map(|(s, e)| e - s + 1).sum::<usize>();
     let mut out = Vec::with_capacity(len.saturating_sub(1));
     for &(s, e) in parts.iter().rev() {
         if !out.is_empty() {
@@ -352,6 +350,26 @@ fn join_components(raw: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&raw[s..e]);
     }
     out
+}
+
+/// Index of the first NUL at or after `start` (`raw.len()` if none), read a
+/// word at a time (components start word-aligned and are short).
+fn nul_from(raw: &[u8], start: usize) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let mut i = start;
+    while let Some(Ok(word)) = raw.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let w = u64::from_le_bytes(word);
+        // The lowest byte flagged is the first zero byte.
+        let zeros = w.wrapping_sub(ONES) & !w & HIGHS;
+        if zeros != 0 {
+            return i + (zeros.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    raw.get(i..)
+        .and_then(|tail| tail.iter().position(|&b| b == 0))
+        .map_or(raw.len(), |p| i + p)
 }
 
 #[cfg(test)]
