@@ -25,17 +25,7 @@ pub const WORKLOAD_2: &str = "echo x >> /data/big.bin; echo w >> /etc/shadowed.c
 /// The shell lines that start `ovltrace run --json /tmp/r.json` in the
 /// background (`$pid`) and wait until it traces.
 pub const START_TRACING: &str = r#"
-ovltrace run --top 200 --json /tmp/r.json > /tmp/r.txt 2> /tmp/r.err &
-pid=$!
-i=0
-until grep -q '^Tracing' /tmp/r.err; do
-    i=$((i + 1))
-    if [ $i -ge 600 ] || ! kill -0 $pid 2>/dev/null; then
-        cat /tmp/r.err >&2
-        exit 3
-    fi
-    sleep 0.1
-done
+ovl_trace /tmp/r.txt /tmp/r.err --top 200 --json /tmp/r.json
 "#;
 
 /// Stops the tracer and prints its outputs as sections.

@@ -200,6 +200,23 @@ ovl_section() {
 	[ -s /tmp/.ovl_section ] && [ -n "$(tail -c 1 /tmp/.ovl_section)" ] && echo
 	echo "==> END $1"
 }
+# ovl_trace OUT ERR ARGS...: starts `ovltrace run ARGS` in the background
+# (stdout to OUT, stderr to ERR), sets $pid, and returns once it traces; exits
+# 3 with its stderr if it ends or does not trace within 60 s.
+ovl_trace() {
+	_ovl_out=$1; _ovl_err=$2; shift 2
+	ovltrace run "$@" > "$_ovl_out" 2> "$_ovl_err" &
+	pid=$!
+	i=0
+	until grep -q '^Tracing' "$_ovl_err"; do
+		i=$((i + 1))
+		if [ $i -ge 600 ] || ! kill -0 $pid 2>/dev/null; then
+			cat "$_ovl_err" >&2
+			exit 3
+		fi
+		sleep 0.1
+	done
+}
 # --- end of prelude
 "#;
 

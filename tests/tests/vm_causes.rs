@@ -24,13 +24,7 @@ scenario() {
     cd /
     mount -t overlay overlay -o lowerdir=$base/l1,upperdir=$base/up,workdir=$base/work $base/merged
 
-    ovltrace run --probe $probe --top 50 --json /tmp/$name.json > /tmp/$name.txt 2>/tmp/$name.err &
-    pid=$!
-    i=0
-    until grep -q '^Tracing' /tmp/$name.err; do
-        i=$((i+1)); [ $i -lt 300 ] || { cat /tmp/$name.err; exit 3; }
-        sleep 0.1
-    done
+    ovl_trace /tmp/$name.txt /tmp/$name.err --probe $probe --top 50 --json /tmp/$name.json
     cd $base/merged
     echo x >> append
     : > trunc

@@ -33,17 +33,7 @@ const UNSEEN: usize = 4;
 const SCRIPT: &str = r#"
 IMG=ovltrace-test/attrib:1
 write='echo churn >> /etc/shadowed.conf'
-ovltrace run --top 1000 --json /tmp/r.json > /tmp/r.txt 2> /tmp/r.err &
-pid=$!
-i=0
-until grep -q '^Tracing' /tmp/r.err; do
-    i=$((i + 1))
-    if [ $i -ge 600 ] || ! kill -0 $pid 2>/dev/null; then
-        cat /tmp/r.err >&2
-        exit 3
-    fi
-    sleep 0.1
-done
+ovl_trace /tmp/r.txt /tmp/r.err --top 1000 --json /tmp/r.json
 churn() {
     docker run --rm --network none --name churn-$1 $IMG sh -c "$2"
 }

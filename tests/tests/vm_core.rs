@@ -34,13 +34,7 @@ scenario() {
     mount -t overlay overlay -o lowerdir=$base/l1:$base/l2:$base/l3,upperdir=$base/up,workdir=$base/work $base/merged
     grep " $base/merged " /proc/self/mountinfo | cut -d' ' -f3 | ovl_section dev-$name
 
-    ovltrace run --probe $probe --top 50 --json /tmp/$name.json > /tmp/$name.txt 2>/tmp/$name.err &
-    pid=$!
-    i=0
-    until grep -q '^Tracing' /tmp/$name.err; do
-        i=$((i+1)); [ $i -lt 300 ] || { cat /tmp/$name.err; exit 3; }
-        sleep 0.1
-    done
+    ovl_trace /tmp/$name.txt /tmp/$name.err --probe $probe --top 50 --json /tmp/$name.json
     cd $base/merged
     echo x >> empty
     echo x >> four_k

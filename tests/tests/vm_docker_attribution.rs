@@ -24,17 +24,7 @@ use serde_json::Value;
 
 const SCRIPT: &str = r#"
 IMG=ovltrace-test/attrib:1
-ovltrace run --top 200 --json /tmp/r.json > /tmp/r.txt 2> /tmp/r.err &
-pid=$!
-i=0
-until grep -q '^Tracing' /tmp/r.err; do
-    i=$((i + 1))
-    if [ $i -ge 600 ] || ! kill -0 $pid 2>/dev/null; then
-        cat /tmp/r.err >&2
-        exit 3
-    fi
-    sleep 0.1
-done
+ovl_trace /tmp/r.txt /tmp/r.err --top 200 --json /tmp/r.json
 docker run --network none --name web-1 $IMG sh -c '
     echo x >> /data/big.bin
     echo y >> /app/cache.db
@@ -59,17 +49,7 @@ docker run -d --network none --name keep-2 $IMG sleep 600 > /dev/null || exit 7
 ovltrace run -d 1s --container nosuch > /dev/null 2> /tmp/n.err
 echo $? | ovl_section unknown-rc
 grep '^ovltrace: waiting' /tmp/n.err | ovl_section unknown-container
-ovltrace run --container keep-1 --top 200 --json /tmp/f.json > /tmp/f.txt 2> /tmp/f.err &
-pid=$!
-i=0
-until grep -q '^Tracing' /tmp/f.err; do
-    i=$((i + 1))
-    if [ $i -ge 600 ] || ! kill -0 $pid 2>/dev/null; then
-        cat /tmp/f.err >&2
-        exit 8
-    fi
-    sleep 0.1
-done
+ovl_trace /tmp/f.txt /tmp/f.err --container keep-1 --top 200 --json /tmp/f.json
 docker exec keep-2 sh -c 'echo x >> /data/big.bin; echo y >> /app/cache.db' || exit 9
 docker exec keep-1 sh -c 'echo x >> /data/big.bin' || exit 10
 docker inspect --format '{{.Id}} {{.Name}}' keep-1 keep-2 | ovl_section keep

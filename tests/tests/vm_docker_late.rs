@@ -13,17 +13,7 @@ const IMAGE: &str = "ovltrace-test/late:1";
 
 const SCRIPT: &str = r#"
 IMG=ovltrace-test/late:1
-ovltrace run --container late --top 200 --json /tmp/r.json > /tmp/r.txt 2> /tmp/r.err &
-pid=$!
-i=0
-until grep -q '^Tracing' /tmp/r.err; do
-    i=$((i + 1))
-    if [ $i -ge 600 ] || ! kill -0 $pid 2>/dev/null; then
-        cat /tmp/r.err >&2
-        exit 3
-    fi
-    sleep 0.1
-done
+ovl_trace /tmp/r.txt /tmp/r.err --container late --top 200 --json /tmp/r.json
 docker run --network none --name other $IMG sh -c 'echo x >> /data/a.txt' || exit 4
 docker run --network none --name late $IMG chown -R 1:1 /data || exit 5
 docker inspect --format '{{.Name}} {{.Id}}' late other | ovl_section ids

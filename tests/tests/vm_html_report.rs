@@ -21,17 +21,7 @@ const HOSTILE: &str = "\"><img src=x onerror=document.title='PWNED'>.txt";
 
 const SCRIPT: &str = r#"
 IMG=ovltrace-test/html:1
-ovltrace run --top 50 --json /tmp/r.json > /tmp/r.txt 2> /tmp/r.err &
-pid=$!
-i=0
-until grep -q '^Tracing' /tmp/r.err; do
-    i=$((i + 1))
-    if [ $i -ge 600 ] || ! kill -0 $pid 2>/dev/null; then
-        cat /tmp/r.err >&2
-        exit 3
-    fi
-    sleep 0.1
-done
+ovl_trace /tmp/r.txt /tmp/r.err --top 50 --json /tmp/r.json
 docker run --network none --name web $IMG sh -c '
     echo x >> /data/big.bin
     for f in /data/*.txt; do echo x >> "$f"; done' || exit 4

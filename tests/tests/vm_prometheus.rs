@@ -20,13 +20,7 @@ i=0
 while [ $i -lt $N ]; do i=$((i+1)); echo $i > $base/lower/f$i; done
 mount -t overlay overlay -o lowerdir=$base/lower,upperdir=$base/up,workdir=$base/work $base/merged
 
-ovltrace run --prometheus 127.0.0.1:9435 --textfile /tmp/tf > /tmp/out.txt 2> /tmp/err.txt &
-pid=$!
-i=0
-until grep -q '^Tracing' /tmp/err.txt; do
-    i=$((i+1)); [ $i -lt 300 ] || { cat /tmp/err.txt; exit 3; }
-    sleep 0.1
-done
+ovl_trace /tmp/out.txt /tmp/err.txt --prometheus 127.0.0.1:9435 --textfile /tmp/tf
 
 # A second tracer cannot have the port: one line, before tracing.
 set +e
