@@ -648,7 +648,8 @@ pub struct Drops {
     /// Copy-ups whose return the kernel did not report (kretprobe instances
     /// exhausted).
     pub lost_returns: u64,
-    /// Operations not timed because the in-flight table was full.
+    /// Operations not timed: their per-thread slot was taken by another
+    /// thread (thread ids that share their low bits, at the same moment).
     pub inflight_full: u64,
     /// Records user space could not decode.
     pub decode_errors: u64,
