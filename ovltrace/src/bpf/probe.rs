@@ -327,11 +327,16 @@ fn cache_identities(ebpf: &mut Ebpf, strategy: Strategy) -> Result<()> {
                 .with_context(|| format!("attaching kp_sb_shutdown to {SB_SHUTDOWN_FN}"))?;
         }
     }
-    let map = ebpf
-        .map_mut("CACHE_ON")
-        .ok_or_else(|| anyhow!("CACHE_ON map missing from the embedded object"))?;
-    let mut on: aya::maps::Array<&mut aya::maps::MapData, u32> = map.try_into()?;
-    on.set(0, 1, 0).context("enabling the identity cache")?;
+    switch_on(ebpf, "CACHE_ON").context("enabling the identity cache")
+}
+
+/// Sets `[0] = 1` in the one-entry array `map`: a switch the programs read.
+fn switch_on(ebpf: &mut Ebpf, map: &str) -> Result<()> {
+    let m = ebpf
+        .map_mut(map)
+        .ok_or_else(|| anyhow!("{map} map missing from the embedded object"))?;
+    let mut on: aya::maps::Array<&mut aya::maps::MapData, u32> = m.try_into()?;
+    on.set(0, 1, 0)?;
     Ok(())
 }
 
@@ -455,13 +460,7 @@ fn attach_cause_kprobes(
 /// Starts copy-up clocks at `ovl_copy_up_flags` entry (its hook is
 /// attached); until then they start at `ovl_copy_up_one` entry.
 fn clock_at_flags(ebpf: &mut Ebpf) -> Result<()> {
-    let map = ebpf
-        .map_mut("CLOCK_AT_FLAGS")
-        .ok_or_else(|| anyhow!("CLOCK_AT_FLAGS map missing from the embedded object"))?;
-    let mut on: aya::maps::Array<&mut aya::maps::MapData, u32> = map.try_into()?;
-    on.set(0, 1, 0)
-        .context("starting copy-up clocks at ovl_copy_up_flags")?;
-    Ok(())
+    switch_on(ebpf, "CLOCK_AT_FLAGS").context("starting copy-up clocks at ovl_copy_up_flags")
 }
 
 /// aya reports a missing kprobe PMU as a bare file error; say what it means.
