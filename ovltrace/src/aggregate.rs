@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use smallvec::SmallVec;
 
 use crate::{
-    attribute::Attribution,
+    attribute::{Attribution, LAST_BY_LAYER},
     bpf::event::{Cause, CauseCounts, Comm, CopyUp, FileKind, OverlayKey},
     catalog::SourceLayer,
     hdr::{new_histogram, Counts},
@@ -414,8 +414,6 @@ pub struct Aggregator {
     pub files_seen: u64,
     pub events: u64,
 }
-
-const LAST_BY_LAYER: usize = 8;
 
 /// The copy-ups of one (overlay, container, source layer).
 #[derive(Debug)]

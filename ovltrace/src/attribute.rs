@@ -123,7 +123,9 @@ struct Remembered {
     generation: u64,
 }
 
-const LAST_BY_LAYER: usize = 8;
+/// Results remembered as "found last", one per source layer index modulo
+/// this (here and in the aggregator).
+pub(crate) const LAST_BY_LAYER: usize = 8;
 
 impl Remembered {
     fn clear(&mut self) {
