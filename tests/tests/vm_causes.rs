@@ -168,7 +168,11 @@ fn check_without_flags_hook(out: &vm::VmOutput, probe: &str) {
     let want: BTreeMap<&str, String> = EXPECTED
         .iter()
         .map(|&(p, c)| {
-            let c = if c == "link" || c == "rename" { c } else { "unknown" };
+            let c = if c == "link" || c == "rename" {
+                c
+            } else {
+                "unknown"
+            };
             (p, json!([c]).to_string())
         })
         .collect();
