@@ -325,20 +325,14 @@ trait Mem {
     fn u64_at(base: u64, off: u32) -> Option<u64>;
     fn u16_at(base: u64, off: u32) -> Option<u16>;
     fn u32_at(base: u64, off: u32) -> Option<u32>;
-    /// What the path walk needs of dentry `d`.
-    fn component(d: u64, parent_off: u32, name_off: u32) -> Option<Component>;
+    /// `d_parent` and `d_name.name` of a dentry.
+    fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)>;
+    /// The name of dentry `d` as words, with its length, when the dentry
+    /// keeps it inline (`name` points into `d_iname`) and this flavour reads
+    /// it cheaply; `None`: read it with the string helper.
+    fn inline_name(d: u64, name: u64) -> Option<([u64; INLINE_NAME / 8], usize)>;
     /// The current task, as a pointer this flavour can read fields through.
     fn current_task() -> u64;
-}
-
-/// One step of the path walk: a dentry's `d_parent` and `d_name.name`, and
-/// the name itself as words, with its length, when the dentry keeps it inline
-/// (`name` points into `d_iname`, shorter than [`INLINE_NAME`]) and it came
-/// cheaply (`None`: read it with the string helper).
-struct Component {
-    parent: u64,
-    name: u64,
-    inline: Option<([u64; INLINE_NAME / 8], usize)>,
 }
 
 /// kprobe flavour: `bpf_probe_read_kernel`.
@@ -360,33 +354,23 @@ impl Mem for Probe {
         read_u32(base, off)
     }
     #[inline(always)]
-    fn component(d: u64, parent_off: u32, name_off: u32) -> Option<Component> {
-        // On every kernel so far `d_parent` is followed by `d_name` (hash,
-        // len, name), `d_inode` and the inline name: one 64-byte read gets
-        // the parent, the name and a short name's bytes (one helper call per
-        // component instead of two, the second copying a byte at a time).
-        let iname = off!(dentry_d_iname);
-        if name_off == parent_off + 16 && iname == parent_off + 32 {
-            let w = read::<[u64; 8]>(d + parent_off as u64)?;
-            let len = (w[1] >> 32) as usize;
-            let inline = (w[2] == d + iname as u64 && len < INLINE_NAME)
-                .then_some(([w[4], w[5], w[6], w[7]], len));
-            return Some(Component {
-                parent: w[0],
-                name: w[2],
-                inline,
-            });
+    fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)> {
+        // `d_parent` is followed by `d_name` (hash_len, then name) on every
+        // kernel so far: one read gets both.
+        if name_off == parent_off + 16 {
+            read::<[u64; 3]>(d + parent_off as u64).map(|w| (w[0], w[2]))
+        } else {
+            Some((read_u64(d, parent_off)?, read_u64(d, name_off)?))
         }
-        Some(Component {
-            parent: read_u64(d, parent_off)?,
-            name: read_u64(d, name_off)?,
-            inline: None,
-        })
     }
     #[inline(always)]
     fn current_task() -> u64 {
         // SAFETY: helper without arguments.
         unsafe { bpf_get_current_task() }
+    }
+    #[inline(always)]
+    fn inline_name(_d: u64, _name: u64) -> Option<([u64; INLINE_NAME / 8], usize)> {
+        None
     }
 }
 
@@ -408,23 +392,14 @@ impl Mem for Btf {
         Some(unsafe { read_volatile((base + off as u64) as *const u32) })
     }
     #[inline(always)]
-    fn component(d: u64, parent_off: u32, name_off: u32) -> Option<Component> {
-        let name = Self::u64_at(d, name_off)?;
-        Some(Component {
-            parent: Self::u64_at(d, parent_off)?,
-            name,
-            inline: Self::inline_name(d, name),
-        })
+    fn parent_and_name(d: u64, parent_off: u32, name_off: u32) -> Option<(u64, u64)> {
+        Some((Self::u64_at(d, parent_off)?, Self::u64_at(d, name_off)?))
     }
     #[inline(always)]
     fn current_task() -> u64 {
         // SAFETY: helper without arguments; a BTF pointer.
         unsafe { bpf_get_current_task_btf() as u64 }
     }
-}
-
-impl Btf {
-    /// [`Component::inline`]: direct loads from the dentry's own array.
     #[inline(always)]
     fn inline_name(d: u64, name: u64) -> Option<([u64; INLINE_NAME / 8], usize)> {
         let at = off!(dentry_d_iname);
@@ -885,12 +860,7 @@ unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u3
     let mut flags = FLAG_PATH_TRUNCATED;
     let mut d = dentry;
     for _ in 0..MAX_COMPONENTS {
-        let Some(Component {
-            parent,
-            name,
-            inline,
-        }) = M::component(d, parent_off, name_off)
-        else {
+        let Some((parent, name)) = M::parent_and_name(d, parent_off, name_off) else {
             flags = FLAG_PATH_FAULT;
             break;
         };
@@ -909,7 +879,7 @@ unsafe fn write_path<M: Mem>(dentry: u64, ev: *mut CopyUpEvent) -> (u32, u32, u3
         // SAFETY: dst..dst+NAME_READ_MAX lies inside `path` (PATH_BUF bytes)
         // and is 8-byte aligned (`off` only grows by multiples of 8).
         let dst = unsafe { base.add(bounded) };
-        let len = match inline {
+        let len = match M::inline_name(d, name) {
             // Most names: four loads and stores instead of a helper call
             // that copies a byte at a time.
             Some((words, len)) => {
