@@ -249,17 +249,38 @@ pub enum DecodeError {
     Short(usize),
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
-    #[error("event says it has {claimed} bytes, this build expects {expected} (record {actual})")]
+    #[error(
+        "event says it has {claimed} bytes, this build expects {expected} (record {actual}, \
+         its fixed fields alone take {FIXED})"
+    )]
     SizeMismatch {
         claimed: u32,
         expected: usize,
         actual: usize,
     },
-    #[error("path length {0} exceeds the path buffer")]
+    #[error("path length {0} exceeds the path buffer or the record")]
     PathLength(u32),
 }
 
-/// Decodes one ring-buffer record.
+/// Bytes of a copy-up record before its path buffer.
+const FIXED: usize = std::mem::offset_of!(CopyUpEvent, path);
+
+/// The part of a ring-buffer record that [`decode`] reads: its fixed fields
+/// and the used part of its path buffer (the whole record if it does not
+/// say, or says more than it holds).
+pub fn used_part(record: &[u8]) -> &[u8] {
+    let at = std::mem::offset_of!(CopyUpEvent, path_len);
+    let used = record
+        .get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(|b| FIXED + u32::from_le_bytes(b) as usize);
+    match used {
+        Some(n) if n <= record.len() => &record[..n],
+        _ => record,
+    }
+}
+
+/// Decodes one ring-buffer record, whole or cut to its [`used_part`].
 pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
     if buf.len() < size_of::<EventHeader>() {
         return Err(DecodeError::Short(buf.len()));
@@ -271,7 +292,7 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
         return Err(DecodeError::UnknownKind(header.kind));
     }
     let expected = size_of::<CopyUpEvent>();
-    if header.size as usize != expected || buf.len() < expected {
+    if header.size as usize != expected || buf.len() < FIXED {
         return Err(DecodeError::SizeMismatch {
             claimed: header.size,
             expected,
@@ -283,20 +304,20 @@ pub fn decode(buf: &[u8]) -> Result<CopyUp, DecodeError> {
     let base = buf.as_ptr();
     macro_rules! field {
         ($f:ident) => {
-            // SAFETY: `buf` holds a whole event (checked above), so the field
-            // lies inside it; read_unaligned copes with any alignment, and
-            // every bit pattern is a valid value of these plain types.
+            // SAFETY: `buf` holds every field before the path (checked
+            // above), so the field lies inside it; read_unaligned copes with
+            // any alignment, and every bit pattern is a valid value of these
+            // plain types.
             unsafe {
                 std::ptr::read_unaligned(base.add(std::mem::offset_of!(CopyUpEvent, $f)).cast())
             }
         };
     }
     let path_len: u32 = field!(path_len);
-    if path_len as usize > PATH_BUF {
-        return Err(DecodeError::PathLength(path_len));
-    }
-    let at = std::mem::offset_of!(CopyUpEvent, path);
-    let path = &buf[at..at + path_len as usize];
+    let path = buf
+        .get(FIXED..FIXED + path_len as usize)
+        .filter(|_| path_len as usize <= PATH_BUF)
+        .ok_or(DecodeError::PathLength(path_len))?;
     let flags: u32 = field!(flags);
     let mode: u32 = field!(mode);
     let comm: [u8; COMM_LEN] = field!(comm);
@@ -573,6 +594,32 @@ pub(crate) mod tests {
             decode(&raw),
             Err(DecodeError::PathLength(PATH_BUF as u32 + 1))
         );
+        // A record cut inside the path it claims.
+        let raw = raw_event(&[b"abc", b"defgh"], 0o100644, 0);
+        let used = used_part(&raw).len();
+        assert_eq!(
+            decode(&raw[..used - 1]),
+            Err(DecodeError::PathLength((used - FIXED) as u32))
+        );
+    }
+
+    #[test]
+    fn used_part_decodes_as_the_whole_record() {
+        let raw = raw_event(&[b"usr", b"a-name-of-31-bytes-for-the-test"], 0o100644, 0);
+        let used = used_part(&raw);
+        assert!(used.len() < raw.len(), "{} of {}", used.len(), raw.len());
+        assert_eq!(used.len(), FIXED + path_slot(3) + path_slot(31));
+        assert_eq!(decode(used), decode(&raw));
+        assert_eq!(
+            decode(used).unwrap().path,
+            b"usr/a-name-of-31-bytes-for-the-test"
+        );
+        // What does not say its length, or claims more than it holds, stays whole.
+        assert_eq!(used_part(&raw[..10]).len(), 10);
+        let mut long = raw.clone();
+        let off = std::mem::offset_of!(CopyUpEvent, path_len);
+        long[off..off + 4].copy_from_slice(&(PATH_BUF as u32 + 1).to_le_bytes());
+        assert_eq!(used_part(&long).len(), long.len());
     }
 
     #[test]

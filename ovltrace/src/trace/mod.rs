@@ -4,6 +4,7 @@
 
 pub mod filter;
 mod interval;
+mod staging;
 
 use std::{
     borrow::Cow,
@@ -24,6 +25,7 @@ pub use filter::Window;
 pub use interval::Interval;
 
 use filter::{Filter, Verdict};
+use staging::{Staging, STAGING_BYTES};
 
 use crate::{
     aggregate::Aggregator,
@@ -52,6 +54,9 @@ const MOUNT_CHANGE_SPACING: Duration = Duration::from_millis(50);
 /// read, unless the backlog wakes the reader first.
 const POLL_BUSY: Duration = Duration::from_millis(20);
 const POLL_IDLE: Duration = Duration::from_millis(200);
+/// A burst of events is over when none came for this long: the staged ones
+/// are attributed then (see [`staging`]).
+const BURST_GAP: Duration = Duration::from_millis(100);
 
 /// What a trace is asked to do.
 pub struct Options {
@@ -97,6 +102,8 @@ pub struct Session {
     /// The current `--interval`, when live mode is on.
     interval: Option<Interval>,
     interval_every: Option<Duration>,
+    /// Events read and not yet attributed.
+    staging: Staging,
 }
 
 /// The descriptors the event loop waits on.
@@ -168,6 +175,7 @@ impl Session {
             top_view: opts.top_view,
             interval: None,
             interval_every: opts.interval,
+            staging: Staging::new(STAGING_BYTES),
         };
         // The top view shows the whole trace: no interval aggregate.
         if session.interval_every.is_some() && session.top_view.is_none() {
@@ -233,15 +241,23 @@ impl Session {
         // when none do.
         let poll = tokio::time::sleep(POLL_IDLE);
         tokio::pin!(poll);
+        let mut last_event = Instant::now();
         loop {
             tokio::select! {
                 guard = streams.ring.readable_mut() => {
                     let mut guard = guard.context("waiting for events")?;
-                    self.drain(guard.get_inner_mut());
+                    if self.drain(guard.get_inner_mut()) > 0 {
+                        last_event = Instant::now();
+                    }
                     guard.clear_ready();
                 }
                 _ = &mut poll => {
                     let n = self.drain(streams.ring.get_mut());
+                    if n > 0 {
+                        last_event = Instant::now();
+                    } else if last_event.elapsed() >= BURST_GAP {
+                        self.attribute_staged();
+                    }
                     let next = if n > 0 { POLL_BUSY } else { POLL_IDLE };
                     poll.as_mut().reset(tokio::time::Instant::now() + next);
                 }
@@ -255,17 +271,20 @@ impl Session {
                 _ = mounts_changed.notified() => {
                     // Queued events happened before the change: attribute them
                     // first, then learn the new mounts (and which have gone).
-                    self.drain(streams.ring.get_mut());
+                    self.catch_up(streams.ring.get_mut());
                     self.rescan();
                 }
                 Some(reply) = snapshots.recv() => {
                     // A scrape sees every event that happened before it.
-                    self.drain(streams.ring.get_mut());
+                    self.catch_up(streams.ring.get_mut());
                     let _ = reply.send(self.report());
                 }
-                _ = rescan.tick() => self.rescan(),
+                _ = rescan.tick() => {
+                    self.attribute_staged();
+                    self.rescan();
+                }
                 _ = interval.tick(), if live_mode => {
-                    self.drain(streams.ring.get_mut());
+                    self.catch_up(streams.ring.get_mut());
                     if let Some(screen) = &mut top_screen {
                         // The trace so far, not the interval.
                         screen.draw(&self.report(), self.started.elapsed());
@@ -275,6 +294,7 @@ impl Session {
                     }
                 }
                 _ = status_tick.tick(), if status.enabled() => {
+                    self.attribute_staged();
                     status.update(&self.agg, self.started.elapsed(), self.report_drops());
                 }
                 _ = &mut stop => break,
@@ -285,7 +305,7 @@ impl Session {
             screen.leave();
         }
         // Whatever is already in the ring buffer belongs to the trace.
-        self.drain(streams.ring.get_mut());
+        self.catch_up(streams.ring.get_mut());
         self.finish();
         Ok(self.report())
     }
@@ -454,45 +474,80 @@ impl Session {
         }
     }
 
-    /// Reads every event waiting in the ring buffer; returns how many.
+    /// Reads every event waiting in the ring buffer into staging (see
+    /// [`staging`]); returns how many.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
         let mut n = 0;
         while let Some(item) = ring.next() {
             n += 1;
-            match event::decode(&item) {
-                // What the event alone rules out is not even attributed.
-                Ok(ev) if !self.filter.event_passes(&ev) => self.filter.dropped += 1,
-                Ok(mut ev) => match self.tracker.attribute(&ev) {
-                    Attributed::Now(attr, source) => {
-                        match self.filter.verdict(attr.container.as_deref()) {
-                            Verdict::Keep => {
-                                // The source layer borrows the tracker: add to
-                                // the aggregates field by field.
-                                let source = source.as_deref();
-                                if let Some(i) = &mut self.interval {
-                                    i.agg.add(&ev, &attr, source);
-                                }
-                                self.agg.add_taking_path(&mut ev, &attr, source);
-                            }
-                            Verdict::Drop => self.filter.dropped += 1,
-                            // A container new to the filter (rare): decided
-                            // through the tracker, so the source is copied.
-                            Verdict::Unknown => {
-                                let source = source.map(Cow::into_owned);
-                                self.add(&ev, &attr, source.as_ref());
-                            }
-                        }
-                    }
-                    // Aggregated once, when a refresh settles it.
-                    Attributed::Pending => {}
-                },
-                Err(e) => {
-                    self.decode_errors += 1;
-                    log::warn!("undecodable event: {e}");
+            if !self.staging.push(&item) {
+                self.attribute_staged();
+                if !self.staging.push(&item) {
+                    self.ingest(&item);
                 }
             }
         }
+        if self.staging.over_half() {
+            self.attribute_staged();
+        }
         n
+    }
+
+    /// Reads the ring buffer and attributes everything read so far: for
+    /// whatever needs the aggregates (or the mount table as the events saw it).
+    fn catch_up(&mut self, ring: &mut RingBuf<MapData>) {
+        self.drain(ring);
+        self.attribute_staged();
+    }
+
+    /// Decodes, attributes and aggregates every staged event, oldest first.
+    fn attribute_staged(&mut self) {
+        if self.staging.is_empty() {
+            return;
+        }
+        // Moved out for the loop (the memory comes back).
+        let mut staging = std::mem::take(&mut self.staging);
+        for record in staging.records() {
+            self.ingest(record);
+        }
+        staging.clear();
+        self.staging = staging;
+    }
+
+    /// Decodes, attributes and aggregates one ring-buffer record.
+    fn ingest(&mut self, item: &[u8]) {
+        match event::decode(item) {
+            // What the event alone rules out is not even attributed.
+            Ok(ev) if !self.filter.event_passes(&ev) => self.filter.dropped += 1,
+            Ok(mut ev) => match self.tracker.attribute(&ev) {
+                Attributed::Now(attr, source) => {
+                    match self.filter.verdict(attr.container.as_deref()) {
+                        Verdict::Keep => {
+                            // The source layer borrows the tracker: add to
+                            // the aggregates field by field.
+                            let source = source.as_deref();
+                            if let Some(i) = &mut self.interval {
+                                i.agg.add(&ev, &attr, source);
+                            }
+                            self.agg.add_taking_path(&mut ev, &attr, source);
+                        }
+                        Verdict::Drop => self.filter.dropped += 1,
+                        // A container new to the filter (rare): decided
+                        // through the tracker, so the source is copied.
+                        Verdict::Unknown => {
+                            let source = source.map(Cow::into_owned);
+                            self.add(&ev, &attr, source.as_ref());
+                        }
+                    }
+                }
+                // Aggregated once, when a refresh settles it.
+                Attributed::Pending => {}
+            },
+            Err(e) => {
+                self.decode_errors += 1;
+                log::warn!("undecodable event: {e}");
+            }
+        }
     }
 }
 
