@@ -104,6 +104,8 @@ pub struct Session {
     interval_every: Option<Duration>,
     /// Events read and not yet attributed.
     staging: Staging,
+    /// When the last event was read (a burst ends after [`BURST_GAP`]).
+    last_event: Instant,
 }
 
 /// The descriptors the event loop waits on.
@@ -176,6 +178,7 @@ impl Session {
             interval: None,
             interval_every: opts.interval,
             staging: Staging::new(STAGING_BYTES),
+            last_event: Instant::now(),
         };
         // The top view shows the whole trace: no interval aggregate.
         if session.interval_every.is_some() && session.top_view.is_none() {
@@ -241,21 +244,16 @@ impl Session {
         // when none do.
         let poll = tokio::time::sleep(POLL_IDLE);
         tokio::pin!(poll);
-        let mut last_event = Instant::now();
         loop {
             tokio::select! {
                 guard = streams.ring.readable_mut() => {
                     let mut guard = guard.context("waiting for events")?;
-                    if self.drain(guard.get_inner_mut()) > 0 {
-                        last_event = Instant::now();
-                    }
+                    self.drain(guard.get_inner_mut());
                     guard.clear_ready();
                 }
                 _ = &mut poll => {
                     let n = self.drain(streams.ring.get_mut());
-                    if n > 0 {
-                        last_event = Instant::now();
-                    } else if last_event.elapsed() >= BURST_GAP {
+                    if n == 0 && self.last_event.elapsed() >= BURST_GAP {
                         self.attribute_staged();
                     }
                     let next = if n > 0 { POLL_BUSY } else { POLL_IDLE };
@@ -486,6 +484,9 @@ impl Session {
                     self.ingest(&item);
                 }
             }
+        }
+        if n > 0 {
+            self.last_event = Instant::now();
         }
         if self.staging.over_half() {
             self.attribute_staged();
