@@ -79,10 +79,8 @@ const EXPECTED: [(&str, &str); 11] = [
 ];
 
 fn check(out: &vm::VmOutput, name: &str) -> BTreeMap<String, String> {
-    let json = out
-        .section(&format!("json-{name}"))
-        .unwrap_or_else(|| panic!("no JSON report for {name}\n{}", out.dump()));
-    let r: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("bad JSON ({e}): {json}"));
+    let (r, files) = files_of(out, name);
+    let json = r.to_string();
     let mountpoint = format!("/tmp/{name}/merged");
     assert_eq!(r["probe"]["strategy"], name, "{json}");
     assert_eq!(r["drops"]["total"], 0, "{json}");
@@ -93,13 +91,6 @@ fn check(out: &vm::VmOutput, name: &str) -> BTreeMap<String, String> {
         "{name}: {warnings}"
     );
 
-    let files: BTreeMap<String, &Value> = r["copy_ups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["mountpoint"] == mountpoint.as_str())
-        .map(|f| (f["path"].as_str().unwrap().to_string(), f))
-        .collect();
     let seen: BTreeMap<String, String> = files
         .iter()
         .map(|(p, f)| (p.clone(), f["causes"].to_string()))

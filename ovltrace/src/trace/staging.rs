@@ -18,7 +18,6 @@ pub struct Staging {
     buf: Vec<u8>,
     /// Bytes in use.
     used: usize,
-    records: usize,
 }
 
 const LEN: usize = size_of::<u32>();
@@ -29,11 +28,7 @@ impl Staging {
         // Every byte written now, and not zeros: zeroed memory comes from
         // calloc, whose pages are mapped at their first write (in a storm).
         let buf = vec![0xa5u8; bytes];
-        Staging {
-            buf,
-            used: 0,
-            records: 0,
-        }
+        Staging { buf, used: 0 }
     }
 
     /// Copies the part of `record` the decoder reads; `false` (nothing
@@ -50,12 +45,11 @@ impl Staging {
         self.buf[self.used..self.used + LEN].copy_from_slice(&n.to_le_bytes());
         self.buf[self.used + LEN..end].copy_from_slice(part);
         self.used = end;
-        self.records += 1;
         true
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records == 0
+        self.used == 0
     }
 
     /// More than half the buffer is in use: time to attribute.
@@ -73,7 +67,6 @@ impl Staging {
     /// Forgets every record (the memory stays).
     pub fn clear(&mut self) {
         self.used = 0;
-        self.records = 0;
     }
 }
 
